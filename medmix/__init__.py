@@ -1,0 +1,3 @@
+"""medmix: reproducible medical vision-language pretraining mixtures."""
+
+__version__ = "0.1.0"

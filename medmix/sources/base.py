@@ -1,0 +1,200 @@
+"""The source contract: what an adapter declares, and the one function it writes.
+
+An adapter is a short, declarative subclass of `Source`: identity (name, homepage, BibTeX,
+SPDX license, domain, tasks), the upstream files (`Remote` for HTTP or the Hugging Face Hub,
+`Manual` for registration-gated files the user places with `--from SOURCE=DIR`), which splits
+are evaluation benchmarks, and `read()`, which turns local raw files into `Record`s.
+
+Everything else is shared code and never appears in an adapter: downloading, checksums,
+extraction, image decoding and normalization, hashing, validation, quarantine, Parquet writing.
+Why so strict: 14+ adapters written by different people stay reviewable only if each is a page
+of mapping code, and a fix to (say) DICOM windowing reaches every source at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Union
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One upstream file that medmix downloads.
+
+    Either `url` (plain HTTP(S)) or `hf_repo` + `hf_path` (+ `revision`, a commit sha when
+    pinned) is set. `sha256`/`size` pin the bytes; None means "not pinned yet" and is recorded
+    as such in the manifest (`medmix lock` fills it on a machine with network).
+    `extract=True` unpacks a zip/tar safely and hands the adapter the folder instead of the file.
+    `splits` limits the file to the splits that need it, so a train-only recipe never downloads
+    a test archive.
+    """
+
+    name: str
+    url: str | None = None
+    hf_repo: str | None = None
+    hf_path: str | None = None
+    revision: str | None = None
+    repo_type: str = "dataset"
+    sha256: str | None = None
+    size: int | None = None
+    extract: bool = False
+    splits: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.hf_repo is None):
+            raise ValueError(f"Remote {self.name!r}: set exactly one of url= or hf_repo=")
+        if self.hf_repo is not None and not self.hf_path:
+            raise ValueError(f"Remote {self.name!r}: hf_repo needs hf_path")
+
+    @property
+    def upstream(self) -> str:
+        if self.url:
+            return self.url
+        rev = self.revision or "main"
+        return f"hf://{self.repo_type}s/{self.hf_repo}@{rev}/{self.hf_path}"
+
+
+@dataclass(frozen=True)
+class Manual:
+    """A file or folder the user must obtain by hand and place under `--from SOURCE=DIR`.
+
+    `name` is the path relative to DIR; `how` says where to get it (URL, form, terms).
+    """
+
+    name: str
+    how: str
+    is_dir: bool = False
+    extract: bool = False
+    splits: tuple[str, ...] | None = None
+
+
+Upstream = Union[Remote, Manual]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An independent, idempotent piece of work: one slice of one split of one source.
+
+    Its output is named by `key()`, a hash of everything that determines the output bytes, so
+    finished units are never redone and the same units can run on any machine or engine.
+    `args` must be JSON-serializable (e.g. {"file": "train-00003.parquet"} or {"part": 2, "of": 8}).
+    """
+
+    source: str
+    split: str
+    part: str = "0"
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def key(self, salt: Mapping[str, Any]) -> str:
+        payload = {"unit": dataclasses.asdict(self) | {"args": dict(self.args)}, "salt": dict(salt)}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+@dataclass
+class Record:
+    """What an adapter yields for one sample, before shared normalization.
+
+    `image` may be raw bytes (any Pillow format or DICOM), a `Path` to such a file, or None for
+    text-only rows. A `Path` that does not exist becomes a quarantined row, not a crash.
+    Fields left None fall back to the source's declarations (task, modality, license).
+    """
+
+    native_id: str
+    answer: str | None
+    question: str | None = None
+    options: list[str] | None = None
+    context: str | None = None
+    image: bytes | Path | None = None
+    image_name: str | None = None
+    task: str | None = None
+    modality: str | None = None
+    license: str | None = None
+    domain: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass
+class Bad:
+    """A row the adapter could not read (malformed line, missing field); quarantined and counted."""
+
+    native_id: str | None
+    reason: str
+    file: str | None = None
+
+
+class Source:
+    """Base class of every adapter. Subclasses set the class attributes and implement `read`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    homepage: ClassVar[str]
+    citation: ClassVar[str]
+    license: ClassVar[str]
+    domain: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]]
+    modality: ClassVar[str | None] = None
+    # split name → expected rows after the adapter's own filters (None where unknown).
+    splits: ClassVar[Mapping[str, int | None]] = {}
+    # splits that are evaluation benchmarks: refused in pretraining recipes unless overridden.
+    eval_splits: ClassVar[frozenset[str]] = frozenset()
+    # the whole source is a benchmark (e.g. carries a canary string).
+    benchmark: ClassVar[bool] = False
+    # license terms beyond the SPDX id (e.g. gated "no redistribution" agreements).
+    redistributable: ClassVar[bool] = True
+    files: ClassVar[tuple[Upstream, ...]] = ()
+    # bumped when the adapter's output for the same inputs changes; part of every unit key.
+    version: ClassVar[str] = "1"
+    notes: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(self.option_names())
+        if unknown:
+            raise TypeError(f"source {self.name!r} takes no option(s) {sorted(unknown)}; "
+                            f"it takes {sorted(self.option_names())}")
+        self.options = dict(options)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """Recipe-level options this adapter accepts (e.g. SLAKE's `languages`)."""
+        return ()
+
+    def files_for(self, splits: tuple[str, ...]) -> tuple[Upstream, ...]:
+        return tuple(f for f in self.files if f.splits is None or set(f.splits) & set(splits))
+
+    def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
+        """Cut a split into work units. The default is one unit per split; large sources
+        override this (one unit per upstream shard, or N slices of a big JSON)."""
+        return [Unit(self.name, split)]
+
+    def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
+        """Yield the unit's samples as `Record`s (or `Bad` for rows that cannot be read).
+
+        `files` maps each `Remote.name` / `Manual.name` to a local path (a folder for
+        extracted archives). Raise only for problems that make the whole unit wrong.
+        """
+        raise NotImplementedError
+
+    # -- descriptive helpers used by `medmix sources` and the plan ----------------------------
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "title": cls.title,
+            "license": cls.license,
+            "domain": cls.domain,
+            "modality": cls.modality,
+            "tasks": list(cls.tasks),
+            "homepage": cls.homepage,
+            "citation": cls.citation.strip(),
+            "splits": dict(cls.splits),
+            "eval_splits": sorted(cls.eval_splits),
+            "benchmark": cls.benchmark,
+            "redistributable": cls.redistributable,
+            "manual": any(isinstance(f, Manual) for f in cls.files),
+            "upstream": [f.upstream if isinstance(f, Remote) else f"manual: {f.name}" for f in cls.files],
+        }
