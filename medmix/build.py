@@ -1,0 +1,303 @@
+"""`medmix build`: recipe → checks → fetch → normalize (work units) → mix → shards + manifest.
+
+Two stages on purpose: normalize (downloads, decoding, hashing) runs once per source version into
+a content-keyed cache any recipe reuses; mix (dedup, decontamination, selection, writing) is cheap
+and re-runs when a weight changes, without re-downloading or re-decoding anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmix import __version__
+from medmix.errors import LicenseRefused, MedmixError, RecipeError
+from medmix.imaging import ImagePolicy
+from medmix.index import build_eval_index, build_index
+from medmix.licenses import terms
+from medmix.mixture import plan_mixture
+from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
+from medmix.recipe import Recipe
+from medmix.schema import SCHEMA_VERSION
+from medmix.shards import write_shards
+from medmix.sources import get_source
+from medmix.sources.base import Source, Unit
+from medmix.writer import atomic_write_json, sha256_file, write_parquet_atomic
+
+Progress = Callable[[str, str, int, int | None], None]  # (stage, label, advance, total)
+
+
+@dataclass
+class BuildOptions:
+    out: Path
+    cache: Path
+    workers: int = 1
+    from_dirs: dict[str, Path] = field(default_factory=dict)
+    accept: tuple[str, ...] = ()
+    allow_eval: tuple[str, ...] = ()
+    mirror: str | None = None
+    hf_endpoint: str | None = None
+
+
+@dataclass
+class PlannedSource:
+    name: str
+    source: Source
+    splits: tuple[str, ...]
+    from_dir: Path | None
+    evaluation: bool = False   # only used as a decontamination reference
+
+
+def instantiate(adapter: str, name: str, options: dict[str, Any]) -> Source:
+    cls = get_source(adapter)
+    try:
+        src = cls(**options)
+    except TypeError as exc:
+        raise RecipeError(f"source {name!r}: {exc}") from None
+    if name != cls.name:
+        src.name = name  # type: ignore[misc]  # a renamed or local source: rows carry the recipe's name
+    return src
+
+
+def plan_sources(recipe: Recipe, opts: BuildOptions) -> list[PlannedSource]:
+    """Resolve and check everything that can be checked before a single byte is downloaded."""
+    planned: list[PlannedSource] = []
+    for spec in recipe.sources:
+        src = instantiate(spec.adapter, spec.name, spec.options)
+        known = set(src.splits)
+        for split in spec.splits:
+            if known and split not in known:
+                raise RecipeError(f"{recipe.path}:{spec.line}: sources.{spec.name}.splits: {split!r} is not a split of "
+                                  f"{spec.adapter} (it has {sorted(known)})")
+        from_dir = opts.from_dirs.get(spec.name)
+        if from_dir is None and spec.from_dir is not None:
+            from_dir = _resolve_from(recipe, spec.from_dir)
+        planned.append(PlannedSource(spec.name, src, spec.splits, from_dir))
+    check_licenses(recipe, planned, opts)
+    seen = {p.name for p in planned}
+    eval_splits: dict[str, list[str]] = {}
+    for item in recipe.decontaminate["against"]:
+        name, split = item.split(":", 1)
+        eval_splits.setdefault(name, []).append(split)
+    for name, splits in eval_splits.items():
+        try:
+            cls = get_source(name)
+        except MedmixError as exc:
+            raise RecipeError(f"{recipe.path}: decontaminate.against: {exc}") from None
+        for split in splits:
+            if cls.splits and split not in cls.splits:
+                raise RecipeError(f"{recipe.path}: decontaminate.against: {name}:{split}: {name} has no split "
+                                  f"{split!r} (it has {sorted(cls.splits)})")
+        src = instantiate(name, name + "@eval" if name in seen else name, {})
+        planned.append(PlannedSource(src.name, src, tuple(splits), opts.from_dirs.get(name), evaluation=True))
+    return planned
+
+
+def _resolve_from(recipe: Recipe, value: str) -> Path:
+    if value.startswith("package:"):
+        from importlib import resources
+        return Path(str(resources.files("medmix") / value[len("package:"):]))
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else recipe.base_dir() / path
+
+
+def check_licenses(recipe: Recipe, planned: list[PlannedSource], opts: BuildOptions) -> list[str]:
+    """Refuse unaccepted licenses and benchmark splits before any download; return warnings."""
+    accepted = set(recipe.accept) | set(opts.accept)
+    allowed_eval = set(recipe.allow_eval) | set(opts.allow_eval)
+    warnings = []
+    for p in planned:
+        t = terms(p.source.license)
+        if t.needs_acceptance and p.source.license not in accepted:
+            raise LicenseRefused(
+                f"source {p.name!r} is licensed {p.source.license} ({t.summary()}); it is refused unless accepted "
+                f"by name: add `{p.source.license}` to `licenses.accept` in the recipe, or pass "
+                f"`--accept-license {p.source.license}`")
+        for split in p.splits:
+            is_eval = p.source.benchmark or split in p.source.eval_splits
+            if is_eval and f"{p.name}:{split}" not in allowed_eval and p.name not in allowed_eval:
+                raise LicenseRefused(
+                    f"source {p.name!r} split {split!r} is an evaluation benchmark; training on it contaminates that "
+                    f"benchmark. Remove it, or override with `licenses.allow_eval: [{p.name}:{split}]` in the recipe "
+                    f"or `--allow-eval {p.name}:{split}`")
+            if is_eval:
+                warnings.append(f"WARNING: training on evaluation benchmark {p.name}:{split} (explicitly allowed)")
+    return warnings
+
+
+@dataclass
+class UnitJob:
+    planned: PlannedSource
+    unit: Unit
+    key: str
+    files: dict[str, Path]
+
+
+def _run_job(job: UnitJob, policy: ImagePolicy, cache: Path) -> dict:
+    return run_unit(job.planned.source, job.unit, job.files, policy, cache, job.key)
+
+
+def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    started = time.time()
+    progress = progress or (lambda *a: None)
+    # flags are part of the resolution: the manifest (and the row-level license filter) see them
+    recipe = dataclasses.replace(recipe, accept=tuple(sorted(set(recipe.accept) | set(opts.accept))),
+                                 allow_eval=tuple(sorted(set(recipe.allow_eval) | set(opts.allow_eval))))
+    opts.out.mkdir(parents=True, exist_ok=True)
+    planned = plan_sources(recipe, opts)
+    for w in check_licenses(recipe, [p for p in planned if not p.evaluation], opts):
+        log(w)
+    policy = ImagePolicy(**recipe.image)
+    _claim_output(opts.out, recipe)
+
+    # fetch (network-bound, one source at a time) and cut into units
+    from medmix.fetch import fetch_files
+
+    jobs: list[UnitJob] = []
+    provenance: dict[str, list[dict]] = {}
+    for p in planned:
+        progress("fetch", p.name, 0, None)
+        res = fetch_files(p.source, p.splits, cache_dir=opts.cache / "downloads", from_dir=p.from_dir,
+                          mirror=opts.mirror, hf_endpoint=opts.hf_endpoint)
+        provenance[p.name] = res.provenance
+        salt = {"adapter": type(p.source).name, "adapter_version": p.source.version, "options": p.source.options,
+                "policy": policy.salt(), "schema": SCHEMA_VERSION,
+                "files": sorted((d["name"], d.get("sha256")) for d in res.provenance)}
+        for split in p.splits:
+            for unit in p.source.units(split, res.paths):
+                jobs.append(UnitJob(p, unit, unit.key(salt), res.paths))
+        progress("fetch", p.name, 1, 1)
+
+    # normalize: units are independent; results are keyed by unit, so order never depends on workers
+    norm = opts.cache / "normalized"
+    summaries: list[dict] = [None] * len(jobs)  # type: ignore[list-item]
+    todo = []
+    for i, job in enumerate(jobs):
+        done = UnitPaths.at(norm, job.planned.name, job.key).summary
+        if done.exists():
+            summaries[i] = json.loads(done.read_text())
+        else:
+            todo.append(i)
+    progress("normalize", "units", len(jobs) - len(todo), len(jobs))
+    if opts.workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(opts.workers) as pool:
+            futures = {pool.submit(_run_job, jobs[i], policy, norm): i for i in todo}
+            for fut in as_completed(futures):
+                summaries[futures[fut]] = fut.result()
+                progress("normalize", "units", 1, len(jobs))
+    else:
+        for i in todo:
+            summaries[i] = _run_job(jobs[i], policy, norm)
+            progress("normalize", "units", 1, len(jobs))
+
+    # mix: index → dedup/decontaminate/select → shards
+    train = [(j, s) for j, s in zip(jobs, summaries) if not j.planned.evaluation]
+    evals = [(j, s) for j, s in zip(jobs, summaries) if j.planned.evaluation]
+    eval_index = None
+    ngrams = None
+    if evals:
+        from medmix.decontam import NgramIndex
+        eval_index = build_eval_index([(f"{type(j.planned.source).name}:{j.unit.split}",
+                                        UnitPaths.at(norm, j.planned.name, j.key).rows) for j, _ in evals],
+                                      recipe.decontaminate["ngram"])
+        if eval_index.texts:
+            ngrams = NgramIndex(eval_index.texts, n=recipe.decontaminate["ngram"])
+    unit_files = [UnitPaths.at(norm, j.planned.name, j.key).rows for j, _ in train]
+    progress("mix", "index", 0, None)
+    idx = build_index(unit_files, [p.name for p in planned if not p.evaluation],
+                      bands=recipe.dedup["text_threshold"] is not None,
+                      text_threshold=recipe.dedup["text_threshold"], ngrams=ngrams)
+    plan = plan_mixture(recipe, idx, eval_index)
+    progress("mix", "index", 1, 1)
+    shards = write_shards(opts.out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
+                          progress=lambda stage, n: progress("write", stage, n, None))
+
+    quarantine = _write_quarantine(opts.out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
+    removed = _write_removed(opts.out, plan.removed)
+    manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
+    manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
+                              "workers": opts.workers}
+    atomic_write_json(opts.out / "manifest.json", manifest)
+    return manifest
+
+
+def _claim_output(out: Path, recipe: Recipe) -> None:
+    """An output folder belongs to one resolved recipe: resuming into it is safe, mixing two is not."""
+    marker = out / ".medmix-build.json"
+    want = {"recipe_sha256": recipe.sha256(), "schema_version": SCHEMA_VERSION, "medmix_version": __version__}
+    if marker.exists():
+        have = json.loads(marker.read_text())
+        if have != want:
+            raise MedmixError(f"{out} holds a build of another recipe or version ({have.get('recipe_sha256', '?')[:12]}); "
+                              f"choose an empty --out folder or delete it")
+    else:
+        stray = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+        if stray:
+            raise MedmixError(f"{out} is not empty and holds no medmix build ({stray[0].name}, ...); choose an empty "
+                              f"--out folder")
+        atomic_write_json(marker, want)
+
+
+def _write_quarantine(out: Path, files: list[Path]) -> dict:
+    tables = [pq.read_table(f) for f in files if f.exists()]
+    table = pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
+    digest, rows = write_parquet_atomic(out / "quarantine.parquet", table.cast(QUARANTINE_SCHEMA))
+    return {"path": "quarantine.parquet", "rows": rows, "sha256": digest}
+
+
+REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("other", pa.string())])
+
+
+def _write_removed(out: Path, removed: list[tuple[str, str, str]]) -> dict:
+    removed = sorted(removed)
+    table = pa.Table.from_pylist([{"id": a, "reason": b, "other": c} for a, b, c in removed], schema=REMOVED_SCHEMA)
+    digest, rows = write_parquet_atomic(out / "removed.parquet", table)
+    return {"path": "removed.parquet", "rows": rows, "sha256": digest}
+
+
+def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed) -> dict:
+    sources: dict[str, Any] = {}
+    for p in planned:
+        src = type(p.source)
+        entry: dict[str, Any] = {
+            "adapter": src.name, "adapter_version": p.source.version, "license": p.source.license,
+            "license_terms": terms(p.source.license).summary(), "splits": list(p.splits),
+            "evaluation_only": p.evaluation, "upstream": provenance.get(p.name, []),
+            "pinned": all(d.get("pinned", False) for d in provenance.get(p.name, [])),
+        }
+        if not p.evaluation:
+            read = quarantined = written = 0
+            reasons: dict[str, int] = {}
+            for j, s in train:
+                if j.planned.name == p.name:
+                    read += s["read"]
+                    written += s["written"]
+                    for k, v in s["quarantined"].items():
+                        reasons[k] = reasons.get(k, 0) + v
+                        quarantined += v
+            entry["counts"] = {"read": read, "quarantined": quarantined, "quarantine_reasons": dict(sorted(reasons.items())),
+                               **plan.counts[p.name]}
+            entry["decontamination"] = plan.decontamination.get(p.name, {})
+        sources[p.name] = entry
+    return {
+        "medmix_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "recipe": recipe.resolved(),
+        "recipe_sha256": recipe.sha256(),
+        "sources": sources,
+        "accepted_licenses": sorted(set(recipe.accept)),
+        "unpinned_upstreams": sorted(d["upstream"] for v in provenance.values() for d in v if not d.get("pinned")),
+        "shards": shards,
+        "total_rows": sum(s["rows"] for s in shards),
+        "quarantine": quarantine,
+        "removed": removed,
+    }

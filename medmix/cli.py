@@ -1,0 +1,95 @@
+"""The `medmix` command line (typer). Each command is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medmix.errors import MedmixError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Reproducible, license-aware medical vision-language pretraining mixtures.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _parse_from(values: list[str] | None) -> dict[str, Path]:
+    result = {}
+    for v in values or []:
+        if "=" not in v:
+            raise typer.BadParameter(f"--from takes SOURCE=DIR, got {v!r}")
+        k, d = v.split("=", 1)
+        result[k] = Path(d).expanduser()
+    return result
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def build(
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="built-in recipe name or a YAML path (default: demo)"),
+    out: Path = typer.Option(Path("mixture"), "--out", "-o", help="output folder for shards + manifest"),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="processes for normalize and shard writing"),
+    cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download + normalized-source cache"),
+    from_: Optional[List[str]] = typer.Option(None, "--from", help="SOURCE=DIR: local files for a gated/manual source"),
+    accept_license: Optional[List[str]] = typer.Option(None, "--accept-license", help="accept a non-commercial/gated license id"),
+    allow_eval: Optional[List[str]] = typer.Option(None, "--allow-eval", help="SOURCE:SPLIT benchmark split to allow in training"),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
+    plan: bool = typer.Option(False, "--plan", help="print sources, upstreams, licenses and expected rows; download nothing"),
+) -> None:
+    """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
+    from medmix.build import BuildOptions, build as run_build
+    from medmix.recipe import load_recipe
+
+    try:
+        r = load_recipe(recipe)
+        opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=_parse_from(from_),
+                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror)
+        if plan:
+            from medmix.plan import print_plan
+            print_plan(r, opts, out_console)
+            return
+        from medmix.progress import BuildProgress
+        with BuildProgress(console) as progress:
+            manifest = run_build(r, opts, progress=progress.update, log=lambda m: console.print(m, style="yellow"))
+    except MedmixError as exc:
+        _fail(exc)
+        return
+    from medmix.report import print_build_summary
+    print_build_summary(manifest, out, out_console)
+
+
+@app.command()
+def sources(as_json: bool = typer.Option(False, "--json", help="print the registry as JSON")) -> None:
+    """List every source adapter: license, domain, tasks, evaluation status, upstream."""
+    from medmix.sources import registry
+
+    described = [cls.describe() for cls in registry().values()]
+    if as_json:
+        sys.stdout.write(json.dumps(described, indent=2) + "\n")
+        return
+    table = Table(title=f"medmix sources ({len(described)})")
+    for col in ("name", "domain", "tasks", "license", "evaluation", "upstream"):
+        table.add_column(col, overflow="fold")
+    for d in described:
+        ev = "benchmark" if d["benchmark"] else ", ".join(d["eval_splits"])
+        up = "manual (--from)" if d["manual"] else (d["upstream"][0] if d["upstream"] else "")
+        table.add_row(d["name"], d["domain"], ", ".join(d["tasks"]), d["license"], ev, up)
+    out_console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,167 @@
+"""Stage 2 policy: which normalized rows enter the mixture, and in which order.
+
+Order of filters, each counted per source in the manifest:
+  license (rows whose per-row license the recipe did not accept) → exact/near duplicates →
+  decontamination against the named evaluation sets → selection (all / samples / weight) →
+  one global seeded permutation.
+
+Which row of a duplicate group survives is a pure function of the recipe: rows are ranked by
+(source priority, id) — `dedup.priority` first, then the recipe's source order — and the first
+survives. Input order and worker count never matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medmix.dedup import image_clusters, near_any_index
+from medmix.index import EvalIndex, Index
+from medmix.licenses import refused
+from medmix.mix import global_order, resolve_counts, select, source_rng
+from medmix.recipe import Recipe
+from medmix.textsim import clusters_from_bands
+
+
+@dataclass
+class MixPlan:
+    unit: np.ndarray      # int32 per output row (sorted by output position)
+    row: np.ndarray       # int32
+    copy: np.ndarray      # int32 repeat number (0 = first use)
+    counts: dict[str, dict] = field(default_factory=dict)
+    decontamination: dict[str, dict[str, int]] = field(default_factory=dict)
+    removed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, other id)
+
+
+def _rank(recipe: Recipe, idx: Index) -> np.ndarray:
+    """Lexicographic survivor rank: (source priority, id)."""
+    order = list(recipe.dedup.get("priority") or []) + [s.name for s in recipe.sources]
+    prio = {name: order.index(name) for name in dict.fromkeys(order)}
+    src_prio = np.array([prio.get(s, len(prio)) for s in idx.sources], np.int64)[idx.source]
+    by_id = np.argsort(np.array(idx.ids, dtype=object), kind="stable")
+    id_rank = np.empty(len(idx), np.int64)
+    id_rank[by_id] = np.arange(len(idx))
+    return src_prio * (len(idx) + 1) + id_rank
+
+
+def _group_dups(keys: list[np.ndarray], alive: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For rows grouped by equal `keys`, return for each row the index of its group's survivor."""
+    n = len(rank)
+    cand = np.flatnonzero(alive)
+    order = np.lexsort([rank[cand]] + [k[cand] for k in reversed(keys)])
+    c = cand[order]
+    survivor = np.arange(n)
+    if len(c) == 0:
+        return survivor
+    new = np.ones(len(c), bool)
+    same = np.ones(len(c) - 1, bool)
+    for k in keys:
+        same &= k[c][1:] == k[c][:-1]
+    new[1:] = ~same
+    head = c[np.maximum.accumulate(np.where(new, np.arange(len(c)), 0))]
+    survivor[c] = head
+    return survivor
+
+
+def plan_mixture(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixPlan:
+    n = len(idx)
+    plan = MixPlan(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
+    counts = {s.name: {"normalized": 0, "license_filtered": 0, "duplicates": 0, "contaminated": 0,
+                       "available": 0, "selected": 0, "epochs": 0.0} for s in recipe.sources}
+    for code, name in enumerate(idx.sources):
+        counts[name]["normalized"] = int(np.sum(idx.source == code))
+    alive = np.ones(n, bool)
+
+    def drop(mask: np.ndarray, key: str, reason: str, other: list[str] | None = None) -> None:
+        rows = np.flatnonzero(mask & alive)
+        for i, r in enumerate(rows):
+            counts[idx.sources[idx.source[r]]][key] += 1
+            plan.removed.append((idx.ids[r], reason, other[i] if other else ""))
+        alive[rows] = False
+
+    # 1. licenses the recipe has not accepted (per row: PMC-OA rows carry their article's license)
+    bad = set(refused(set(idx.license), recipe.accept))
+    if bad:
+        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted")
+
+    # 2. duplicates: same image cluster (or no image) and same / near-same text → one row
+    rank = _rank(recipe, idx)
+    d = recipe.dedup
+    img_key = np.full(n, -1, np.int64)
+    has = idx.has_image & alive
+    if has.any():
+        rows = np.flatnonzero(has)
+        if d["image_distance"] is None:
+            _, inv = np.unique(np.array([idx.sha[r] for r in rows], dtype=object), return_inverse=True)
+            img_key[rows] = inv
+        else:
+            labels = image_clusters(idx.phash[rows], d["image_distance"])
+            img_key[rows] = rows[labels]
+    if d["text_threshold"] is not None and idx.bands is not None:
+        txt_key = clusters_from_bands(idx.bands).astype(np.int64)
+    else:
+        txt_key = idx.text.view(np.int64)
+    if d["exact"] or d["image_distance"] is not None or d["text_threshold"] is not None:
+        surv = _group_dups([img_key, txt_key], alive, rank)
+        dup = surv != np.arange(n)
+        drop(dup, "duplicates", "duplicate", [idx.ids[s] for s in surv[dup & alive]])
+    if d["images"] == "unique":
+        img_rows = (img_key >= 0) & alive
+        surv = _group_dups([img_key], img_rows, rank)
+        dup = (surv != np.arange(n)) & img_rows
+        drop(dup, "duplicates", "same image (images: unique)", [idx.ids[s] for s in surv[dup & alive]])
+
+    # 3. decontamination against evaluation sets
+    decon: dict[str, dict[str, int]] = {s.name: {} for s in recipe.sources}
+
+    def count_decon(rows: np.ndarray, eval_rows: np.ndarray, why: str) -> None:
+        for r, e in zip(rows, eval_rows):
+            if alive[r]:
+                s, key = idx.sources[idx.source[r]], f"{evals.names[e]} ({why})"
+                decon[s][key] = decon[s].get(key, 0) + 1
+
+    if evals is not None and evals.ids:
+        if recipe.decontaminate["image_distance"] is not None and len(evals.phash):
+            rows = np.flatnonzero(idx.has_image & alive)
+            hit, which = near_any_index(evals.phash, idx.phash[rows], recipe.decontaminate["image_distance"])
+            rows, eval_rows = rows[hit], evals.phash_row[which[hit]]
+            count_decon(rows, eval_rows, "image")
+            mask = np.zeros(n, bool)
+            mask[rows] = True
+            drop(mask, "contaminated", "near-duplicate of an evaluation image", [evals.ids[e] for e in eval_rows])
+        if idx.text_hit is not None:
+            rows = np.flatnonzero((idx.text_hit >= 0) & alive)
+            eval_rows = np.array([evals.text_row[t] for t in idx.text_hit[rows]], np.int64)
+            count_decon(rows, eval_rows, "text")
+            mask = np.zeros(n, bool)
+            mask[rows] = True
+            drop(mask, "contaminated", f"shares a {recipe.decontaminate['ngram']}-gram with an evaluation question",
+                 [evals.ids[e] for e in eval_rows])
+    plan.decontamination = {k: dict(sorted(v.items())) for k, v in decon.items() if v}
+
+    # 4. selection
+    available = {s.name: 0 for s in recipe.sources}
+    by_source: dict[str, np.ndarray] = {}
+    for code, name in enumerate(idx.sources):
+        rows = np.flatnonzero((idx.source == code) & alive)
+        by_source[name] = rows
+        available[name] = len(rows)
+    want = resolve_counts(recipe, available)
+    units, rows_, copies = [], [], []
+    for s in recipe.sources:
+        rows = by_source.get(s.name, np.zeros(0, np.int64))
+        sel = select(len(rows), want[s.name], source_rng(recipe.seed, s.name, "select"))
+        picked = rows[sel.indices]
+        units.append(idx.unit[picked])
+        rows_.append(idx.row[picked])
+        copies.append(sel.copy)
+        counts[s.name].update(available=len(rows), selected=int(want[s.name]), epochs=round(sel.epochs, 6))
+    unit = np.concatenate(units) if units else np.zeros(0, np.int32)
+    row = np.concatenate(rows_) if rows_ else np.zeros(0, np.int32)
+    copy = np.concatenate(copies) if copies else np.zeros(0, np.int32)
+    pos = global_order(len(unit), recipe.seed)
+    order = np.argsort(pos, kind="stable")
+    plan.unit, plan.row, plan.copy = unit[order], row[order], copy[order]
+    plan.counts = counts
+    return plan

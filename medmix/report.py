@@ -1,0 +1,36 @@
+"""What a person sees after a build: per-source counts and the decontamination table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+COUNT_COLUMNS = ("read", "quarantined", "license_filtered", "duplicates", "contaminated", "available", "selected",
+                 "epochs")
+
+
+def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
+    table = Table(title=f"{manifest['recipe']['name']}: {manifest['total_rows']} rows in {len(manifest['shards'])} "
+                        f"shard(s) → {out}")
+    table.add_column("source")
+    for c in COUNT_COLUMNS:
+        table.add_column(c.replace("_", " "), justify="right")
+    for name, s in manifest["sources"].items():
+        if "counts" in s:
+            table.add_row(name, *[str(s["counts"].get(c, "")) for c in COUNT_COLUMNS])
+    console.print(table)
+    decon = [(name, ev, n) for name, s in manifest["sources"].items() for ev, n in s.get("decontamination", {}).items()]
+    if decon:
+        t = Table(title="decontamination: training rows removed per evaluation set")
+        for c in ("source", "evaluation set (match)", "rows"):
+            t.add_column(c)
+        for name, ev, n in decon:
+            t.add_row(name, ev, str(n))
+        console.print(t)
+    if manifest["quarantine"]["rows"]:
+        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: {out / 'quarantine.parquet'}")
+    if manifest["unpinned_upstreams"]:
+        console.print(f"[yellow]{len(manifest['unpinned_upstreams'])} upstream file(s) are not pinned by sha256 "
+                      f"(recorded in the manifest; `medmix lock` pins them)[/]")

@@ -1,0 +1,118 @@
+"""Write the mixture's shards in its global shuffled order with memory bounded by one shard.
+
+A global shuffle means each output shard draws rows from every unit file; reading those rows by
+random access would re-read row groups once per shard. Instead, two sequential passes:
+  scatter: read each unit file once, in order, and append each selected row to the spill file
+           of the shard it belongs to (Arrow IPC streams, one per missing shard);
+  gather:  per shard, read its spill file (one shard of rows), sort by output position, write
+           the Parquet shard atomically. Shards are independent, so this pass runs in parallel.
+Shards already present under their final name are complete (atomic rename) and are skipped, so
+a killed build resumes with only the missing shards.
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from medmix.schema import ARROW_SCHEMA, COLUMNS
+from medmix.writer import sha256_file, write_parquet_atomic
+
+
+def shard_name(i: int, n: int) -> str:
+    return f"data/train-{i:05d}-of-{n:05d}.parquet"
+
+
+def write_shards(out: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
+                 shard_rows: int, workers: int = 1, progress: Callable[[str, int], None] | None = None) -> list[dict]:
+    """Rows (unit, row, copy) in output order → shards under `out/data/`; returns shard records."""
+    total = len(unit)
+    n_shards = max(1, -(-total // shard_rows))
+    names = [shard_name(i, n_shards) for i in range(n_shards)]
+    missing = [i for i, name in enumerate(names) if not (out / name).exists()]
+    spill = out / ".spill"
+    if missing:
+        if spill.exists():
+            shutil.rmtree(spill)  # a killed scatter leaves partial spills; they are rebuilt from the cache
+        spill.mkdir(parents=True)
+        _scatter(spill, unit_files, unit, row, copy, shard_rows, set(missing), progress)
+        jobs = [(spill / f"{i}.arrow", out / names[i]) for i in missing]
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_gather, *zip(*jobs)):
+                    if progress:
+                        progress("gather", 1)
+        else:
+            for job in jobs:
+                _gather(*job)
+                if progress:
+                    progress("gather", 1)
+        shutil.rmtree(spill, ignore_errors=True)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, name in enumerate(names):
+        rows = pq.ParquetFile(out / name).metadata.num_rows
+        records.append({"path": name, "rows": rows, "sha256": sha256_file(out / name)})
+    return records
+
+
+SPILL_SCHEMA = ARROW_SCHEMA.append(pa.field("_pos", pa.int64())).append(pa.field("_copy", pa.int32()))
+
+
+def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
+             shard_rows: int, wanted: set[int], progress) -> None:
+    pos = np.arange(len(unit), dtype=np.int64)
+    shard = pos // shard_rows
+    keep = np.isin(shard, np.fromiter(wanted, np.int64))
+    writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+    order = np.lexsort((row[keep], unit[keep]))
+    u_sel, r_sel, p_sel, c_sel = unit[keep][order], row[keep][order], pos[keep][order], copy[keep][order]
+    bounds = np.searchsorted(u_sel, np.arange(len(unit_files) + 1))
+    try:
+        for u, path in enumerate(unit_files):
+            lo, hi = bounds[u], bounds[u + 1]
+            if lo == hi:
+                continue
+            # stream the unit file batch by batch: memory holds one row group, not the unit
+            off = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=list(COLUMNS)):
+                a, b = np.searchsorted(r_sel[lo:hi], [off, off + batch.num_rows]) + lo
+                if a < b:
+                    part = pa.Table.from_batches([batch]).take(pa.array(r_sel[a:b] - off)).cast(ARROW_SCHEMA)
+                    part = part.append_column("_pos", pa.array(p_sel[a:b])).append_column("_copy", pa.array(c_sel[a:b]))
+                    shards = p_sel[a:b] // shard_rows
+                    for s in np.unique(shards):
+                        if s not in writers:
+                            writers[s] = ipc.new_stream(str(spill / f"{s}.arrow"), SPILL_SCHEMA)
+                        writers[s].write_table(part.filter(pa.array(shards == s)))
+                off += batch.num_rows
+            if progress:
+                progress("scatter", 1)
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def _gather(spill_file: Path, target: Path) -> None:
+    if not spill_file.exists():  # an empty mixture still gets its one (empty) shard
+        table = SPILL_SCHEMA.empty_table()
+    else:
+        with pa.memory_map(str(spill_file)) as src:
+            table = ipc.open_stream(src).read_all()
+    table = table.take(pc.sort_indices(table, [("_pos", "ascending")]))
+    copies = table.column("_copy").to_numpy()
+    if copies.any():
+        ids = table.column("id").to_pylist()
+        ids = [i if c == 0 else f"{i}#{c}" for i, c in zip(ids, copies)]
+        table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    table = table.drop_columns(["_pos", "_copy"]).cast(ARROW_SCHEMA)
+    # replace_schema_metadata keeps the `datasets` feature description on every shard
+    write_parquet_atomic(target, table.replace_schema_metadata(ARROW_SCHEMA.metadata))

@@ -1,0 +1,134 @@
+"""A folder of your own images and/or DICOM files, as a source any recipe can use.
+
+Layout follows the Hugging Face imagefolder convention so existing folders work unchanged:
+  DIR/**/<image or .dcm>            images (JPEG/PNG/TIFF/BMP/GIF/WebP) and DICOM files
+  DIR/metadata.csv | metadata.jsonl  optional; one row per image keyed by `file_name` (relative to DIR)
+                                     with any of question, answer, options, context, modality, license,
+                                     task; other columns go to `meta`.
+Without metadata, `label_from_folder: true` uses the parent folder name as the answer (a
+classification folder tree). In a recipe:
+  my_ct:
+    adapter: local
+    from: /data/my-ct
+    options: {domain: radiology, task: caption, license: CC-BY-4.0, modality: CT}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from medmix.errors import RecipeError
+from medmix.schema import DOMAINS, TASKS
+from medmix.sources.base import Bad, Manual, Record, Source, Unit
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom"}
+TEXT_FIELDS = ("question", "answer", "options", "context", "modality", "license", "task")
+FILES_PER_UNIT = 20_000
+
+
+class LocalFolder(Source):
+    name = "local"
+    title = "Local folder (imagefolder layout, DICOM welcome)"
+    homepage = "https://huggingface.co/docs/datasets/image_dataset#imagefolder"
+    citation = ""
+    license = "CC0-1.0"  # replaced by the recipe's `license` option
+    domain = "general-biomedical"
+    tasks = ("caption",)
+    files = (Manual(".", how="your folder of images/DICOM files, with an optional metadata.csv or metadata.jsonl "
+                         "keyed by file_name", is_dir=True),)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return ("domain", "task", "license", "modality", "split", "label_from_folder")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        missing = [k for k in ("domain", "license") if k not in options]
+        if missing:
+            raise RecipeError(f"a local source needs options {missing} (e.g. `options: {{domain: radiology, "
+                              f"license: CC-BY-4.0, task: caption}}`)")
+        if options["domain"] not in DOMAINS:
+            raise RecipeError(f"local source: domain {options['domain']!r} is not one of {sorted(DOMAINS)}")
+        task = options.get("task", "caption")
+        if task not in TASKS:
+            raise RecipeError(f"local source: task {task!r} is not one of {sorted(TASKS)}")
+        # instance attributes shadow the class declarations, so shared code sees the user's choices
+        self.domain = options["domain"]
+        self.license = options["license"]
+        self.tasks = (task,)
+        self.modality = options.get("modality")
+        self.splits = {options.get("split", "train"): None}
+
+    def _images(self, root: Path) -> list[str]:
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
+        n = len(self._images(files["."]))
+        parts = max(1, -(-n // FILES_PER_UNIT))
+        return [Unit(self.name, split, str(i), {"part": i, "of": parts}) for i in range(parts)]
+
+    def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
+        root = files["."]
+        images = self._images(root)
+        part, of = unit.args["part"], unit.args["of"]
+        mine = images[part * FILES_PER_UNIT:(part + 1) * FILES_PER_UNIT] if of > 1 else images
+        meta, bad = _read_metadata(root)
+        if part == 0:
+            yield from bad
+            on_disk = set(images)
+            for name in sorted(set(meta) - on_disk):
+                yield Bad(name, "image file missing: metadata names a file that is not in the folder", file=name)
+        for name in mine:
+            row = meta.get(name)
+            if row is None:
+                if not self.options.get("label_from_folder"):
+                    yield Bad(name, "no metadata row for this image (add it to metadata.csv/jsonl, or set "
+                                    "label_from_folder: true)", file=name)
+                    continue
+                row = {"answer": Path(name).parent.name}
+            options = row.get("options")
+            if isinstance(options, str):
+                options = json.loads(options) if options.startswith("[") else [o for o in options.split("|") if o]
+            yield Record(
+                native_id=name, answer=row.get("answer"), question=row.get("question") or None,
+                options=options or None, context=row.get("context") or None, image=root / name, image_name=name,
+                task=row.get("task") or None, modality=row.get("modality") or None, license=row.get("license") or None,
+                meta={k: v for k, v in row.items() if k not in TEXT_FIELDS and k != "file_name"} or None,
+            )
+
+
+def _read_metadata(root: Path) -> tuple[dict[str, dict], list[Bad]]:
+    rows: dict[str, dict] = {}
+    bad: list[Bad] = []
+    csv_path, jsonl_path = root / "metadata.csv", root / "metadata.jsonl"
+    if csv_path.exists():
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                for i, row in enumerate(csv.DictReader(f), start=2):
+                    if not row.get("file_name"):
+                        bad.append(Bad(None, f"metadata row without file_name (line {i})", file="metadata.csv"))
+                        continue
+                    rows[row["file_name"]] = row
+        except UnicodeDecodeError as exc:
+            bad.append(Bad(None, f"malformed text: metadata.csv is not UTF-8 ({exc.reason})", file="metadata.csv"))
+    if jsonl_path.exists():
+        for i, line in enumerate(jsonl_path.read_bytes().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.append(Bad(None, f"malformed text: metadata.jsonl line {i} is not UTF-8", file="metadata.jsonl"))
+                continue
+            except json.JSONDecodeError as exc:
+                bad.append(Bad(None, f"malformed JSON line: metadata.jsonl line {i}: {exc.msg}", file="metadata.jsonl"))
+                continue
+            if not isinstance(row, dict) or not row.get("file_name"):
+                bad.append(Bad(None, f"metadata row without file_name (line {i})", file="metadata.jsonl"))
+                continue
+            rows[row["file_name"]] = row
+    return rows, bad
