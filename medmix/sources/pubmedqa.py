@@ -1,0 +1,134 @@
+"""PubMedQA: yes/no/maybe questions answered from PubMed abstracts, from `qiaojin/PubMedQA`.
+
+The Hub copy has three configs, each a single `train` split; medmix exposes each config as a
+split of its own name: `pqa_labeled` (1,000 expert-labelled, the usual test set),
+`pqa_artificial` (211,269, labels from a heuristic) and `pqa_unlabeled` (61,249, no decision).
+Labelled rows become 3-way multiple choice with the abstract as context and the conclusion
+(`long_answer`) in `meta`; unlabelled rows become free-text QA whose answer is the conclusion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pyarrow.parquet as pq
+
+from medmix.errors import MedmixError
+from medmix.sources.base import Bad, Record, Remote, Source, Unit
+
+_REPO = "qiaojin/PubMedQA"
+_CONFIGS = ("pqa_labeled", "pqa_artificial", "pqa_unlabeled")
+_OPTIONS = ["yes", "no", "maybe"]
+_BATCH = 1000
+
+
+def _path(config: str) -> str:
+    return f"{config}/train-00000-of-00001.parquet"
+
+
+def row_slices(path: Path, max_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of at most `max_rows` covering a Parquet file (from its footer only)."""
+    total = pq.ParquetFile(path).metadata.num_rows
+    return [(start, min(start + max_rows, total)) for start in range(0, total, max_rows)] or [(0, 0)]
+
+
+def iter_parquet_slice(path: Path, start: int, stop: int, columns: list[str],
+                       batch_size: int = _BATCH) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row index, row) for rows start..stop-1 of a Parquet file, reading only the row groups
+    that overlap the range, so N units over one big file do not each read all of it."""
+    pf = pq.ParquetFile(path)
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise MedmixError(f"{path.name}: upstream columns {missing} are missing (found {pf.schema_arrow.names}); "
+                          "the upstream format changed")
+    first = 0
+    for group in range(pf.num_row_groups):
+        size = pf.metadata.row_group(group).num_rows
+        if first + size > start and first < stop:
+            index = first
+            for batch in pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+                for row in batch.to_pylist():
+                    if start <= index < stop:
+                        yield index, row
+                    index += 1
+        first += size
+        if first >= stop:
+            break
+
+
+def _context(ctx: Any) -> tuple[str | None, list[str]]:
+    """The abstract without its conclusion, one "LABEL: text" paragraph per section; and its MeSH terms."""
+    if not isinstance(ctx, dict) or not ctx.get("contexts"):
+        return None, []
+    texts = [t for t in ctx["contexts"] if t]
+    labels = ctx.get("labels") or []
+    if len(labels) == len(texts):
+        texts = [f"{label}: {text}" if label else text for label, text in zip(labels, texts)]
+    return "\n".join(texts), list(ctx.get("meshes") or [])
+
+
+class PubMedQA(Source):
+    name = "pubmedqa"
+    title = "PubMedQA"
+    homepage = "https://pubmedqa.github.io/"
+    citation = """
+@inproceedings{jin2019pubmedqa,
+  title     = {PubMedQA: A Dataset for Biomedical Research Question Answering},
+  author    = {Jin, Qiao and Dhingra, Bhuwan and Liu, Zhengping and Cohen, William and Lu, Xinghua},
+  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing and the
+               9th International Joint Conference on Natural Language Processing (EMNLP-IJCNLP)},
+  pages     = {2567--2577},
+  year      = {2019},
+  doi       = {10.18653/v1/D19-1259}
+}
+"""
+    license = "MIT"
+    domain = "clinical-text"
+    tasks = ("mcqa", "qa")
+    splits = {"pqa_labeled": 1000, "pqa_artificial": 211269, "pqa_unlabeled": 61249}
+    # PQA-L is the benchmark (reasoning-required accuracy); it must not be trained on by accident.
+    eval_splits = frozenset({"pqa_labeled"})
+    # The revision stays unpinned: no tree listing of the current main was seen (see docs/datasets/pubmedqa.md).
+    files = tuple(Remote(name=_path(c), hf_repo=_REPO, hf_path=_path(c), splits=(c,)) for c in _CONFIGS)
+    notes = "Splits are the Hub configs; PQA-A labels are heuristic; PQA-U has no yes/no/maybe decision."
+    # PQA-A has 211k rows: cut into units of at most this many rows.
+    unit_rows = 50_000
+
+    def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
+        slices = row_slices(Path(files[_path(split)]), self.unit_rows)
+        return [Unit(self.name, split, part=str(i), args={"start": a, "stop": b}) for i, (a, b) in enumerate(slices)]
+
+    def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
+        name = _path(unit.split)
+        labeled = unit.split != "pqa_unlabeled"
+        columns = ["pubid", "question", "context", "long_answer"] + (["final_decision"] if labeled else [])
+        if unit.split == "pqa_labeled":
+            columns += ["reasoning_required_pred", "reasoning_free_pred"]
+        start, stop = unit.args.get("start", 0), unit.args.get("stop", float("inf"))
+        for index, row in iter_parquet_slice(Path(files[name]), start, stop, columns):
+            pubid = row.get("pubid")
+            native_id = f"{unit.split}-{pubid}" if pubid is not None else f"{unit.split}-row{index}"
+            context, meshes = _context(row.get("context"))
+            if pubid is None or not row.get("question") or context is None:
+                field = "pubid" if pubid is None else "question" if not row.get("question") else "context"
+                yield Bad(native_id, f"missing field {field!r} in row {index}", file=name)
+                continue
+            meta: dict[str, Any] = {"pubid": pubid, "meshes": meshes}
+            if not labeled:
+                if not row.get("long_answer"):
+                    yield Bad(native_id, f"missing field 'long_answer' in row {index}", file=name)
+                    continue
+                yield Record(native_id, answer=row.get("long_answer"), question=row["question"], context=context,
+                             task="qa", meta=meta)
+                continue
+            decision = (row.get("final_decision") or "").strip().lower()
+            if decision not in _OPTIONS:
+                yield Bad(native_id, f"final_decision {row.get('final_decision')!r} is not yes/no/maybe", file=name)
+                continue
+            meta["long_answer"] = row.get("long_answer")
+            for key in ("reasoning_required_pred", "reasoning_free_pred"):
+                if row.get(key) is not None:
+                    meta[key] = row[key]
+            yield Record(native_id, answer=decision, question=row["question"], options=list(_OPTIONS),
+                         context=context, task="mcqa", meta=meta)

@@ -1,0 +1,68 @@
+"""PubMedQA adapter against fixture Parquet files in the real `qiaojin/PubMedQA` layout."""
+
+from __future__ import annotations
+
+from fixtures import assert_matches_remotes, local_files, read_split
+from fixtures import pubmedqa as fx
+from medmix.sources import get_source
+from medmix.sources.pubmedqa import PubMedQA
+
+
+def _read(tmp_path, upstream, split, source=None):
+    src = source or PubMedQA()
+    return read_split(src, split, local_files(tmp_path, src, upstream, (split,)))
+
+
+def test_registered_configs_as_splits_and_labeled_is_eval():
+    assert get_source("pubmedqa") is PubMedQA
+    assert set(PubMedQA.splits) == {"pqa_labeled", "pqa_artificial", "pqa_unlabeled"}
+    assert PubMedQA.eval_splits == {"pqa_labeled"}
+    assert PubMedQA.license == "MIT" and PubMedQA.domain == "clinical-text"
+    assert_matches_remotes(PubMedQA, fx.build())
+    assert [f.name for f in PubMedQA().files_for(("pqa_artificial",))] == [fx.path("pqa_artificial")]
+
+
+def test_labeled_rows_are_three_way_mcqa_with_abstract_context(tmp_path):
+    records, bads = _read(tmp_path, fx.build(bad=False), "pqa_labeled")
+    assert bads == [] and len(records) == 4
+    r = records[0]
+    src = fx.item(0, "pqa_labeled")
+    assert r.task == "mcqa" and r.options == ["yes", "no", "maybe"]
+    assert r.answer == src["final_decision"] and r.answer in r.options
+    assert r.question == src["question"]
+    assert r.context.splitlines()[0] == "BACKGROUND: " + src["context"]["contexts"][0]
+    assert r.meta["long_answer"] == src["long_answer"]
+    assert r.meta["reasoning_required_pred"] == src["final_decision"]
+    assert r.native_id == f"pqa_labeled-{src['pubid']}"
+    assert r.image is None
+
+
+def test_unlabeled_rows_are_free_text_qa_answered_by_the_conclusion(tmp_path):
+    records, bads = _read(tmp_path, fx.build(bad=False), "pqa_unlabeled")
+    assert bads == [] and len(records) == 3
+    assert all(r.task == "qa" and r.options is None for r in records)
+    assert records[1].answer == fx.item(1, "pqa_unlabeled")["long_answer"]
+
+
+def test_bad_rows_are_named_and_good_rows_survive(tmp_path):
+    for split, expect in [("pqa_labeled", "final_decision 'unclear' is not yes/no/maybe"),
+                          ("pqa_artificial", "missing field 'context'"),
+                          ("pqa_unlabeled", "missing field 'long_answer'")]:
+        records, bads = _read(tmp_path / split, fx.build(bad=True), split)
+        assert [b.reason.split(" in row")[0] for b in bads] == [expect], split
+        assert bads[0].file == fx.path(split)
+        assert len(records) == {"pqa_labeled": 4, "pqa_artificial": 5, "pqa_unlabeled": 3}[split]
+
+
+def test_big_configs_split_into_units_without_changing_ids(tmp_path):
+    upstream = fx.build(counts={"pqa_artificial": 11}, bad=False)
+    whole, _ = _read(tmp_path / "a", upstream, "pqa_artificial")
+    small = PubMedQA()
+    small.unit_rows = 4  # 11 rows in units of 4, over row groups of 2: slices cut across groups
+    files = local_files(tmp_path / "b", small, upstream, ("pqa_artificial",))
+    units = small.units("pqa_artificial", files)
+    assert [(u.args["start"], u.args["stop"]) for u in units] == [(0, 4), (4, 8), (8, 11)]
+    assert len({u.key({}) for u in units}) == 3
+    pieces, _ = read_split(small, "pqa_artificial", files)
+    assert [r.native_id for r in pieces] == [r.native_id for r in whole]
+    assert len(whole) == 11 and len({r.native_id for r in whole}) == 11

@@ -1,0 +1,94 @@
+"""SLAKE adapter against fixture files in the real `BoKelvin/SLAKE` layout (JSON + imgs.zip)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures import assert_matches_remotes, local_files, read_split
+from fixtures import slake as fx
+from medmix.errors import MedmixError
+from medmix.sources import get_source
+from medmix.sources.slake import Slake
+
+
+def _read(tmp_path, upstream, split, **options):
+    src = Slake(**options)
+    return read_split(src, split, local_files(tmp_path, src, upstream, (split,)))
+
+
+def test_registered_with_eval_split_and_layout():
+    assert get_source("slake") is Slake
+    assert Slake.eval_splits == {"test"}
+    assert_matches_remotes(Slake, fx.build())
+    names = [f.name for f in Slake().files_for(("validation",))]
+    assert names == ["validation.json", "imgs.zip"]  # the renamed file, and the shared image archive
+
+
+def test_english_only_by_default_and_images_shared(tmp_path):
+    records, bads = _read(tmp_path, fx.build(bad=False), "train")
+    assert bads == []
+    assert len(records) == 3 * 2                      # 3 images x 2 English questions
+    assert all(r.meta["q_lang"] == "en" for r in records)
+    assert len({r.image for r in records}) == 3       # questions share their image file
+    first = records[0]
+    assert first.question == fx.QUESTIONS[0][0] and first.answer == "CT"
+    assert first.image.name == "source.jpg" and first.image.is_file()
+    assert first.image_name == "xmlab0/source.jpg"
+    assert first.modality == "CT" and first.task == "vqa"
+    assert first.native_id == "train-0"
+
+
+def test_chinese_rows_kept_when_asked(tmp_path):
+    records, _ = _read(tmp_path, fx.build(bad=False), "train", languages=["en", "zh"])
+    zh = [r for r in records if r.meta["q_lang"] == "zh"]
+    assert len(zh) == 3 and zh[0].answer == "CT"
+    assert any(r.question == "图片中包含肝脏吗?" for r in zh)
+
+
+def test_bad_language_option_is_refused_clearly():
+    with pytest.raises(MedmixError, match="languages"):
+        Slake(languages=["fr"])
+    with pytest.raises(TypeError, match="takes no option"):
+        Slake(language="en")
+
+
+def test_missing_image_and_malformed_entries_are_bad_rows(tmp_path):
+    records, bads = _read(tmp_path, fx.build(bad=True), "train")
+    reasons = {b.reason for b in bads}
+    assert "image file missing: xmlab999/source.jpg" in reasons
+    assert any("missing field(s) ['answer']" in r for r in reasons)
+    assert any("not a JSON object" in r for r in reasons)
+    assert next(b for b in bads if "xmlab999" in b.reason).file == "imgs.zip:xmlab999/source.jpg"
+    assert len(records) == 6  # every good row survives
+
+
+def test_ids_stable_and_unique_across_splits(tmp_path):
+    up = fx.build(bad=False)
+    ids = []
+    for split in ("train", "validation", "test"):
+        a, _ = _read(tmp_path / "a" / split, up, split, languages=["en", "zh"])
+        b, _ = _read(tmp_path / "b" / split, up, split, languages=["en", "zh"])
+        assert [r.native_id for r in a] == [r.native_id for r in b]
+        ids += [r.native_id for r in a]
+    assert len(ids) == len(set(ids))
+    assert "test-11934" in ids
+
+
+def test_image_names_cannot_escape_the_archive(tmp_path):
+    up = fx.build(bad=False)
+    import json
+
+    rows = json.loads(up["train.json"].data)
+    escape = "../../../raw/train.json"  # from extracted/imgs.zip/imgs/ to a file that does exist
+    rows[0]["img_name"] = escape
+    up["train.json"] = fx.Served("train.json", json.dumps(rows).encode(), hf_repo=fx.REPO, hf_path="train.json")
+    records, bads = _read(tmp_path, up, "train")
+    assert (tmp_path / "extracted" / "imgs.zip" / "imgs" / escape).resolve().is_file()
+    assert bads and bads[0].reason == f"image file missing: {escape}"
+
+
+def test_unreadable_json_stops_the_unit_naming_the_file(tmp_path):
+    up = fx.build(bad=False)
+    up["test.json"] = fx.Served("test.json", b"[{\"qid\": 1,", hf_repo=fx.REPO, hf_path="test.json")
+    with pytest.raises(MedmixError, match="test.json: not a readable JSON"):
+        _read(tmp_path, up, "test")
