@@ -65,7 +65,9 @@ class FixtureServer:
         self._httpd = httpd
         self.url = f"http://127.0.0.1:{httpd.server_address[1]}"
         self.hf_endpoint = self.url
-        self._thread = threading.Thread(target=httpd.serve_forever, name="FixtureServer", daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, and tests stop a server each.
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="FixtureServer", daemon=True)
         self._thread.start()
         return self
 
