@@ -240,7 +240,7 @@ def test_hf_download_wrong_sha_is_a_fetch_error_and_removes_the_file(http_server
 
 def test_hf_download_retries_a_server_error(http_server, tmp_path):
     http_server.add_hf("org/medvqa", "a.json", b"[1]", revision="main")
-    http_server.fail(f"/datasets/org/medvqa/resolve/main/a.json", "500")
+    http_server.fail("/datasets/org/medvqa/resolve/main/a.json", "500")
     path = hf_download("org/medvqa", "a.json", revision=None, cache_dir=tmp_path, endpoint=http_server.hf_endpoint,
                        backoff=0.0)
     assert path.read_bytes() == b"[1]"
