@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from fixtures import assert_matches_remotes, local_files, read_split
+from pathlib import Path
+
+from adapter_harness import run_adapter
+from fixtures import assert_matches_remotes, local_files, read_split, run_twice
 from fixtures import pubmedqa as fx
 from medmix.sources import get_source
 from medmix.sources.pubmedqa import PubMedQA
+
+DEMO = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo"
 
 
 def _read(tmp_path, upstream, split, source=None):
@@ -55,7 +60,7 @@ def test_bad_rows_are_named_and_good_rows_survive(tmp_path):
 
 
 def test_big_configs_split_into_units_without_changing_ids(tmp_path):
-    upstream = fx.build(counts={"pqa_artificial": 11}, bad=False)
+    upstream = fx.build(counts={"pqa_artificial": 11}, bad=False, row_group_size=2)
     whole, _ = _read(tmp_path / "a", upstream, "pqa_artificial")
     small = PubMedQA()
     small.unit_rows = 4  # 11 rows in units of 4, over row groups of 2: slices cut across groups
@@ -66,3 +71,20 @@ def test_big_configs_split_into_units_without_changing_ids(tmp_path):
     pieces, _ = read_split(small, "pqa_artificial", files)
     assert [r.native_id for r in pieces] == [r.native_id for r in whole]
     assert len(whole) == 11 and len({r.native_id for r in whole}) == 11
+
+
+def test_end_to_end_through_fetch_and_normalize(http_server, tmp_path):
+    splits = ("pqa_labeled", "pqa_artificial", "pqa_unlabeled")
+    rows, bad = run_twice(PubMedQA, splits, fx.build(bad=True), http_server, tmp_path)
+    assert [sum(r["split"] == s for r in rows) for s in splits] == [4, 5, 3]
+    assert all(r["license"] == "MIT" and r["image"] is None and r["domain"] == "clinical-text" for r in rows)
+    mcqa = [r for r in rows if r["task"] == "mcqa"]
+    assert len(mcqa) == 9 and all(r["answer"] in r["options"] for r in mcqa)
+    assert len(bad) == 3 and all(b["file"].endswith("train-00000-of-00001.parquet") for b in bad)
+
+
+def test_demo_folder_builds_offline(tmp_path):
+    splits = ("pqa_labeled", "pqa_artificial", "pqa_unlabeled")
+    rows, bad = run_adapter(PubMedQA(), splits, cache_dir=tmp_path, from_dir=DEMO / "pubmedqa")
+    assert bad == []
+    assert [sum(r["split"] == s for r in rows) for s in splits] == [12, 8, 20]

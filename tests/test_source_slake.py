@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
+from pathlib import Path
+
 import pytest
 
-from fixtures import assert_matches_remotes, local_files, read_split
+from adapter_harness import run_adapter
+from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import slake as fx
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.slake import Slake
+
+DEMO = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo"
 
 
 def _read(tmp_path, upstream, split, **options):
@@ -76,8 +83,6 @@ def test_ids_stable_and_unique_across_splits(tmp_path):
 
 def test_image_names_cannot_escape_the_archive(tmp_path):
     up = fx.build(bad=False)
-    import json
-
     rows = json.loads(up["train.json"].data)
     escape = "../../../raw/train.json"  # from extracted/imgs.zip/imgs/ to a file that does exist
     rows[0]["img_name"] = escape
@@ -92,3 +97,25 @@ def test_unreadable_json_stops_the_unit_naming_the_file(tmp_path):
     up["test.json"] = fx.Served("test.json", b"[{\"qid\": 1,", hf_repo=fx.REPO, hf_path="test.json")
     with pytest.raises(MedmixError, match="test.json: not a readable JSON"):
         _read(tmp_path, up, "test")
+
+
+def test_end_to_end_through_fetch_extract_and_normalize(http_server, tmp_path):
+    rows, bad = run_twice(Slake, ("train", "validation", "test"), fx.build(bad=True), http_server, tmp_path,
+                          languages=["en", "zh"])
+    assert len(rows) == (3 + 1 + 1) * 3  # every image: 2 English questions and 1 Chinese
+    assert {r["license"] for r in rows} == {"CC-BY-4.0"}
+    assert {r["modality"] for r in rows} <= {"CT", "MRI", "X-Ray"}
+    assert all(decodes(r) == (r["width"], r["height"]) for r in rows)
+    # questions about one picture carry the same content hash
+    by_image = {}
+    for r in rows:
+        by_image.setdefault(json.loads(r["meta"])["img_name"], set()).add(r["image_sha256"])
+    assert all(len(h) == 1 for h in by_image.values())
+    assert sorted(b["reason"].split(" in entry")[0] for b in bad) == [
+        "entry 11 is not a JSON object", "image file missing: xmlab999/source.jpg", "missing field(s) ['answer']"]
+
+
+def test_demo_folder_builds_offline(tmp_path):
+    rows, bad = run_adapter(Slake(), ("train", "validation", "test"), cache_dir=tmp_path, from_dir=DEMO / "slake")
+    assert bad == []
+    assert [sum(r["split"] == s for r in rows) for s in ("train", "validation", "test")] == [16, 6, 4]

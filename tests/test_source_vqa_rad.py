@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from fixtures import assert_matches_remotes, local_files, read_split
+from adapter_harness import run_adapter
+from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import vqa_rad as fx
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.vqa_rad import VqaRad
+
+DEMO = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo"
 
 
 def _read(tmp_path, upstream, split):
@@ -85,3 +89,26 @@ def test_changed_upstream_columns_stop_the_unit_with_the_file_name(tmp_path):
     upstream[fx.TRAIN] = Served(fx.TRAIN, data, hf_repo=fx.REPO, hf_path=fx.TRAIN)
     with pytest.raises(MedmixError, match=r"train-00000-of-00001.*\['image'\]"):
         _read(tmp_path, upstream, "train")
+
+
+def test_end_to_end_through_fetch_and_normalize(http_server, tmp_path):
+    rows, bad = run_twice(VqaRad, ("train", "test"), fx.build(n_train=6, n_test=3), http_server, tmp_path)
+    assert len(rows) == (6 + 2) + 3
+    assert {r["split"] for r in rows} == {"train", "test"}
+    assert all(r["license"] == "CC0-1.0" and r["domain"] == "radiology" and r["task"] == "vqa" for r in rows)
+    assert all(decodes(r) == (r["width"], r["height"]) for r in rows)
+    reasons = sorted(b["reason"] for b in bad)
+    assert len(reasons) == 3
+    assert any(r.startswith("truncated JPEG") for r in reasons)  # rejected by shared image decoding
+    assert {b["id"] for b in bad} == {"vqa_rad/train-00008", "vqa_rad/train-00009", "vqa_rad/train-00010"}
+    # the train/test leak is a pixel-identical image with the same question and answer
+    leak = next(r for r in rows if r["id"] == "vqa_rad/train-00007")
+    first_test = next(r for r in rows if r["id"] == "vqa_rad/test-00000")
+    assert (leak["image_sha256"], leak["question"]) == (first_test["image_sha256"], first_test["question"])
+
+
+def test_demo_folder_builds_offline(tmp_path):
+    rows, bad = run_adapter(VqaRad(), ("train", "test"), cache_dir=tmp_path, from_dir=DEMO / "vqa_rad")
+    assert bad == []
+    assert sum(r["split"] == "train" for r in rows) == 40 and sum(r["split"] == "test" for r in rows) == 10
+    assert max(max(r["width"], r["height"]) for r in rows) <= 96
