@@ -87,7 +87,13 @@ def url_basename(url: str) -> str:
     """The file name a URL serves, made safe to use as one path component."""
     name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
     name = name.replace("\\", "_").replace("\x00", "_")
-    return "download" if name in ("", ".", "..") else name
+    if name in ("", ".", ".."):
+        return "download"
+    if len(name.encode()) > 200:  # file systems stop at 255 bytes; keep the suffix, it names the format
+        stem, dot, suffix = name.rpartition(".")
+        keep = "." + suffix if dot and len(suffix) <= 16 else ""
+        name = name.encode()[: 200 - len(keep.encode())].decode("utf-8", "ignore") + keep
+    return name
 
 
 def _url_key(url: str) -> str:
@@ -299,17 +305,22 @@ def download(url: str, cache_dir: Path, *, sha256: str | None, size: int | None 
         raise FetchError(f"{url}: pinned sha256 {sha256!r} is not 64 hex digits")
     index = cache_dir / "url" / f"{_url_key(url)[:32]}.json"
 
-    if expected is not None and (hit := _cached(cache_dir, expected, basename)) is not None:
-        return hit
-    if expected is None and index.is_file():
-        known = json.loads(index.read_text())
-        if known.get("url") == url and (hit := _cached(cache_dir, known["sha256"], known["name"])) is not None:
-            return hit
 
+    def cache_hit() -> Path | None:
+        if expected is not None:
+            return _cached(cache_dir, expected, basename)
+        if index.is_file():
+            known = json.loads(index.read_text())
+            if known.get("url") == url:
+                return _cached(cache_dir, known["sha256"], known["name"])
+        return None
+
+    if (hit := cache_hit()) is not None:
+        return hit
     part = partial_path(url, cache_dir)
     with _locked(part.with_name(part.name + ".lock")):
         # Another process may have finished this download while we waited for the lock.
-        if expected is not None and (hit := _cached(cache_dir, expected, basename)) is not None:
+        if (hit := cache_hit()) is not None:
             return hit
         for attempt in (1, 2):
             _download_to_part(url, part, size=size, retries=retries, backoff=backoff, timeout=timeout,
@@ -346,10 +357,12 @@ def hf_download(repo_id: str, filename: str, *, revision: str | None, repo_type:
     `hf auth login` or HF_TOKEN, large files come over Xet, and a commit-pinned file already in
     its cache is returned without any request. The token is never logged or put in messages.
     """
+    from huggingface_hub import constants as hf_constants
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
+    from huggingface_hub.utils import (  # the one import path from 0.23 to 2.x
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -373,11 +386,16 @@ def hf_download(repo_id: str, filename: str, *, revision: str | None, repo_type:
             raise FetchError(f"{upstream}: no file {filename!r} at that revision") from None
         except (LocalEntryNotFoundError, OSError) as err:
             # LocalEntryNotFound is how hf_hub_download reports a network or 5xx failure it could
-            # not answer from its cache: transient, so retry like plain HTTP does.
+            # not answer from its cache: transient, so retry like plain HTTP does. A 4xx or
+            # offline mode will answer the same next time, so they fail at once.
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            offline = getattr(hf_constants, "is_offline_mode", lambda: hf_constants.HF_HUB_OFFLINE)()
+            permanent = offline or (
+                isinstance(err, HfHubHTTPError) and status is not None and status < 500 and status not in (408, 429))
             failures += 1
-            if failures > retries:
-                raise FetchError(f"{upstream}: download failed after {retries + 1} attempts: "
-                                 f"{type(err).__name__}: {err}") from None
+            if permanent or failures > retries:
+                tries = "" if permanent else f" after {failures} attempts"
+                raise FetchError(f"{upstream}: download failed{tries}: {type(err).__name__}: {err}") from None
             time.sleep(min(backoff * 2 ** (failures - 1), MAX_BACKOFF_S))
 
     if sha256 is not None:

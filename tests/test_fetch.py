@@ -8,6 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
@@ -97,6 +98,21 @@ def test_pinned_download_lands_content_addressed_and_is_never_fetched_again(http
     other = download(http_server.url + "/elsewhere/copy.zip", tmp_path, sha256=PAYLOAD_SHA, **FAST)
     assert other.read_bytes() == PAYLOAD and other.name == "copy.zip"
     assert http_server.requests == []
+
+
+def test_concurrent_downloads_of_one_file_fetch_it_once(http_server, tmp_path):
+    url = http_server.add("/h/shared.bin", PAYLOAD)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: download(url, tmp_path, sha256=PAYLOAD_SHA, **FAST), range(4)))
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == PAYLOAD
+    assert [r[0] for r in http_server.requests] == ["GET"]
+
+
+def test_progress_bar_does_not_change_the_bytes(http_server, tmp_path, capsys):
+    url = http_server.add("/h/f.bin", PAYLOAD)
+    path = download(url, tmp_path, sha256=None, progress=True, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert "f.bin" in capsys.readouterr().err
 
 
 def test_http_500_is_retried_then_succeeds(http_server, tmp_path):
