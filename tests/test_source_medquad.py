@@ -1,0 +1,48 @@
+"""MedQuAD adapter: XML collections of consumer-health QA; copyright-removed answers are counted, not kept."""
+
+from __future__ import annotations
+
+import json
+
+from adapter_harness import run_adapter
+from fixtures import assert_matches_remotes, local_files, read_split, serve
+from fixtures import medquad as fx
+from medmix.sources import get_source
+from medmix.sources.medquad import COMMIT, MedQuAD
+
+
+def test_registered_as_text_qa_pinned_to_a_commit():
+    assert get_source("medquad") is MedQuAD
+    assert MedQuAD.tasks == ("qa",) and MedQuAD.domain == "clinical-text" and MedQuAD.license == "CC-BY-4.0"
+    assert COMMIT in MedQuAD.files[0].url and MedQuAD.files[0].extract
+    assert_matches_remotes(MedQuAD, fx.build())
+
+
+def test_end_to_end_text_rows_and_filtered_copyright_pairs(http_server, tmp_path):
+    serve(http_server, fx.build())
+    rows, bad = run_adapter(MedQuAD(), ("train",), server=http_server, cache_dir=tmp_path)
+    assert [r["id"] for r in rows] == ["medquad/1_CancerGov_QA/0000001_1-1", "medquad/1_CancerGov_QA/0000001_1-2",
+                                       "medquad/2_GARD_QA/0000004-1"]
+    first = rows[0]
+    assert first["question"] == fx.CANCER_QA[0][1]
+    assert first["answer"].endswith('at risk & ask about "tests".')  # XML entities decoded
+    assert first["task"] == "qa" and first["image"] is None and first["license"] == "CC-BY-4.0"
+    meta = json.loads(first["meta"])
+    assert meta["qtype"] == "information" and meta["focus"] == "Adult Acute Lymphoblastic Leukemia"
+    assert meta["focus_cuis"] == ["C0751606"] and meta["site"] == "CancerGov"
+    by_id = {b["id"]: b["reason"] for b in bad}
+    assert by_id["medquad/10_MPlus_ADAM_QA/0000001-1"] == "filtered: answer removed upstream for MedlinePlus copyright"
+    assert by_id["medquad/10_MPlus_ADAM_QA/0000001-2"].startswith("filtered:")
+    assert by_id["medquad/2_GARD_QA/0000005-1"] == "empty answer"
+    assert by_id["medquad/2_GARD_QA/0000006"].startswith("malformed XML")
+    assert len(bad) == 4
+
+
+def test_one_unit_per_collection_in_numeric_order_and_stable_ids(tmp_path):
+    files = local_files(tmp_path, MedQuAD(), fx.build(), ("train",))
+    units = MedQuAD().units("train", files)
+    assert [u.args["folder"] for u in units] == ["1_CancerGov_QA", "2_GARD_QA", "10_MPlus_ADAM_QA"]
+    a, _ = read_split(MedQuAD(), "train", files)
+    b, _ = read_split(MedQuAD(), "train", files)
+    assert [r.native_id for r in a] == [r.native_id for r in b]
+    assert len({r.native_id for r in a}) == len(a) == 3
