@@ -18,13 +18,13 @@ Cache layout under `cache_dir`:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import random
 import re
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - Windows
 CHUNK = 1 << 20
 MAX_BACKOFF_S = 60.0
 USER_AGENT = f"medmix/{__version__} (+https://github.com/medmix)"
+_LOCAL_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -238,6 +239,8 @@ def _stream_once(url: str, part: Path, *, size: int | None, timeout: float,
                 out.flush()
                 os.fsync(out.fileno())
         except (HTTPException, OSError) as err:  # socket.timeout and resets are OSErrors
+            if getattr(err, "errno", None) in _LOCAL_DISK_ERRORS:  # our disk, not the network: retrying won't help
+                raise FetchError(f"{url}: cannot write {part}: {err}") from None
             raise _Retryable(f"connection lost after {part.stat().st_size} bytes: {err}") from None
         finally:
             if bar is not None:
@@ -443,7 +446,7 @@ def _extracted(archive: Path, digest: str, cache_dir: Path) -> Path:
     return safe_extract(archive, Path(cache_dir) / "extracted" / digest)
 
 
-def _missing_manual(source: "Source", manuals: list["Manual"], from_dir: Path | None) -> list[str]:
+def _missing_manual(manuals: list["Manual"], from_dir: Path | None) -> list[str]:
     problems = []
     for item in manuals:
         if from_dir is None:
@@ -474,7 +477,7 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
     cache_dir = Path(cache_dir)
     upstreams = source.files_for(tuple(splits))
     manuals = [u for u in upstreams if isinstance(u, Manual)]
-    problems = _missing_manual(source, manuals, from_dir)
+    problems = _missing_manual(manuals, from_dir)
     if problems:
         where = "" if from_dir is None else f" (looked under {Path(from_dir).resolve()})"
         raise ManualFilesMissing(
