@@ -1,0 +1,765 @@
+"""Load a built mixture: as a `datasets.Dataset`, or as a sharded, resumable torch stream.
+
+Why two ways: `load()` is the no-surprise path (memory-mapped Arrow, random access, the HF
+ecosystem), while `MixtureDataset` is what a multi-GPU trainer needs: every sample exactly once
+per epoch across ranks and DataLoader workers, deterministic shuffles, bounded memory and O(1)
+mid-epoch resume. `MixtureDataset.from_sources` adds load-time weights over several mixtures.
+
+Everything below is defined by this module alone (our own SplitMix64 hash, no NumPy RNG streams),
+so an order depends only on the data and the arguments, never on library versions.
+
+Epoch order (the determinism contract)
+    Row groups of all shards, in manifest order, get global ids g = 0..m-1. For epoch key K
+    (`(epoch,)` for a `MixtureDataset`), `k = key(seed, 1, *K)`:
+    1. Row groups are sorted by `h(key(k, 0), g)` (identity when `shuffle=False`).
+    2. Consecutive row groups in that order form windows, each closed as soon as it holds at
+       least `shuffle_window` rows.
+    3. Rows inside window w are sorted by `h(key(k, 1, w), j)` for their index j in the
+       window's concatenated rows. The epoch's sequence is the windows one after another.
+    `h(k, i)` is SplitMix64 of `k + i * 0x9E3779B97F4A7C15`; `key()` folds integers with it.
+    Reading stays sequential at row-group granularity and memory holds one window per reader.
+
+Ranks (remainder policy), for N rows and W ranks, on the epoch's sequence of positions:
+    * default ("uneven"): rank r takes positions [floor(rN/W), floor((r+1)N/W)). Every row once;
+      ranks differ by at most one sample.
+    * `drop_remainder=True`: rank r takes [r*F, (r+1)*F) with F = N // W; the last N - W*F
+      positions of the epoch (different rows each epoch) are skipped.
+    * `pad_remainder=True`: rank r takes [r*C, (r+1)*C) with C = ceil(N/W), position p read as
+      p mod N: the first W*C - N rows of the epoch appear twice, like `DistributedSampler`.
+    DDP needs equal step counts on every rank: use drop or pad there.
+    Contiguous ranges mean each rank reads only its own ~1/W of the files.
+
+DataLoader workers: a rank's stream is cut into blocks of `batch_size` samples and worker i of n
+takes blocks i, i+n, i+2n, ... A DataLoader with the same `batch_size` returns batches round-robin
+from its workers, so it yields exactly the rank's stream in order, whatever `num_workers` is.
+That is what makes a plain DataLoader resumable from one number. The price: every worker reads
+each window of its rank (the OS page cache shares the bytes; Parquet decoding is repeated).
+
+Resume: `state_dict()` holds (seed, epoch, samples consumed by this rank), plus for weighted
+mixtures each source's position. `load_state_dict()` jumps straight to the window holding the
+next sample; no earlier window is read. With a plain DataLoader, after `steps` batches of this
+epoch: `ds.set_epoch(epoch); ds.skip(steps * batch_size)` (any `num_workers`). With
+`torchdata.stateful_dataloader.StatefulDataLoader` the per-worker states are saved and restored
+for you (same `num_workers` and `batch_size` on resume). Workers get a copy of the dataset at each
+`iter(loader)`, so call `set_epoch` before it and do not use `persistent_workers=True`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from medmix.errors import MedmixError, RowError
+from medmix.schema import ARROW_SCHEMA, COLUMNS, FEATURES
+
+__all__ = ["load", "mixture_files", "MixtureDataset", "WeightedMixture"]
+
+STATE_FORMAT = "medmix.loader/1"
+_CHUNK = 512  # samples a worker plans at a time: bounds Python-side buffers, not I/O
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d+-of-\d+\.parquet$")
+
+
+# -- counter-based hashing: the only source of randomness ---------------------------------------
+def _mix(z: int) -> int:
+    z = (z + _GOLDEN) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _key(*parts: int) -> int:
+    """Fold integers into one 64-bit key; distinct tuples give unrelated keys."""
+    k = 0
+    for part in parts:
+        k = _mix(k ^ (int(part) & _MASK))
+    return k
+
+
+def _hash(key: int, index: np.ndarray) -> np.ndarray:
+    """SplitMix64 at counter `index` of stream `key`, vectorized (uint64 wraps, as intended)."""
+    z = index.astype(np.uint64) * np.uint64(_GOLDEN) + np.uint64(key) + np.uint64(_GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _permutation(key: int, n: int) -> np.ndarray:
+    return np.argsort(_hash(key, np.arange(n, dtype=np.uint64)), kind="stable")
+
+
+def _uniforms(key: int, start: int, stop: int) -> np.ndarray:
+    bits = _hash(key, np.arange(start, stop, dtype=np.uint64)) >> np.uint64(11)
+    return bits.astype(np.float64) * (1.0 / (1 << 53))
+
+
+# -- which files make a mixture --------------------------------------------------------------
+def mixture_files(path: str | os.PathLike[str], split: str = "train") -> list[tuple[Path, int | None]]:
+    """The Parquet shards of one split of a mixture folder, with their manifest row counts.
+
+    The manifest is authoritative when present (its order is the shard order every seed is
+    defined on). Without one, a folder of `data/*.parquet` (or `*.parquet`) works, so a
+    per-source cache folder can be fed to `from_sources` too; files named like
+    `<split>-00000-of-00004.parquet` are filtered by split.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise MedmixError(f"{root}: not a mixture folder (no such directory)")
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        return _manifest_shards(root, manifest, split)
+    files = sorted((root / "data").glob("*.parquet")) or sorted(root.glob("*.parquet"))
+    if not files:
+        raise MedmixError(f"{root}: no manifest.json and no data/*.parquet or *.parquet files")
+    named = {f: m.group("split") for f in files if (m := _SHARD_NAME.match(f.name))}
+    if named:
+        chosen = [f for f in files if named.get(f) == split]
+        if not chosen:
+            raise MedmixError(f"{root}: no shards for split {split!r}; found {sorted(set(named.values()))}")
+        files = chosen
+    return [(f, None) for f in files]
+
+
+def _manifest_shards(root: Path, manifest: Path, split: str) -> list[tuple[Path, int | None]]:
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MedmixError(f"{manifest}: cannot read the manifest: {exc}") from None
+    shards = doc.get("shards") if isinstance(doc, dict) else None
+    if not isinstance(shards, list) or not shards:
+        raise MedmixError(f"{manifest}: 'shards' must be a non-empty list")
+    out: list[tuple[Path, int | None]] = []
+    seen: set[str] = set()
+    for n, entry in enumerate(shards):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise MedmixError(f"{manifest}: shards[{n}] has no 'path'")
+        rel = entry["path"]
+        name_split = m.group("split") if (m := _SHARD_NAME.match(Path(rel).name)) else None
+        entry_split = entry.get("split", name_split)
+        if entry_split is not None:
+            seen.add(entry_split)
+            if entry_split != split:
+                continue
+        target = (root / rel).resolve()
+        if Path(rel).is_absolute() or not target.is_relative_to(root.resolve()):
+            raise MedmixError(f"{manifest}: shard path {rel!r} points outside the mixture folder")
+        rows = entry.get("rows")
+        if rows is not None and (not isinstance(rows, int) or rows < 0):
+            raise MedmixError(f"{manifest}: shards[{n}].rows must be a non-negative integer")
+        out.append((root / rel, rows))
+    if not out:
+        raise MedmixError(f"{manifest}: no shards for split {split!r}; found {sorted(seen)}")
+    return out
+
+
+class _Index:
+    """Shards and row groups of one mixture split, read from Parquet footers only (cheap).
+
+    Checks here catch a damaged or mismatched mixture before training starts, naming the file.
+    """
+
+    def __init__(self, root: Path, split: str, columns: Sequence[str]) -> None:
+        self.root = root
+        self.paths: list[str] = []
+        shard_of: list[int] = []
+        local: list[int] = []
+        rows: list[int] = []
+        for shard_id, (path, expected) in enumerate(mixture_files(root, split)):
+            if not path.is_file():
+                raise MedmixError(f"{path}: shard listed in the manifest is missing")
+            try:
+                meta = pq.ParquetFile(path).metadata
+                schema = meta.schema.to_arrow_schema()
+            except (OSError, pa.ArrowException) as exc:
+                raise MedmixError(f"{path}: not a readable Parquet file: {exc}") from None
+            if expected is not None and meta.num_rows != expected:
+                raise MedmixError(f"{path}: manifest says {expected} rows, the file has {meta.num_rows}")
+            _check_schema(path, schema, columns)
+            self.paths.append(str(path))
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                if n:
+                    shard_of.append(shard_id)
+                    local.append(g)
+                    rows.append(n)
+        self.rg_shard = np.asarray(shard_of, dtype=np.int64)
+        self.rg_local = np.asarray(local, dtype=np.int64)
+        self.rg_rows = np.asarray(rows, dtype=np.int64)
+        self.total = int(self.rg_rows.sum())
+        if self.total == 0:
+            raise MedmixError(f"{root}: split {split!r} has no rows")
+        blob = json.dumps([[os.path.relpath(p, root) for p in self.paths], rows, local, shard_of])
+        self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_schema(path: Path, schema: pa.Schema, columns: Sequence[str]) -> None:
+    for name in columns:
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            raise MedmixError(f"{path}: column {name!r} is missing")
+        want = ARROW_SCHEMA.field(name).type
+        if not schema.field(idx).type.equals(want):
+            raise MedmixError(f"{path}: column {name!r} is {schema.field(idx).type}, expected {want}")
+
+
+# -- one epoch's order and the reader that follows it ---------------------------------------------
+class _Order:
+    """The epoch sequence of one mixture (see the module docstring for the exact definition)."""
+
+    def __init__(self, index: _Index, key: int | None, window_rows: int) -> None:
+        self.key = key
+        m = len(index.rg_rows)
+        rg_order = np.arange(m) if key is None else _permutation(_key(key, 0), m)
+        self.windows: list[np.ndarray] = []
+        offsets = [0]
+        begin, acc = 0, 0
+        sizes = index.rg_rows[rg_order]
+        for i in range(m):
+            acc += int(sizes[i])
+            if acc >= window_rows or i == m - 1:
+                self.windows.append(rg_order[begin : i + 1])
+                offsets.append(offsets[-1] + acc)
+                begin, acc = i + 1, 0
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    def window_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.offsets, positions, side="right") - 1
+
+    def rows_of(self, window: int) -> np.ndarray:
+        """Row indices (into the window's concatenated row groups) in epoch order."""
+        n = int(self.offsets[window + 1] - self.offsets[window])
+        return np.arange(n) if self.key is None else _permutation(_key(self.key, 1, window), n)
+
+
+class _IOStats:
+    """What a reader actually read: lets tests and users check that resume skips consumed data."""
+
+    def __init__(self) -> None:
+        self.row_groups = 0
+        self.rows = 0
+
+    def __repr__(self) -> str:
+        return f"IOStats(row_groups={self.row_groups}, rows={self.rows})"
+
+
+class _WindowReader:
+    """Fetches rows at epoch positions, holding one decoded window in memory at a time."""
+
+    def __init__(self, index: _Index, columns: Sequence[str], stats: _IOStats) -> None:
+        self.index = index
+        self.columns = list(columns)
+        self.stats = stats
+        self._files: dict[int, pq.ParquetFile] = {}
+        self._cached: tuple[_Order, int] | None = None  # holds the order itself: ids get reused
+        self._table: pa.Table | None = None
+        self._rows: np.ndarray | None = None
+        self._shard: np.ndarray | None = None
+
+    def _file(self, shard: int) -> pq.ParquetFile:
+        if shard not in self._files:
+            path = self.index.paths[shard]
+            try:
+                self._files[shard] = pq.ParquetFile(path)
+            except (OSError, pa.ArrowException) as exc:
+                raise MedmixError(f"{path}: cannot open: {exc}") from None
+        return self._files[shard]
+
+    def _load(self, order: _Order, window: int) -> None:
+        if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
+            return
+        parts, shard_ids = [], []
+        for g in order.windows[window]:
+            shard, local = int(self.index.rg_shard[g]), int(self.index.rg_local[g])
+            try:
+                part = self._file(shard).read_row_group(local, columns=self.columns)
+            except (OSError, pa.ArrowException) as exc:
+                raise MedmixError(f"{self.index.paths[shard]}: cannot read row group {local}: {exc}") from None
+            parts.append(part)
+            shard_ids.append(np.full(part.num_rows, shard, dtype=np.int32))
+        self._table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        self._shard = np.concatenate(shard_ids)
+        self._rows = order.rows_of(window)
+        self._cached = (order, window)
+        self.stats.row_groups += len(parts)
+        self.stats.rows += self._table.num_rows
+
+    def take(self, order: _Order, positions: np.ndarray) -> tuple[list[dict[str, Any]], list[str]]:
+        """Rows at `positions` (any order) and the shard file each came from, in that order."""
+        out: list[Any] = [None] * len(positions)
+        files: list[Any] = [None] * len(positions)
+        windows = order.window_of(positions)
+        _, first = np.unique(windows, return_index=True)
+        for w in windows[np.sort(first)]:  # windows in stream order: sequential, cache-friendly
+            where = np.flatnonzero(windows == w)
+            self._load(order, int(w))
+            picked = self._rows[positions[where] - order.offsets[w]]
+            rows = _to_rows(self._table.take(pa.array(picked)))
+            for slot, row, shard in zip(where.tolist(), rows, self._shard[picked].tolist()):
+                out[slot] = row
+                files[slot] = self.index.paths[shard]
+        return out, files
+
+
+def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
+    # Column-wise conversion then zip: several times faster than Table.to_pylist().
+    names = table.column_names
+    columns = [col.to_pylist() for col in table.columns]
+    return [dict(zip(names, values)) for values in zip(*columns)]
+
+
+# -- ranks and workers --------------------------------------------------------------------------
+def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit arguments, else an initialized torch.distributed, else RANK/WORLD_SIZE, else 0/1."""
+    if rank is None or world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            auto = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            auto = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        rank = auto[0] if rank is None else rank
+        world_size = auto[1] if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} is not valid for world_size={world_size}")
+    return rank, world_size
+
+
+def _rank_span(total: int, rank: int, world: int, remainder: str) -> tuple[int, int]:
+    """(first epoch position, number of samples) of this rank; see the module docstring."""
+    if remainder == "drop":
+        per = total // world
+        return rank * per, per
+    if remainder == "pad":
+        per = -(-total // world)
+        return rank * per, per
+    lo, hi = rank * total // world, (rank + 1) * total // world
+    return lo, hi - lo
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def _own_chunks(start: int, stop: int | None, block: int, worker: int, workers: int,
+                done: int) -> Iterator[np.ndarray]:
+    """Rank-stream indices this worker serves, from its `done`-th one on, in chunks.
+
+    Worker i takes blocks i, i+n, ... of `block` samples counted from `start`.
+    """
+    j = done
+    while True:
+        js = np.arange(j, j + _CHUNK, dtype=np.int64)
+        idx = start + (worker + workers * (js // block)) * block + js % block
+        if stop is not None:
+            idx = idx[idx < stop]
+        if idx.size == 0:
+            return
+        yield idx
+        j += _CHUNK
+
+
+def _check_positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_columns(columns: Sequence[str] | None) -> list[str]:
+    if columns is None:
+        return list(COLUMNS)
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown or not columns:
+        raise ValueError(f"unknown column(s) {unknown}; choose from {list(COLUMNS)}")
+    return list(dict.fromkeys(columns))
+
+
+def _decode(row: dict[str, Any], file: str) -> None:
+    value = row.get("image")
+    if value is None:
+        return
+    if value.get("bytes") is None:
+        raise RowError(f"row {row.get('id')!r}: image has no embedded bytes", file=file)
+    try:
+        row["image"] = FEATURES["image"].decode_example(value)
+    except Exception as exc:  # Pillow raises many types for bad bytes; all mean the same here
+        raise RowError(f"row {row.get('id')!r}: image bytes do not decode: {exc}", file=file) from None
+
+
+class _Stream(IterableDataset):
+    """Shared epoch, resume-state and worker bookkeeping of the two public datasets.
+
+    Progress is kept as plain ints on the instance (the copy inside each DataLoader worker), and
+    updated before each yield, so `state_dict()` taken after receiving sample k covers k.
+    """
+
+    kind = "stream"
+
+    def _init_stream(self, *, seed: int, batch_size: int, rank: int | None, world_size: int | None,
+                     decode_images: bool, transform: Callable[[dict[str, Any]], Any] | None) -> None:
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = seed
+        self.batch_size = _check_positive("batch_size", batch_size)
+        self.rank, self.world_size = _world(rank, world_size)
+        self.decode_images = decode_images
+        self.transform = transform
+        self.epoch = 0
+        self.io = _IOStats()
+        self._fresh()
+
+    # subclasses: identity fields that must match on resume, and their zero positions
+    def _identity(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _zero_positions(self) -> list[int] | None:
+        return None
+
+    def _fresh(self) -> None:
+        self._consumed, self._positions = 0, self._zero_positions()
+        self._wstate: dict[str, Any] | None = None
+        self._pending = False
+        self._iterated_epoch: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order, like `DistributedSampler.set_epoch`. Re-setting the current
+        epoch keeps a pending resume, so `load_state_dict(); set_epoch(same)` still resumes."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._fresh()
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable progress: exact resume point of this rank (or of this worker)."""
+        state = {"format": STATE_FORMAT, "kind": self.kind, **self._identity(), "epoch": self.epoch,
+                 "consumed": self._consumed, "positions": self._positions, "worker": self._wstate}
+        return json.loads(json.dumps(state))  # a detached copy of plain types
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from `state_dict()`: the next iteration continues right after it, in O(1)."""
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise MedmixError(f"not a medmix loader state (format {STATE_FORMAT!r} expected)")
+        if state.get("kind") != self.kind:
+            raise MedmixError(f"state is for a {state.get('kind')!r}, this is a {self.kind!r}")
+        mine = self._identity()
+        for name, value in mine.items():
+            if state.get(name) != value:
+                raise MedmixError(f"cannot resume: state has {name}={state.get(name)!r}, "
+                                  f"this dataset has {name}={value!r}")
+        self.epoch = int(state["epoch"])
+        self._consumed = int(state["consumed"])
+        self._positions = None if state.get("positions") is None else [int(p) for p in state["positions"]]
+        self._wstate = None if state.get("worker") is None else dict(state["worker"])
+        self._pending = True
+
+    def _begin(self) -> tuple[int, int, int, int, list[int] | None, list[int] | None]:
+        """Where this pass starts: (worker, workers, start, done, start positions, cursor positions).
+
+        A rank-level state can be split over any number of workers; a worker-level state (saved
+        inside a StatefulDataLoader worker) only by the same worker of the same layout.
+        """
+        worker, workers = _worker()
+        if get_worker_info() is not None:  # only a worker's own copy remembers, so only reuse warns
+            if self._iterated_epoch == self.epoch and not self._pending:
+                warnings.warn(f"a DataLoader worker is repeating epoch {self.epoch}: with persistent_workers=True, "
+                              "set_epoch() in the main process does not reach the workers", stacklevel=3)
+            self._iterated_epoch = self.epoch
+        if not self._pending:
+            self._consumed, self._positions, self._wstate = 0, self._zero_positions(), None
+        self._pending = False
+        ws = self._wstate
+        if ws is None:
+            return worker, workers, self._consumed, 0, self._positions, self._positions
+        layout = (ws["id"], ws["num_workers"], ws["batch_size"])
+        if layout != (worker, workers, self.batch_size):
+            raise MedmixError(f"this state was saved by DataLoader worker {ws['id']} of {ws['num_workers']} "
+                              f"with batch_size={ws['batch_size']}; resume with the same num_workers and "
+                              f"batch_size (now worker {worker} of {workers}, batch_size={self.batch_size})")
+        return worker, workers, ws["start"], ws["done"], ws.get("start_positions"), self._positions
+
+    def _advance(self, index: int, positions: list[int] | None, worker: int, workers: int, start: int,
+                 done: int, start_positions: list[int] | None) -> None:
+        self._consumed, self._positions = index + 1, positions
+        if workers > 1:
+            self._wstate = {"id": worker, "num_workers": workers, "batch_size": self.batch_size,
+                            "start": start, "start_positions": start_positions, "done": done}
+
+    def _finish(self, row: dict[str, Any], file: str) -> Any:
+        if self.decode_images:
+            _decode(row, file)
+        return row if self.transform is None else self.transform(row)
+
+
+# -- the public datasets ------------------------------------------------------------------------
+class MixtureDataset(_Stream):
+    """One built mixture as a torch `IterableDataset`: sharded, shuffled, resumable, lazy.
+
+    Args:
+        path: mixture folder (manifest.json + data/*.parquet) or a folder of Parquet shards.
+        seed: non-negative int; with the epoch it fixes the order (module docstring).
+        shuffle: False reads shards and row groups in manifest order.
+        decode_images: decode `image` to a PIL image at yield time (False: {'bytes','path'}).
+        transform: called on each row dict (after decoding); its result is yielded.
+        columns: subset of schema columns to read and yield (default: all).
+        drop_remainder / pad_remainder: equal per-rank counts for DDP (module docstring).
+        split: which split's shards to read.
+        batch_size: the DataLoader's batch size; sets the worker block size so a DataLoader with
+            workers yields the same sequence as without, and `skip()` stays exact.
+        shuffle_window: rows per shuffle window (memory: about one window per reader).
+        rank / world_size: override torch.distributed / RANK, WORLD_SIZE (tests, custom launchers).
+    """
+
+    kind = "mixture"
+
+    def __init__(self, path: str | os.PathLike[str], *, seed: int = 0, shuffle: bool = True,
+                 decode_images: bool = True, transform: Callable[[dict[str, Any]], Any] | None = None,
+                 columns: Sequence[str] | None = None, drop_remainder: bool = False,
+                 pad_remainder: bool = False, split: str = "train", batch_size: int = 1,
+                 shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None) -> None:
+        if drop_remainder and pad_remainder:
+            raise ValueError("choose at most one of drop_remainder and pad_remainder")
+        self.path = Path(path)
+        self.split = split
+        self.shuffle = shuffle
+        self.columns = _check_columns(columns)
+        self.shuffle_window = _check_positive("shuffle_window", shuffle_window)
+        self.remainder = "drop" if drop_remainder else "pad" if pad_remainder else "uneven"
+        self._index = _Index(self.path, split, self.columns)
+        self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
+                          decode_images=decode_images, transform=transform)
+        self._start, self._length = _rank_span(self._index.total, self.rank, self.world_size, self.remainder)
+
+    @classmethod
+    def from_sources(cls, sources: Mapping[str | os.PathLike[str], float], **kwargs: Any) -> WeightedMixture:
+        """Sample several mixtures at relative weights on the fly; see `WeightedMixture`."""
+        return WeightedMixture(sources, **kwargs)
+
+    @property
+    def total_rows(self) -> int:
+        return self._index.total
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (before any resume)."""
+        return self._length
+
+    def skip(self, n: int) -> None:
+        """Make the next pass of the current epoch start after its first `n` samples on this rank.
+
+        `n` counts from the start of the epoch. For a plain DataLoader resume:
+        `set_epoch(epoch); skip(batches_done * batch_size)`. Nothing is read to skip.
+        """
+        if not isinstance(n, int) or not 0 <= n <= self._length:
+            raise ValueError(f"skip({n!r}): this rank has {self._length} samples per epoch")
+        self._consumed, self._positions, self._wstate, self._pending = n, None, None, True
+
+    def _identity(self) -> dict[str, Any]:
+        return {"seed": self.seed, "mixture": self._index.fingerprint, "rank": self.rank,
+                "world_size": self.world_size, "shuffle": self.shuffle, "shuffle_window": self.shuffle_window,
+                "remainder": self.remainder}
+
+    def _order(self) -> _Order:
+        key = _key(self.seed, 1, self.epoch) if self.shuffle else None
+        return _Order(self._index, key, self.shuffle_window)
+
+    def __iter__(self) -> Iterator[Any]:
+        worker, workers, start, done, _, _ = self._begin()
+        order = self._order()
+        reader = _WindowReader(self._index, self.columns, self.io)
+        total = self._index.total
+        for own in _own_chunks(start, self._length, self.batch_size, worker, workers, done):
+            rows, files = reader.take(order, (self._start + own) % total)
+            for index, row, file in zip(own.tolist(), rows, files):
+                done += 1
+                self._advance(index, None, worker, workers, start, done, None)
+                yield self._finish(row, file)
+
+
+class WeightedMixture(_Stream):
+    """Several mixtures (or per-source folders) sampled at relative weights, on the fly.
+
+    Semantics (what mosaic `proportion` and HF `interleave_datasets` users keep asking):
+      * Weights are relative: {a: 7, b: 3} equals {a: 0.7, b: 0.3}. Sample k of a rank picks
+        source s with probability w_s / sum(w), from a hash of (seed, epoch, rank, k) alone,
+        so the choice sequence is random-access and resume needs no replay.
+      * Each source is partitioned across ranks like `MixtureDataset` ("uneven" policy) and
+        read in its own shuffled order; a source never repeats a row before it runs out.
+      * `exhausted="stop"`: the rank's stream ends just before the first sample that would come
+        from a source this rank has used up (proportions hold to the end; the rest of the other
+        sources is unused this epoch). Ranks can end at different steps: use `__len__` (exact,
+        computed from the hashes) or "cycle" + `num_samples` for DDP.
+      * `exhausted="cycle"`: a used-up source starts again in a fresh order (its next pass), so
+        the stream goes on; it ends after `num_samples` (global, per epoch: each rank yields
+        ceil(num_samples / world_size)) or never when `num_samples` is None.
+      * `set_epoch(e)` re-keys the choices and restarts every source at pass 0 of epoch e.
+      * The order of the `sources` mapping is part of the definition (same order, same stream).
+      * Workers: blocks of `batch_size` as in `MixtureDataset`; each worker computes the
+        (cheap) choices of the whole rank stream but reads only its own samples' rows.
+
+    Other keyword arguments are those of `MixtureDataset` (without the remainder options).
+    """
+
+    kind = "weighted"
+
+    def __init__(self, sources: Mapping[str | os.PathLike[str], float], *, seed: int = 0,
+                 exhausted: str = "cycle", num_samples: int | None = None, shuffle: bool = True,
+                 decode_images: bool = True, transform: Callable[[dict[str, Any]], Any] | None = None,
+                 columns: Sequence[str] | None = None, split: str = "train", batch_size: int = 1,
+                 shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None) -> None:
+        if exhausted not in ("cycle", "stop"):
+            raise ValueError(f"exhausted must be 'cycle' or 'stop', got {exhausted!r}")
+        if not sources:
+            raise ValueError("from_sources needs at least one source")
+        weights = []
+        for path, weight in sources.items():
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+                raise ValueError(f"weight of {str(path)!r} must be a positive finite number, got {weight!r}")
+            weights.append(float(weight))
+        if num_samples is not None:
+            _check_positive("num_samples", num_samples)
+        self.paths = [Path(p) for p in sources]
+        self.weights = [w / sum(weights) for w in weights]
+        self.exhausted = exhausted
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.split = split
+        self.columns = _check_columns(columns)
+        self.shuffle_window = _check_positive("shuffle_window", shuffle_window)
+        self._indexes = [_Index(p, split, self.columns) for p in self.paths]
+        self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
+                          decode_images=decode_images, transform=transform)
+        spans = [_rank_span(ix.total, self.rank, self.world_size, "uneven") for ix in self._indexes]
+        self._starts = [s for s, _ in spans]
+        self._lengths = [n for _, n in spans]
+        for path, n in zip(self.paths, self._lengths):
+            if n == 0:
+                raise MedmixError(f"{path}: too few rows for world_size={self.world_size}: rank {self.rank} gets none")
+        self._cap = None if num_samples is None else -(-num_samples // self.world_size)
+        self._thresholds = np.cumsum(self.weights)[:-1]
+        self._len_cache: dict[int, int] = {}
+
+    def _identity(self) -> dict[str, Any]:
+        return {"seed": self.seed, "mixtures": [ix.fingerprint for ix in self._indexes],
+                "weights": self.weights, "rank": self.rank, "world_size": self.world_size,
+                "exhausted": self.exhausted, "num_samples": self.num_samples, "shuffle": self.shuffle,
+                "shuffle_window": self.shuffle_window}
+
+    def _zero_positions(self) -> list[int]:
+        return [0] * len(self.paths)
+
+    def _choices(self, lo: int, hi: int) -> np.ndarray:
+        key = _key(self.seed, 2, self.epoch, self.rank)
+        return np.searchsorted(self._thresholds, _uniforms(key, lo, hi), side="right")
+
+    def _scan(self, lo: int, hi: int, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Choices for samples [lo, hi), per-source counts after each, and where "stop" ends."""
+        choice = self._choices(lo, hi)
+        onehot = choice[:, None] == np.arange(len(self.paths))[None, :]
+        after = np.asarray(positions, dtype=np.int64)[None, :] + np.cumsum(onehot, axis=0)
+        end = None
+        if self.exhausted == "stop":
+            over = after[np.arange(len(choice)), choice] > np.asarray(self._lengths)[choice]
+            if over.any():
+                end = lo + int(np.argmax(over))
+        return choice, after, end
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch; infinite ("cycle" without num_samples) raises."""
+        if self.exhausted == "cycle":
+            if self._cap is None:
+                raise TypeError("an endless weighted mixture (exhausted='cycle', num_samples=None) has no length")
+            return self._cap
+        if self.epoch not in self._len_cache:
+            lo, positions, step = 0, self._zero_positions(), 1 << 16
+            while True:
+                hi = lo + step if self._cap is None else min(lo + step, self._cap)
+                _, after, end = self._scan(lo, hi, positions)
+                if end is not None or hi == self._cap:
+                    self._len_cache[self.epoch] = hi if end is None else end
+                    break
+                lo, positions = hi, after[-1].tolist()
+        return self._len_cache[self.epoch]
+
+    def skip(self, n: int) -> None:
+        """Like `MixtureDataset.skip`; computes each source's position from hashes (no reads)."""
+        if not isinstance(n, int) or n < 0 or (self._cap is not None and n > self._cap):
+            raise ValueError(f"skip({n!r}) is out of range for this rank")
+        positions = self._zero_positions()
+        if n:
+            _, after, end = self._scan(0, n, positions)
+            if end is not None and end < n:
+                raise ValueError(f"skip({n}): this rank's stream ends after {end} samples")
+            positions = after[-1].tolist()
+        self._consumed, self._positions, self._wstate, self._pending = n, positions, None, True
+
+    def _source_order(self, source: int, lap: int) -> _Order:
+        key = _key(self.seed, 3, self.epoch, source, lap) if self.shuffle else None
+        return _Order(self._indexes[source], key, self.shuffle_window)
+
+    def __iter__(self) -> Iterator[Any]:
+        worker, workers, start, done, start_pos, cursor_pos = self._begin()
+        start_pos = start_pos or self._zero_positions()
+        cursor_k, cursor_n = self._consumed, list(cursor_pos or start_pos)
+        readers = [_WindowReader(ix, self.columns, self.io) for ix in self._indexes]
+        orders: dict[tuple[int, int], _Order] = {}
+        lengths = np.asarray(self._lengths, dtype=np.int64)
+        for own in _own_chunks(start, self._cap, self.batch_size, worker, workers, done):
+            hi = int(own[-1]) + 1
+            choice, after, end = self._scan(cursor_k, hi, cursor_n)
+            if end is not None:
+                own = own[own < end]
+            sel = own - cursor_k
+            src = choice[sel]
+            item = after[sel, src] - 1  # this source's running count before the sample
+            rows: list[Any] = [None] * len(own)
+            files: list[Any] = [None] * len(own)
+            laps = item // lengths[src]
+            for s, lap in sorted(set(zip(src.tolist(), laps.tolist()))):
+                where = np.flatnonzero((src == s) & (laps == lap))
+                if (s, lap) not in orders:
+                    orders = {k: v for k, v in orders.items() if k[0] != s}  # one order per source
+                    orders[(s, lap)] = self._source_order(s, lap)
+                got, got_files = readers[s].take(orders[(s, lap)], self._starts[s] + item[where] % lengths[s])
+                for slot, row, file in zip(where.tolist(), got, got_files):
+                    rows[slot], files[slot] = row, file
+            for n, index in enumerate(own.tolist()):
+                done += 1
+                self._advance(index, after[sel[n]].tolist(), worker, workers, start, done, start_pos)
+                yield self._finish(rows[n], files[n])
+            if end is not None:
+                return
+            cursor_k, cursor_n = hi, after[-1].tolist()
+
+
+# -- the HF datasets view -----------------------------------------------------------------------
+def load(path_or_repo_id: str | os.PathLike[str], split: str = "train", **kwargs: Any) -> datasets.Dataset:
+    """A mixture as a `datasets.Dataset` (images decode to PIL), from a folder or the Hub.
+
+    Local folders go through `datasets`' Parquet builder, which converts the shards once into
+    memory-mapped Arrow files in its cache (`cache_dir=` to choose where; `streaming=True`
+    avoids the copy and returns an IterableDataset). Anything else is taken as a Hub dataset
+    id and handed to `datasets.load_dataset` unchanged. Extra keyword arguments pass through.
+    """
+    local = Path(path_or_repo_id)
+    if local.exists():
+        files = [str(f) for f, _ in mixture_files(local, split)]
+        ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
+    else:
+        ds = datasets.load_dataset(str(path_or_repo_id), split=split, **kwargs)
+    if "image" in ds.features and not isinstance(ds.features["image"], datasets.Image):
+        ds = ds.cast_column("image", datasets.Image())
+    return ds
