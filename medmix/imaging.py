@@ -1,0 +1,397 @@
+"""Image normalization: any raster or DICOM in, one clean L/RGB image out, with its hashes.
+
+Every image of every source goes through `normalize_image`, so this is where three promises are
+kept for the whole mixture:
+
+* Safety. Output bytes carry pixels and nothing else: no EXIF (GPS, device serials, dates),
+  XMP, ICC, PNG text chunks, JPEG comments, trailing bytes after the image, or DICOM header
+  values. Patient data hides in exactly those places.
+* Comparability. Every image becomes 8-bit L (grayscale stays grayscale) or RGB, upright (EXIF
+  orientation applied), transparency composited on white, one frame. `sha256` is taken over those
+  decoded pixels, so the same picture stored as PNG in one source and as BMP in another hashes
+  the same; `phash` finds near-copies (resized, recompressed, slightly cropped).
+* Speed. Each file is decoded exactly once. A JPEG/PNG that needs no pixel change is not
+  re-encoded: under `encode="keep"` its own compressed stream is kept and only metadata segments
+  are dropped (lossless, no generation loss, and much cheaper than re-encoding).
+
+Failures raise `RowError` naming the file and the problem; no Pillow/pydicom exception escapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from medmix.dicom import decode_dicom, frame_index, has_dicom_magic
+from medmix.errors import MedmixError, RowError
+from medmix.phash import hamming, phash64
+
+__all__ = ["ImagePolicy", "NormalizedImage", "normalize_image", "phash64", "hamming"]
+
+# Bumped whenever the same input + policy would give different output bytes or hashes.
+IMAGING_VERSION = "1"
+
+# Pillow plugins we let parse untrusted bytes. Others (EPS runs Ghostscript, PSD, ICO, ...)
+# are refused: a medical mixture has no use for them and each parser is attack surface.
+RASTER_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "GIF", "WEBP")  # JPEG includes MPO
+_ENCODINGS = ("keep", "png", "jpeg")
+_FRAMES = ("middle", "first")
+_RASTER_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How images are normalized; part of every cache key through `salt()`.
+
+    Args:
+        max_side: downscale (aspect kept, Lanczos) when the long side exceeds it; None keeps size.
+        encode: "keep" keeps the source's compressed stream (minus metadata) for a JPEG/PNG whose
+            pixels need no change, and otherwise re-encodes as JPEG for lossy sources (JPEG,
+            lossy WebP: a PNG of a JPEG is 5-10x larger and no better) and PNG for the rest
+            (DICOM included). "png" / "jpeg" always re-encode to that format.
+        jpeg_quality: quality of any JPEG medmix writes.
+        frame: which frame of a multi-frame DICOM or animated GIF/WebP/APNG/multi-page TIFF:
+            "middle" (default: the most representative slice of a volume or clip) or "first".
+            An MPO (camera multi-picture JPEG) always gives its primary picture.
+        max_pixels: refuse images with more pixels than this before decoding them (a 1 KB PNG
+            can declare 100k x 100k pixels and ask for 30 GB).
+    """
+
+    max_side: int | None = None
+    encode: str = "keep"
+    jpeg_quality: int = 90
+    frame: str = "middle"
+    max_pixels: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        def positive(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        if self.encode not in _ENCODINGS:
+            raise MedmixError(f"image policy: encode must be one of {list(_ENCODINGS)}, got {self.encode!r}")
+        if self.frame not in _FRAMES:
+            raise MedmixError(f"image policy: frame must be one of {list(_FRAMES)}, got {self.frame!r}")
+        if self.max_side is not None and not positive(self.max_side):
+            raise MedmixError(f"image policy: max_side must be a positive integer or null, got {self.max_side!r}")
+        if not positive(self.jpeg_quality) or self.jpeg_quality > 100:
+            raise MedmixError(f"image policy: jpeg_quality must be an integer in 1..100, got {self.jpeg_quality!r}")
+        if not positive(self.max_pixels):
+            raise MedmixError(f"image policy: max_pixels must be a positive integer, got {self.max_pixels!r}")
+
+    def salt(self) -> dict[str, Any]:
+        """Every field plus the normalizer's version: what decides the output bytes."""
+        return dataclasses.asdict(self) | {"imaging_version": IMAGING_VERSION}
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    """A normalized image and its hashes.
+
+    `sha256` is over the decoded normalized pixels (mode, size, raw bytes), taken before any
+    lossy encoding: it names the picture, not the file. For PNG and kept JPEG output it equals
+    the hash of `data` decoded again; for a re-encoded JPEG it is the hash of what was encoded.
+    """
+
+    data: bytes
+    format: str  # "png" | "jpeg"
+    width: int
+    height: int
+    sha256: str
+    phash: int
+
+
+def normalize_image(data: bytes, *, name: str, policy: ImagePolicy = ImagePolicy()) -> NormalizedImage:
+    """Decode `data` (any supported raster or DICOM) once and return it normalized and hashed.
+
+    `name` is only used to detect a .dcm without preamble and to say which file failed.
+    """
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not data:
+        raise RowError("empty file (0 bytes)", file=name)
+    if _is_dicom(data, name):
+        img = decode_dicom(data, name=name, frame=policy.frame, max_pixels=policy.max_pixels)
+        source = _Decoded(img, fmt="DICOM", stream=None, lossy=False)
+    else:
+        source = _decode_raster(data, name=name, policy=policy)
+    try:
+        img, pixels_changed = _canonical(source)
+        img, resized = _fit(img, policy.max_side)
+        if policy.encode == "keep" and source.stream is not None and not (pixels_changed or resized):
+            out, fmt = source.stream, source.fmt.lower()
+        else:
+            fmt = policy.encode if policy.encode != "keep" else ("jpeg" if source.lossy else "png")
+            out = _encode(img, fmt, policy.jpeg_quality)
+        digest = hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode())
+        digest.update(img.tobytes())
+        return NormalizedImage(data=out, format=fmt, width=img.width, height=img.height,
+                               sha256=digest.hexdigest(), phash=phash64(img))
+    except RowError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a Pillow failure after decode still loses only this row
+        raise RowError(f"cannot normalize {source.fmt} image: {_brief(exc)}", file=name) from None
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    """A fully loaded image plus what "keep" needs: the metadata-free source stream, if any."""
+
+    img: Image.Image
+    fmt: str
+    stream: bytes | None  # JPEG/PNG bytes with metadata removed; None when not reusable
+    lossy: bool
+    frame_chosen: bool = False
+
+
+def _is_dicom(data: bytes, name: str) -> bool:
+    if has_dicom_magic(data):
+        return True
+    # A preamble-less .dcm (ACR-NEMA style) is DICOM unless its bytes are plainly a raster image
+    # (mislabelled exports happen); pydicom would otherwise "parse" a JPEG as garbage tags.
+    return name.lower().endswith((".dcm", ".dicom")) and not data.startswith(_RASTER_MAGIC)
+
+
+def _decode_raster(data: bytes, *, name: str, policy: ImagePolicy) -> _Decoded:
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below decides; Pillow's warning between its two limits is noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise RowError(f"decompression bomb: {exc}", file=name) from None
+    except UnidentifiedImageError:
+        raise RowError(f"not an image: no supported format ({', '.join(RASTER_FORMATS)}, DICOM) "
+                       f"recognizes the first bytes {data[:8]!r}", file=name) from None
+    except Exception as exc:  # noqa: BLE001 - header parsers raise SyntaxError, struct.error, ...
+        raise RowError(f"corrupt image header: {_brief(exc)}", file=name) from None
+    fmt = img.format or "?"
+    width, height = img.size
+    # Checked here, from the header, before any pixel is decoded; does not depend on
+    # PIL.Image.MAX_IMAGE_PIXELS, which any library in the process may change.
+    if width * height > policy.max_pixels:
+        raise RowError(f"decompression bomb: {width}x{height} = {width * height} pixels > limit "
+                       f"{policy.max_pixels}", file=name)
+    if width <= 0 or height <= 0:
+        raise RowError(f"{fmt} declares an empty image ({width}x{height})", file=name)
+
+    # Structural check first: it catches truncation even where a caller has set
+    # PIL.ImageFile.LOAD_TRUNCATED_IMAGES=True (then Pillow pads missing pixels with grey).
+    stream = _strip_metadata(data, fmt, name=name)
+    frames = getattr(img, "n_frames", 1) if fmt != "MPO" else 1  # MPO: the primary picture
+    try:
+        index = frame_index(frames, policy.frame)
+        if index:
+            img.seek(index)
+        img.load()
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, ...
+        text = str(exc)
+        kind = "truncated" if "truncated" in text or isinstance(exc, EOFError) else "corrupt"
+        raise RowError(f"{kind} {fmt}: {_brief(exc)}", file=name) from None
+    lossy = fmt in ("JPEG", "MPO") or (fmt == "WEBP" and b"VP8 " in data[12:4096])
+    return _Decoded(img, fmt=fmt if fmt != "MPO" else "JPEG", stream=stream if frames == 1 else None,
+                    lossy=lossy, frame_chosen=frames > 1)
+
+
+def _canonical(source: _Decoded) -> tuple[Image.Image, bool]:
+    """Upright, 8-bit L or RGB, opaque. Returns the image and whether its pixels changed."""
+    img, changed = source.img, source.frame_chosen
+    if source.fmt != "DICOM":
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            img, changed = ImageOps.exif_transpose(img), True
+    if "transparency" in img.info and img.mode in ("L", "RGB", "P"):
+        # PNG tRNS / GIF transparency: turn it into a real alpha channel, composited below.
+        img, changed = img.convert("LA" if img.mode == "L" else "RGBA"), True
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img, changed
+    if mode in ("LA", "La"):
+        return _on_white(img.convert("LA"), "L"), True
+    if mode in ("RGBA", "RGBa", "PA"):
+        return _on_white(img.convert("RGBA"), "RGB"), True
+    if mode == "1":
+        return img.convert("L"), True
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _high_depth_to_l(img), True
+    return img.convert("RGB"), True  # P, CMYK, YCbCr, LAB, HSV
+
+
+def _on_white(img: Image.Image, mode: str) -> Image.Image:
+    """Composite on white: transparent regions of scans/figures are paper, not black."""
+    base = Image.new(mode, img.size, 255 if mode == "L" else (255, 255, 255))
+    base.paste(img.convert(mode), mask=img.getchannel("A"))
+    return base
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float grayscale → 8-bit by the image's own min..max.
+
+    Such PNGs/TIFFs are mostly exported scans using 10-12 of 16 bits; a fixed >>8 would make
+    them near-black. Same rule as a DICOM without a window.
+    """
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi == lo:
+        out = np.zeros(arr.shape, dtype=np.uint8)
+    else:
+        out = np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def _fit(img: Image.Image, max_side: int | None) -> tuple[Image.Image, bool]:
+    width, height = img.size
+    long_side = max(width, height)
+    if max_side is None or long_side <= max_side:
+        return img, False
+    if width >= height:
+        size = (max_side, max(1, round(height * max_side / width)))
+    else:
+        size = (max(1, round(width * max_side / height)), max_side)
+    # reducing_gap=3: box pre-shrink then Lanczos; visually the same as pure Lanczos, much faster.
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), True
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
+    # Pillow copies some of `info` into files it writes (a JPEG comment, a PNG ICC profile or
+    # transparency): encode a bare view of the pixels.
+    img.info = {}
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(buf, "JPEG", quality=quality)
+    else:
+        img.save(buf, "PNG")
+    out = buf.getvalue()
+    # Defence in depth: what we wrote goes through the same whitelist as what we keep.
+    stream = _strip_metadata(out, "JPEG" if fmt == "jpeg" else "PNG", name="<encoded>")
+    return stream if stream is not None else out
+
+
+# -- container walking: what "keep" may reuse, and truncation independent of Pillow globals --
+
+# Segments a JPEG decoder needs. Everything else before/between scans (APP1 EXIF/XMP, APP2
+# ICC/MPF, APP13 IPTC, COM, ...) is droppable without changing a decoded pixel.
+_JPEG_KEEP = frozenset({0xC0, 0xC1, 0xC2, 0xC4, 0xDB, 0xDD})
+# Next marker after entropy-coded data: 0xFF not followed by stuffing (00), RSTn or fill (FF).
+_JPEG_NEXT_MARKER = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_KEEP = frozenset({b"IHDR", b"PLTE", b"IDAT"})
+
+
+def _strip_metadata(data: bytes, fmt: str, *, name: str) -> bytes | None:
+    """`data` minus metadata for JPEG/PNG (None for other formats or unusual structure).
+
+    Raises RowError when the container ends before its end marker (truncated file).
+    """
+    if fmt in ("JPEG", "MPO"):
+        return _strip_jpeg(data, name)
+    if fmt == "PNG":
+        return _strip_png(data, name)
+    return None
+
+
+def _strip_jpeg(data: bytes, name: str) -> bytes | None:
+    size = len(data)
+    parts: list[bytes] = [b"\xff\xd8"]
+    changed = False
+    pos = 2
+    while True:
+        if pos >= size:
+            raise RowError("truncated JPEG: file ends before the EOI marker", file=name)
+        if data[pos] != 0xFF:
+            return None  # bytes between segments: Pillow tolerates them, we just don't reuse
+        start = pos
+        while pos < size and data[pos] == 0xFF:
+            pos += 1
+        changed |= pos - start > 1  # fill bytes
+        if pos >= size:
+            raise RowError("truncated JPEG: file ends inside a marker", file=name)
+        marker = data[pos]
+        if marker == 0xD9:  # EOI; anything after it (appended files, MPO pictures) is dropped
+            parts.append(b"\xff\xd9")
+            changed |= pos + 1 != size
+            break
+        if marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            return None
+        if pos + 3 > size:
+            raise RowError("truncated JPEG: file ends inside a segment header", file=name)
+        length = int.from_bytes(data[pos + 1:pos + 3], "big")
+        end = pos + 1 + length
+        if length < 2:
+            return None
+        if end > size:
+            raise RowError(f"truncated JPEG: segment 0xFF{marker:02X} runs past the end of the file",
+                           file=name)
+        payload = data[pos + 3:end]
+        if marker == 0xDA:  # SOS: header, then entropy-coded data up to the next real marker
+            found = _JPEG_NEXT_MARKER.search(data, end)
+            if found is None:
+                raise RowError("truncated JPEG: image data runs to the end of the file (no EOI marker)",
+                               file=name)
+            parts.append(data[pos - 1:found.start()])
+            pos = found.start()
+            continue
+        if marker in _JPEG_KEEP:
+            parts.append(data[pos - 1:end])
+        elif marker == 0xE0 and payload.startswith(b"JFIF\x00") and length >= 16:
+            # JFIF says "YCbCr"; keep it, minus any embedded thumbnail (more pixels to leak).
+            if length == 16:
+                parts.append(data[pos - 1:end])
+            else:
+                parts.append(b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00")
+                changed = True
+        elif marker == 0xEE and payload.startswith(b"Adobe") and length == 14:
+            parts.append(data[pos - 1:end])  # colour-transform flag; decoding depends on it
+        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            changed = True  # APPn / COM: metadata
+        else:
+            return None  # lossless/hierarchical/arithmetic SOFs, DNL, ...: not ours to rewrite
+        pos = end
+    return b"".join(parts) if changed else data
+
+
+def _strip_png(data: bytes, name: str) -> bytes | None:
+    size = len(data)
+    parts: list[bytes] = [_PNG_SIGNATURE]
+    changed = False
+    pos = len(_PNG_SIGNATURE)
+    while True:
+        if pos + 8 > size:
+            raise RowError("truncated PNG: file ends before the IEND chunk", file=name)
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        ctype = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > size:
+            raise RowError(f"truncated PNG: chunk {ctype!r} runs past the end of the file", file=name)
+        if ctype == b"IEND":
+            parts.append(data[pos:end])
+            changed |= end != size
+            break
+        if ctype in _PNG_KEEP:
+            parts.append(data[pos:end])
+        elif ctype[:1].islower():
+            changed = True  # ancillary: tEXt/zTXt/iTXt/eXIf/iCCP/tIME/gAMA/... never needed for pixels
+        else:
+            return None  # an unknown critical chunk
+        pos = end
+    return b"".join(parts) if changed else data
+
+
+def _brief(exc: BaseException) -> str:
+    """One line, bounded: codec errors can be multi-line lists of every plugin's complaint."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}"[:400]
