@@ -52,6 +52,7 @@ def test_end_to_end_through_fetch_and_normalize(http_server, tmp_path):
     assert all(decodes(r) == (r["width"], r["height"]) for r in rows)
     # the adapter's own check, and the shared decoder rejecting the half JPEG (its wording is its own)
     assert len(bad) == 2 and sum(b["reason"].startswith("image missing") for b in bad) == 1
-    assert {b["id"] for b in bad} == {"pathvqa/train-00007", "pathvqa/train-00008"}  # shards hold 2, 3, then 2 good + 2 bad
+    # train shards hold 2, 3, then 2 good + 2 bad rows
+    assert {b["id"] for b in bad} == {"pathvqa/train-00007", "pathvqa/train-00008"}
     # two questions per picture: the image hash repeats, the ids do not
     assert len({r["image_sha256"] for r in rows}) < len(rows)
