@@ -146,7 +146,7 @@ class PMCOA(Source):
             if isinstance(entry, Bad):
                 yield entry
                 continue
-            yield self._record(entry, licenses, image_dir, jsonl.name)
+            yield self._record(entry, licenses, image_dir)
 
     def _entries(self, jsonl: Path, unit: Unit) -> Iterator[dict[str, Any] | Bad]:
         start, stop = int(unit.args["start"]), int(unit.args["stop"])
@@ -183,10 +183,11 @@ class PMCOA(Source):
                     yield Bad(native, "missing field: caption", file=where)
                     continue
                 match = _PMCID.match(image)
-                yield {"native": native, "image": image, "caption": caption, "pmcid": match.group(1) if match else None,
+                yield {"native": native, "image": image, "caption": caption,
+                       "pmcid": match.group(1) if match else None,
                        "extra": {k: obj[k] for k in ("alignment_type", "alignment_score") if k in obj}}
 
-    def _record(self, entry: dict[str, Any], licenses: dict[str, str], image_dir: Path, jsonl_name: str) -> Record | Bad:
+    def _record(self, entry: dict[str, Any], licenses: dict[str, str], image_dir: Path) -> Record | Bad:
         image_path = image_dir / entry["image"]
         if not image_path.is_file():
             return Bad(entry["native"], f"image file missing: {entry['image']}", file=f"images.zip/{entry['image']}")

@@ -115,7 +115,8 @@ class Quilt1M(Source):
                 if item is not None:
                     yield item
 
-    def _record(self, row: dict[str, str], index: int, complete: bool, split: str, images: Path) -> Record | Bad | None:
+    def _record(self, row: dict[str, str], index: int, complete: bool, split: str,
+                images: Path) -> Record | Bad | None:
         if (row.get("split") or "").strip() != split:
             return None
         key = (row.get("") or row.get("Unnamed: 0") or "").strip()  # pandas' saved index: stable row id
