@@ -97,7 +97,9 @@ def plan_sources(recipe: Recipe, opts: BuildOptions) -> list[PlannedSource]:
                 raise RecipeError(f"{recipe.path}: decontaminate.against: {name}:{split}: {name} has no split "
                                   f"{split!r} (it has {sorted(cls.splits)})")
         src = instantiate(name, name + "@eval" if name in seen else name, {})
-        planned.append(PlannedSource(src.name, src, tuple(splits), opts.from_dirs.get(name), evaluation=True))
+        # the same local files serve the training and the evaluation splits of one source
+        from_dir = opts.from_dirs.get(name) or next((p.from_dir for p in planned if p.name == name), None)
+        planned.append(PlannedSource(src.name, src, tuple(splits), from_dir, evaluation=True))
     return planned
 
 
@@ -116,7 +118,10 @@ def check_licenses(recipe: Recipe, planned: list[PlannedSource], opts: BuildOpti
     warnings = []
     for p in planned:
         t = terms(p.source.license)
-        if t.needs_acceptance and p.source.license not in accepted:
+        if p.source.per_row_license:
+            warnings.append(f"note: {p.name} rows carry their own licenses; rows under a license the recipe does not "
+                            f"accept are dropped and counted (license_filtered)")
+        elif t.needs_acceptance and p.source.license not in accepted:
             raise LicenseRefused(
                 f"source {p.name!r} is licensed {p.source.license} ({t.summary()}); it is refused unless accepted "
                 f"by name: add `{p.source.license}` to `licenses.accept` in the recipe, or pass "

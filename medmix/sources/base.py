@@ -146,6 +146,9 @@ class Source:
     benchmark: ClassVar[bool] = False
     # license terms beyond the SPDX id (e.g. gated "no redistribution" agreements).
     redistributable: ClassVar[bool] = True
+    # rows carry their own license (e.g. PMC-OA: the article's); `license` is then the fallback
+    # for rows whose license is unknown, and the recipe's accept list filters rows, not the source.
+    per_row_license: ClassVar[bool] = False
     files: ClassVar[tuple[Upstream, ...]] = ()
     # bumped when the adapter's output for the same inputs changes; part of every unit key.
     version: ClassVar[str] = "1"
@@ -195,6 +198,7 @@ class Source:
             "eval_splits": sorted(cls.eval_splits),
             "benchmark": cls.benchmark,
             "redistributable": cls.redistributable,
+            "per_row_license": cls.per_row_license,
             "manual": any(isinstance(f, Manual) for f in cls.files),
             "upstream": [f.upstream if isinstance(f, Remote) else f"manual: {f.name}" for f in cls.files],
         }

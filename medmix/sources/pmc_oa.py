@@ -106,7 +106,8 @@ class PMCOA(Source):
     license = UNKNOWN_LICENSE  # per row: the article's license from the PMC OA file list
     domain = "general-biomedical"
     tasks = ("caption",)
-    splits = {"train": None}  # ~1.65M in pmc_oa.jsonl; exact count unverified
+    splits = {"train": 1_650_000}  # approximate: ~1.65M in pmc_oa.jsonl (paper); exact count unverified
+    per_row_license = True
     files = (
         Remote("pmc_oa.jsonl", hf_repo=HF_REPO, hf_path="pmc_oa.jsonl"),
         Remote("images.zip", hf_repo=HF_REPO, hf_path="images.zip", extract=True),

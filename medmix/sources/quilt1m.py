@@ -78,7 +78,7 @@ class Quilt1M(Source):
     domain = "pathology"
     modality = "histopathology"
     tasks = ("caption",)
-    splits = {"train": None, "val": None}  # the lookup's own `split` column; counts unverified
+    splits = {"train": 1_000_000, "val": None}  # approximate (paper: ~1M pairs); the lookup's `split` column; counts unverified
     redistributable = False
     files = (
         Manual(LOOKUP, how=HOW.format(what=f"{LOOKUP} (the lookup table)")),

@@ -72,6 +72,7 @@ class ROCOv2(Source):
   doi={10.1038/s41597-024-03496-6}
 }"""
     license = FALLBACK_LICENSE  # per row from license_information.csv (CC BY or CC BY-NC)
+    per_row_license = True
     domain = "radiology"
     tasks = ("caption",)
     splits = {"train": 59_958, "valid": 9_904, "test": 9_927}
