@@ -43,7 +43,9 @@ IMAGING_VERSION = "1"
 RASTER_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "GIF", "WEBP")  # JPEG includes MPO
 _ENCODINGS = ("keep", "png", "jpeg")
 _FRAMES = ("middle", "first")
-_RASTER_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+_MAGIC_NAMES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP",
+                b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
+_RASTER_MAGIC = tuple(_MAGIC_NAMES)
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ def _decode_raster(data: bytes, *, name: str, policy: ImagePolicy) -> _Decoded:
         raise RowError(f"not an image: no supported format ({', '.join(RASTER_FORMATS)}, DICOM) "
                        f"recognizes the first bytes {data[:8]!r}", file=name) from None
     except Exception as exc:  # noqa: BLE001 - header parsers raise SyntaxError, struct.error, ...
-        raise RowError(f"corrupt image header: {_brief(exc)}", file=name) from None
+        kind = "truncated" if "truncat" in str(exc).lower() else "corrupt"
+        raise RowError(f"{kind} {_sniff(data)}: bad header ({_brief(exc)})", file=name) from None
     fmt = img.format or "?"
     width, height = img.size
     # Checked here, from the header, before any pixel is decoded; does not depend on
@@ -389,6 +392,11 @@ def _strip_png(data: bytes, name: str) -> bytes | None:
             return None  # an unknown critical chunk
         pos = end
     return b"".join(parts) if changed else data
+
+
+def _sniff(data: bytes) -> str:
+    """The format the first bytes claim, for error messages when Pillow could not say."""
+    return next((fmt for magic, fmt in _MAGIC_NAMES.items() if data.startswith(magic)), "image")
 
 
 def _brief(exc: BaseException) -> str:
