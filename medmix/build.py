@@ -21,13 +21,10 @@ import pyarrow.parquet as pq
 from medmix import __version__
 from medmix.errors import LicenseRefused, MedmixError, RecipeError
 from medmix.imaging import ImagePolicy
-from medmix.index import build_eval_index, build_index
 from medmix.licenses import terms
-from medmix.mixture import plan_mixture
 from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
 from medmix.recipe import Recipe
 from medmix.schema import SCHEMA_VERSION
-from medmix.shards import write_shards
 from medmix.sources import get_source
 from medmix.sources.base import Source, Unit
 from medmix.writer import atomic_write_json, sha256_file, write_parquet_atomic
@@ -166,6 +163,9 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
 
     # fetch (network-bound, one source at a time) and cut into units
     from medmix.fetch import fetch_files
+    from medmix.index import build_eval_index, build_index
+    from medmix.mixture import plan_mixture
+    from medmix.shards import write_shards
 
     jobs: list[UnitJob] = []
     provenance: dict[str, list[dict]] = {}

@@ -26,7 +26,7 @@ from medmix.sources.base import Bad, Manual, Record, Source, Unit
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom"}
 TEXT_FIELDS = ("question", "answer", "options", "context", "modality", "license", "task")
-FILES_PER_UNIT = 20_000
+FILES_PER_UNIT = 1_000  # small units keep every worker busy on folders of a few thousand files
 
 
 class LocalFolder(Source):

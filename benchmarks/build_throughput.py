@@ -1,0 +1,102 @@
+"""Normalize throughput of `medmix build` against the bare floor, side by side in one run.
+
+Floor: a plain loop, in this process, of Pillow decode + re-encode (same format and quality as
+medmix writes) + sha256 of the output, over the same images. medmix: the normalize stage of a real
+build (local-folder source, quarantine/validation/Parquet writing included), timed from the first
+to the last finished unit, with 1 and with 2 workers. Reported as images/s and ratios.
+
+    python benchmarks/build_throughput.py --images 3000
+Targets (issue 2): medmix ≥ 0.8× floor with 1 worker; 2 workers ≥ 1.7× medmix's 1-worker rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medmix.build import BuildOptions, build
+from medmix.recipe import parse_recipe
+
+
+def make_images(folder: Path, n: int, side: int, fmt: str, seed: int = 0) -> list[Path]:
+    """Photo-like images (smooth gradients + noise + shapes): compress like real figures, unlike pure noise."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    paths = []
+    rows = ["file_name,answer"]
+    for i in range(n):
+        a, b, c = rng.uniform(0, 6, 3)
+        base = np.stack([np.sin(a * xx + b * yy + c), np.cos(b * xx - a * yy), np.sin((a + b) * xx * yy)], -1)
+        img = ((base + 1) * 110 + rng.normal(0, 6, (side, side, 3))).clip(0, 255).astype(np.uint8)
+        x0, y0 = rng.integers(0, side // 2, 2)
+        img[y0:y0 + side // 4, x0:x0 + side // 4] = rng.integers(0, 255, 3)
+        name = f"img_{i:05d}.{'jpg' if fmt == 'jpeg' else 'png'}"
+        Image.fromarray(img).save(folder / name, **({"quality": 90} if fmt == "jpeg" else {}))
+        paths.append(folder / name)
+        rows.append(f"{name},synthetic figure {i}")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return paths
+
+
+def floor_rate(paths: list[Path], fmt: str) -> float:
+    t0 = time.perf_counter()
+    for p in paths:
+        with Image.open(io.BytesIO(p.read_bytes())) as im:
+            im = im.convert("RGB")
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG" if fmt == "jpeg" else "PNG", **({"quality": 90} if fmt == "jpeg" else {}))
+        hashlib.sha256(buf.getvalue()).hexdigest()
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def medmix_rate(folder: Path, fmt: str, workers: int, tmp: Path) -> float:
+    recipe = parse_recipe(f"""name: bench
+image: {{max_side: null, encode: {fmt}}}
+dedup: {{exact: false, image_distance: null, text_threshold: null}}
+sources:
+  bench:
+    adapter: local
+    from: {folder}
+    options: {{domain: radiology, license: CC0-1.0}}
+""", str(tmp / "bench.yaml"))
+    marks: list[float] = []
+
+    def progress(stage: str, label: str, advance: int, total) -> None:
+        if stage == "normalize":
+            marks.append(time.perf_counter())
+
+    out, cache = tmp / f"out-{fmt}-{workers}", tmp / f"cache-{fmt}-{workers}"
+    build(recipe, BuildOptions(out=out, cache=cache, workers=workers), progress=progress, log=lambda m: None)
+    n = sum(1 for _ in folder.glob("img_*"))
+    shutil.rmtree(out), shutil.rmtree(cache)
+    return n / (marks[-1] - marks[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=3000)
+    ap.add_argument("--side", type=int, default=384)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        print(f"{'format':6} {'floor img/s':>12} {'medmix w=1':>11} {'medmix w=2':>11} {'w1/floor':>9} {'w2/w1':>7}")
+        for fmt in ("jpeg", "png"):
+            folder = tmp / f"src-{fmt}"
+            paths = make_images(folder, args.images, args.side, fmt)
+            floor = floor_rate(paths, fmt)
+            one = medmix_rate(folder, fmt, 1, tmp)
+            two = medmix_rate(folder, fmt, 2, tmp)
+            print(f"{fmt:6} {floor:12.1f} {one:11.1f} {two:11.1f} {one / floor:9.2f} {two / one:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
