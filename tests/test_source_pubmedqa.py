@@ -88,3 +88,9 @@ def test_demo_folder_builds_offline(tmp_path):
     rows, bad = run_adapter(PubMedQA(), splits, cache_dir=tmp_path, from_dir=DEMO / "pubmedqa")
     assert bad == []
     assert [sum(r["split"] == s for r in rows) for s in splits] == [12, 8, 20]
+    labeled = [r for r in rows if r["split"] == "pqa_labeled"]
+    unlabeled = [r for r in rows if r["split"] == "pqa_unlabeled"]
+    # planted by make_demo.py: an exact text duplicate inside PQA-U, and a PQA-L question leaked into PQA-U
+    assert (unlabeled[18]["question"], unlabeled[18]["context"]) == (unlabeled[2]["question"], unlabeled[2]["context"])
+    assert (unlabeled[19]["question"], unlabeled[19]["context"]) == (labeled[0]["question"], labeled[0]["context"])
+    assert len({r["id"] for r in rows}) == len(rows)

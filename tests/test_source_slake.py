@@ -119,3 +119,31 @@ def test_demo_folder_builds_offline(tmp_path):
     rows, bad = run_adapter(Slake(), ("train", "validation", "test"), cache_dir=tmp_path, from_dir=DEMO / "slake")
     assert bad == []
     assert [sum(r["split"] == s for r in rows) for s in ("train", "validation", "test")] == [16, 6, 4]
+
+
+def test_demo_plants_cross_source_duplicates_and_matches_its_generator(tmp_path):
+    """The committed demo is what make_demo.py generates, and holds the duplicates it documents."""
+    from fixtures import make_demo
+    from medmix.sources.vqa_rad import VqaRad
+
+    generated = make_demo.build_all()
+    slake_rows, _ = run_adapter(Slake(), ("train", "validation"), cache_dir=tmp_path / "s", from_dir=DEMO / "slake")
+    rad_rows, _ = run_adapter(VqaRad(), ("train", "test"), cache_dir=tmp_path / "v", from_dir=DEMO / "vqa_rad")
+    regenerated, _ = read_split(Slake(), "train", local_files(tmp_path / "g", Slake(), generated["slake"], ("train",)))
+    committed = [r for r in slake_rows if r["split"] == "train"]
+    assert [(r.native_id, r.question, r.answer) for r in regenerated] == [
+        (r["id"].split("/", 1)[1], r["question"], r["answer"]) for r in committed]
+
+    def image_of(rows, key, value):
+        return next(r for r in rows if r[key] == value)
+
+    slake0 = next(r for r in slake_rows if json.loads(r["meta"])["img_name"] == "xmlab0/source.jpg")
+    slake1 = next(r for r in slake_rows if json.loads(r["meta"])["img_name"] == "xmlab1/source.jpg")
+    val0 = next(r for r in slake_rows if r["split"] == "validation")
+    rad_train0 = image_of(rad_rows, "id", "vqa_rad/train-00000")
+    rad_train3 = image_of(rad_rows, "id", "vqa_rad/train-00009")   # 3 questions per picture: picture 3
+    rad_test1 = image_of(rad_rows, "id", "vqa_rad/test-00003")
+    assert slake0["image_sha256"] == rad_train0["image_sha256"]                        # exact duplicate
+    for near, orig in ((slake1, rad_train3), (val0, rad_test1)):                       # near duplicates
+        assert near["image_sha256"] != orig["image_sha256"]
+        assert bin(near["image_phash"] ^ orig["image_phash"]).count("1") <= 4
