@@ -54,6 +54,7 @@ import math
 import os
 import re
 import warnings
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -224,6 +225,7 @@ class _Order:
 
     def __init__(self, index: _Index, key: int | None, window_rows: int) -> None:
         self.key = key
+        self.lap = 0  # which pass over a source this order is (weighted mixtures)
         m = len(index.rg_rows)
         rg_order = np.arange(m) if key is None else _permutation(_key(key, 0), m)
         self.windows: list[np.ndarray] = []
@@ -259,16 +261,25 @@ class _IOStats:
 
 
 class _WindowReader:
-    """Fetches rows at epoch positions, holding one decoded window in memory at a time."""
+    """Fetches rows at epoch positions, holding one decoded window in memory at a time.
 
-    def __init__(self, index: _Index, columns: Sequence[str], stats: _IOStats) -> None:
+    `dense`: this reader will use every row of the windows it loads (no other DataLoader worker
+    shares them), so each window is turned into Python rows once, in file order, and handed out
+    in epoch order. Otherwise only the rows asked for are taken in Arrow and converted, since the other
+    rows of the window belong to other workers.
+    """
+
+    def __init__(self, index: _Index, columns: Sequence[str], stats: _IOStats, dense: bool) -> None:
         self.index = index
         self.columns = list(columns)
         self.stats = stats
+        self.dense = dense
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[_Order, int] | None = None  # holds the order itself: ids get reused
         self._table: pa.Table | None = None
-        self._rows: np.ndarray | None = None
+        self._dicts: list[dict[str, Any]] | None = None  # dense: the window's rows, file order
+        self._given: np.ndarray | None = None
+        self._perm: np.ndarray | None = None
         self._shard: np.ndarray | None = None
 
     def _file(self, shard: int) -> pq.ParquetFile:
@@ -283,37 +294,57 @@ class _WindowReader:
     def _load(self, order: _Order, window: int) -> None:
         if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
             return
+        self._table = self._dicts = None  # free the previous window before reading the next
         parts, shard_ids = [], []
         for g in order.windows[window]:
             shard, local = int(self.index.rg_shard[g]), int(self.index.rg_local[g])
             try:
-                part = self._file(shard).read_row_group(local, columns=self.columns)
+                part = self._file(shard).read_row_group(local, columns=self.columns, use_threads=False)
             except (OSError, pa.ArrowException) as exc:
                 raise MedmixError(f"{self.index.paths[shard]}: cannot read row group {local}: {exc}") from None
             parts.append(part)
             shard_ids.append(np.full(part.num_rows, shard, dtype=np.int32))
-        self._table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if self.dense:
+            self._dicts = _to_rows(table)
+            self._given = np.zeros(table.num_rows, dtype=bool)
+        else:
+            # one chunk per column: `take` on a multi-chunk column concatenates (copies) the whole
+            # window on every call
+            self._table = table.combine_chunks()
         self._shard = np.concatenate(shard_ids)
-        self._rows = order.rows_of(window)
+        self._perm = order.rows_of(window)
         self._cached = (order, window)
         self.stats.row_groups += len(parts)
-        self.stats.rows += self._table.num_rows
+        self.stats.rows += table.num_rows
 
-    def take(self, order: _Order, positions: np.ndarray) -> tuple[list[dict[str, Any]], list[str]]:
-        """Rows at `positions` (any order) and the shard file each came from, in that order."""
-        out: list[Any] = [None] * len(positions)
-        files: list[Any] = [None] * len(positions)
+    def _take_window(self, order: _Order, window: int, positions: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
+        self._load(order, window)
+        picked = self._perm[positions - order.offsets[window]]
+        if self._dicts is None:
+            return _to_rows(self._table.take(pa.array(picked))), self._shard[picked]
+        wanted = picked.tolist()
+        rows = [self._dicts[wanted[0]]] if len(wanted) == 1 else list(itemgetter(*wanted)(self._dicts))
+        again = self._given[picked]
+        self._given[picked] = True
+        if again.any():  # a padded epoch can ask for a row twice: never hand out one dict twice
+            rows = [dict(row) if dup else row for row, dup in zip(rows, again.tolist())]
+        return rows, self._shard[picked]
+
+    def take(self, order: _Order, positions: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """Rows at `positions` (any order) and the shard each came from, in that order."""
         windows = order.window_of(positions)
+        if windows[0] == windows[-1] and (windows == windows[0]).all():  # the common case
+            return self._take_window(order, int(windows[0]), positions)
+        out: list[Any] = [None] * len(positions)
+        shards = np.empty(len(positions), dtype=np.int32)
         _, first = np.unique(windows, return_index=True)
         for w in windows[np.sort(first)]:  # windows in stream order: sequential, cache-friendly
             where = np.flatnonzero(windows == w)
-            self._load(order, int(w))
-            picked = self._rows[positions[where] - order.offsets[w]]
-            rows = _to_rows(self._table.take(pa.array(picked)))
-            for slot, row, shard in zip(where.tolist(), rows, self._shard[picked].tolist()):
+            rows, shards[where] = self._take_window(order, int(w), positions[where])
+            for slot, row in zip(where.tolist(), rows):
                 out[slot] = row
-                files[slot] = self.index.paths[shard]
-        return out, files
+        return out, shards
 
 
 def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -431,9 +462,14 @@ class _Stream(IterableDataset):
 
     def _fresh(self) -> None:
         self._consumed, self._positions = 0, self._zero_positions()
-        self._wstate: dict[str, Any] | None = None
+        self._layout: dict[str, Any] | None = None  # this worker's share, when workers > 1
+        self._done = 0  # samples this worker has yielded of that share
         self._pending = False
         self._iterated_epoch: int | None = None
+        self._chunk: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _positions_now(self) -> list[int] | None:
+        return self._positions
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order, like `DistributedSampler.set_epoch`. Re-setting the current
@@ -445,9 +481,15 @@ class _Stream(IterableDataset):
             self._fresh()
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serializable progress: exact resume point of this rank (or of this worker)."""
+        """JSON-serializable progress: exact resume point of this rank (or of this worker).
+
+        `consumed` counts this rank's samples of the epoch up to the last one yielded here;
+        `positions` (weighted mixtures) how many of them each source gave. Inside a DataLoader
+        worker `worker` records that worker's share too, as only it knows its progress.
+        """
+        worker = None if self._layout is None or self._done == 0 else {**self._layout, "done": self._done}
         state = {"format": STATE_FORMAT, "kind": self.kind, **self._identity(), "epoch": self.epoch,
-                 "consumed": self._consumed, "positions": self._positions, "worker": self._wstate}
+                 "consumed": self._consumed, "positions": self._positions_now(), "worker": worker}
         return json.loads(json.dumps(state))  # a detached copy of plain types
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -456,19 +498,20 @@ class _Stream(IterableDataset):
             raise MedmixError(f"not a medmix loader state (format {STATE_FORMAT!r} expected)")
         if state.get("kind") != self.kind:
             raise MedmixError(f"state is for a {state.get('kind')!r}, this is a {self.kind!r}")
-        mine = self._identity()
-        for name, value in mine.items():
+        for name, value in self._identity().items():
             if state.get(name) != value:
                 raise MedmixError(f"cannot resume: state has {name}={state.get(name)!r}, "
                                   f"this dataset has {name}={value!r}")
         self.epoch = int(state["epoch"])
         self._consumed = int(state["consumed"])
         self._positions = None if state.get("positions") is None else [int(p) for p in state["positions"]]
-        self._wstate = None if state.get("worker") is None else dict(state["worker"])
-        self._pending = True
+        worker = state.get("worker")
+        self._layout = None if worker is None else {k: v for k, v in worker.items() if k != "done"}
+        self._done = 0 if worker is None else int(worker["done"])
+        self._pending, self._chunk = True, None
 
-    def _begin(self) -> tuple[int, int, int, int, list[int] | None, list[int] | None]:
-        """Where this pass starts: (worker, workers, start, done, start positions, cursor positions).
+    def _begin(self) -> tuple[int, int, int, int]:
+        """Where this pass starts: (worker, workers, start, done); the cursor is `_consumed`.
 
         A rank-level state can be split over any number of workers; a worker-level state (saved
         inside a StatefulDataLoader worker) only by the same worker of the same layout.
@@ -480,29 +523,19 @@ class _Stream(IterableDataset):
                               "set_epoch() in the main process does not reach the workers", stacklevel=3)
             self._iterated_epoch = self.epoch
         if not self._pending:
-            self._consumed, self._positions, self._wstate = 0, self._zero_positions(), None
-        self._pending = False
-        ws = self._wstate
-        if ws is None:
-            return worker, workers, self._consumed, 0, self._positions, self._positions
-        layout = (ws["id"], ws["num_workers"], ws["batch_size"])
-        if layout != (worker, workers, self.batch_size):
-            raise MedmixError(f"this state was saved by DataLoader worker {ws['id']} of {ws['num_workers']} "
-                              f"with batch_size={ws['batch_size']}; resume with the same num_workers and "
+            self._consumed, self._positions, self._layout, self._done = 0, self._zero_positions(), None, 0
+        self._pending, self._chunk = False, None
+        lay = self._layout
+        if lay is None:
+            if workers > 1:
+                self._layout = {"id": worker, "num_workers": workers, "batch_size": self.batch_size,
+                                "start": self._consumed}
+            return worker, workers, self._consumed, 0
+        if (lay["id"], lay["num_workers"], lay["batch_size"]) != (worker, workers, self.batch_size):
+            raise MedmixError(f"this state was saved by DataLoader worker {lay['id']} of {lay['num_workers']} "
+                              f"with batch_size={lay['batch_size']}; resume with the same num_workers and "
                               f"batch_size (now worker {worker} of {workers}, batch_size={self.batch_size})")
-        return worker, workers, ws["start"], ws["done"], ws.get("start_positions"), self._positions
-
-    def _advance(self, index: int, positions: list[int] | None, worker: int, workers: int, start: int,
-                 done: int, start_positions: list[int] | None) -> None:
-        self._consumed, self._positions = index + 1, positions
-        if workers > 1:
-            self._wstate = {"id": worker, "num_workers": workers, "batch_size": self.batch_size,
-                            "start": start, "start_positions": start_positions, "done": done}
-
-    def _finish(self, row: dict[str, Any], file: str) -> Any:
-        if self.decode_images:
-            _decode(row, file)
-        return row if self.transform is None else self.transform(row)
+        return worker, workers, int(lay["start"]), self._done
 
 
 # -- the public datasets ------------------------------------------------------------------------
@@ -565,7 +598,8 @@ class MixtureDataset(_Stream):
         """
         if not isinstance(n, int) or not 0 <= n <= self._length:
             raise ValueError(f"skip({n!r}): this rank has {self._length} samples per epoch")
-        self._consumed, self._positions, self._wstate, self._pending = n, None, None, True
+        self._consumed, self._positions, self._layout, self._done, self._pending = n, None, None, 0, True
+        self._chunk = None
 
     def _identity(self) -> dict[str, Any]:
         return {"seed": self.seed, "mixture": self._index.fingerprint, "rank": self.rank,
@@ -577,16 +611,17 @@ class MixtureDataset(_Stream):
         return _Order(self._index, key, self.shuffle_window)
 
     def __iter__(self) -> Iterator[Any]:
-        worker, workers, start, done, _, _ = self._begin()
+        worker, workers, start, done = self._begin()
         order = self._order()
-        reader = _WindowReader(self._index, self.columns, self.io)
-        total = self._index.total
+        reader = _WindowReader(self._index, self.columns, self.io, dense=workers == 1)
+        total, paths, decode, transform = self._index.total, self._index.paths, self.decode_images, self.transform
         for own in _own_chunks(start, self._length, self.batch_size, worker, workers, done):
-            rows, files = reader.take(order, (self._start + own) % total)
-            for index, row, file in zip(own.tolist(), rows, files):
-                done += 1
-                self._advance(index, None, worker, workers, start, done, None)
-                yield self._finish(row, file)
+            rows, shards = reader.take(order, (self._start + own) % total)
+            for index, row, shard in zip(own.tolist(), rows, shards.tolist()):
+                self._consumed, self._done = index + 1, self._done + 1  # before yield: state covers it
+                if decode:
+                    _decode(row, paths[shard])
+                yield row if transform is None else transform(row)
 
 
 class WeightedMixture(_Stream):
@@ -704,42 +739,64 @@ class WeightedMixture(_Stream):
             if end is not None and end < n:
                 raise ValueError(f"skip({n}): this rank's stream ends after {end} samples")
             positions = after[-1].tolist()
-        self._consumed, self._positions, self._wstate, self._pending = n, positions, None, True
+        self._consumed, self._positions, self._layout, self._done, self._pending = n, positions, None, 0, True
+        self._chunk = None
 
     def _source_order(self, source: int, lap: int) -> _Order:
         key = _key(self.seed, 3, self.epoch, source, lap) if self.shuffle else None
-        return _Order(self._indexes[source], key, self.shuffle_window)
+        order = _Order(self._indexes[source], key, self.shuffle_window)
+        order.lap = lap
+        return order
+
+    def _positions_now(self) -> list[int] | None:
+        if self._chunk is not None:
+            own, after = self._chunk
+            n = int(np.searchsorted(own, self._consumed - 1))
+            if n < len(own) and own[n] == self._consumed - 1:
+                return after[n].tolist()
+        return self._positions
 
     def __iter__(self) -> Iterator[Any]:
-        worker, workers, start, done, start_pos, cursor_pos = self._begin()
-        start_pos = start_pos or self._zero_positions()
-        cursor_k, cursor_n = self._consumed, list(cursor_pos or start_pos)
-        readers = [_WindowReader(ix, self.columns, self.io) for ix in self._indexes]
-        orders: dict[tuple[int, int], _Order] = {}
+        worker, workers, start, done = self._begin()
+        cursor_k, cursor_n = self._consumed, list(self._positions)
+        readers = [_WindowReader(ix, self.columns, self.io, dense=workers == 1) for ix in self._indexes]
+        paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
+        base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
+        orders: dict[int, _Order] = {}
         lengths = np.asarray(self._lengths, dtype=np.int64)
+        decode, transform = self.decode_images, self.transform
         for own in _own_chunks(start, self._cap, self.batch_size, worker, workers, done):
             hi = int(own[-1]) + 1
             choice, after, end = self._scan(cursor_k, hi, cursor_n)
             if end is not None:
                 own = own[own < end]
+                if own.size == 0:
+                    return
             sel = own - cursor_k
             src = choice[sel]
             item = after[sel, src] - 1  # this source's running count before the sample
-            rows: list[Any] = [None] * len(own)
-            files: list[Any] = [None] * len(own)
             laps = item // lengths[src]
+            got: list[dict[str, Any]] = []
+            slots, codes = [], []
             for s, lap in sorted(set(zip(src.tolist(), laps.tolist()))):
                 where = np.flatnonzero((src == s) & (laps == lap))
-                if (s, lap) not in orders:
-                    orders = {k: v for k, v in orders.items() if k[0] != s}  # one order per source
-                    orders[(s, lap)] = self._source_order(s, lap)
-                got, got_files = readers[s].take(orders[(s, lap)], self._starts[s] + item[where] % lengths[s])
-                for slot, row, file in zip(where.tolist(), got, got_files):
-                    rows[slot], files[slot] = row, file
-            for n, index in enumerate(own.tolist()):
-                done += 1
-                self._advance(index, after[sel[n]].tolist(), worker, workers, start, done, start_pos)
-                yield self._finish(rows[n], files[n])
+                if s not in orders or orders[s].lap != lap:
+                    orders[s] = self._source_order(s, lap)
+                rows, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
+                got += rows
+                slots.append(where)
+                codes.append(shards + base[s])
+            back = np.empty(len(own), dtype=np.int64)
+            back[np.concatenate(slots)] = np.arange(len(own))
+            back_list = back.tolist()
+            rows = [got[back_list[0]]] if len(own) == 1 else list(itemgetter(*back_list)(got))
+            shard_codes = np.concatenate(codes)[back].tolist()
+            self._chunk = (own, after[sel])  # per-sample source positions, read by state_dict()
+            for index, row, code in zip(own.tolist(), rows, shard_codes):
+                self._consumed, self._done = index + 1, self._done + 1  # before yield: state covers it
+                if decode:
+                    _decode(row, paths[code])
+                yield row if transform is None else transform(row)
             if end is not None:
                 return
             cursor_k, cursor_n = hi, after[-1].tolist()
