@@ -212,8 +212,11 @@ def _apply_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, floa
 def _scale(values: Any, lo: float, hi: float) -> np.ndarray:
     if hi == lo:
         return np.zeros(np.shape(values), dtype=np.uint8)
-    out = (np.asarray(values, dtype=np.float64) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.subtract(values, lo, dtype=np.float64)  # one new array, then in place
+    out *= 255.0 / (hi - lo)
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def _color_to_8bit(arr: np.ndarray, bits: int) -> np.ndarray:

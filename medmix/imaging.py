@@ -195,7 +195,12 @@ def _decode_raster(data: bytes, *, name: str, policy: ImagePolicy) -> _Decoded:
         index = frame_index(frames, policy.frame)
         if index:
             img.seek(index)
+            if img.width * img.height > policy.max_pixels:  # pages of a TIFF may differ in size
+                raise RowError(f"decompression bomb: frame {index} is {img.width}x{img.height} = "
+                               f"{img.width * img.height} pixels > limit {policy.max_pixels}", file=name)
         img.load()
+    except RowError:
+        raise
     except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, ...
         text = str(exc)
         kind = "truncated" if "truncated" in text or isinstance(exc, EOFError) else "corrupt"
