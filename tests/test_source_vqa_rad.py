@@ -112,3 +112,14 @@ def test_demo_folder_builds_offline(tmp_path):
     assert bad == []
     assert sum(r["split"] == "train" for r in rows) == 40 and sum(r["split"] == "test" for r in rows) == 10
     assert max(max(r["width"], r["height"]) for r in rows) <= 96
+
+
+def test_blank_question_is_a_bad_row_not_a_questionless_vqa_row(tmp_path):
+    from fixtures import Served, encode, hf_parquet, radiology_image
+
+    data = hf_parquet([{"image": {"bytes": encode(radiology_image(0)), "path": None}, "question": "  ",
+                        "answer": "yes"}], fx.FEATURES)
+    upstream = fx.build()
+    upstream[fx.TEST] = Served(fx.TEST, data, hf_repo=fx.REPO, hf_path=fx.TEST)
+    records, bads = _read(tmp_path, upstream, "test")
+    assert records == [] and bads[0].reason == "missing field 'question' in row 0"

@@ -85,8 +85,8 @@ class PathVQA(Source):
             if not image.get("bytes"):
                 yield Bad(native_id, f"image missing: row {row_in_file} has no image bytes", file=name)
                 continue
-            if row.get("question") is None or row.get("answer") is None:
-                field = "question" if row.get("question") is None else "answer"
+            if not (row.get("question") or "").strip() or row.get("answer") is None:
+                field = "question" if not (row.get("question") or "").strip() else "answer"
                 yield Bad(native_id, f"missing field {field!r} in row {row_in_file}", file=name)
                 continue
             closed = str(row["answer"]).strip().lower() in _CLOSED

@@ -106,7 +106,8 @@ class Slake(Source):
             return
         qid = row.get("qid")
         native_id = f"{split}-{qid}" if qid is not None else f"{split}-row{index}"
-        missing = [k for k in ("qid", "img_name", "question", "answer", "q_lang") if row.get(k) is None]
+        missing = [k for k in ("qid", "img_name", "question", "answer", "q_lang")
+                   if row.get(k) is None or (k != "answer" and not str(row[k]).strip())]
         if missing:
             yield Bad(native_id, f"missing field(s) {missing} in entry {index}", file=name)
             return

@@ -79,8 +79,8 @@ class VqaRad(Source):
                 yield Bad(native_id, f"image missing: row {index} has no image bytes", file=name)
                 continue
             question, answer = row.get("question"), row.get("answer")
-            if question is None or answer is None:
-                field = "question" if question is None else "answer"
+            if not (question or "").strip() or answer is None:
+                field = "question" if not (question or "").strip() else "answer"
                 yield Bad(native_id, f"missing field {field!r} in row {index}", file=name)
                 continue
             # `closed` follows the VQA-RAD evaluation convention: yes/no answers are the closed set.
