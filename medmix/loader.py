@@ -9,8 +9,9 @@ Everything below is defined by this module alone (our own SplitMix64 hash, no Nu
 so an order depends only on the data and the arguments, never on library versions.
 
 Epoch order (the determinism contract)
-    Row groups of all shards, in manifest order, get global ids g = 0..m-1. For epoch key K
-    (`(epoch,)` for a `MixtureDataset`), `k = key(seed, 1, *K)`:
+    Row groups of all shards, in manifest order, get global ids g = 0..m-1. The order key is
+    `k = key(seed, 1, epoch)` for a `MixtureDataset`, and `key(seed, 3, epoch, s, lap)` for
+    source s of a `WeightedMixture` on its lap-th pass. Then:
     1. Row groups are sorted by `h(key(k, 0), g)` (identity when `shuffle=False`).
     2. Consecutive row groups in that order form windows, each closed as soon as it holds at
        least `shuffle_window` rows.
@@ -33,7 +34,8 @@ DataLoader workers: a rank's stream is cut into blocks of `batch_size` samples a
 takes blocks i, i+n, i+2n, ... A DataLoader with the same `batch_size` returns batches round-robin
 from its workers, so it yields exactly the rank's stream in order, whatever `num_workers` is.
 That is what makes a plain DataLoader resumable from one number. The price: every worker reads
-each window of its rank (the OS page cache shares the bytes; Parquet decoding is repeated).
+each window of its rank (the OS page cache shares the bytes; Parquet decoding is repeated, while
+only the worker's own rows are turned into Python objects and images).
 
 Resume: `state_dict()` holds (seed, epoch, samples consumed by this rank), plus for weighted
 mixtures each source's position. `load_state_dict()` jumps straight to the window holding the
@@ -46,17 +48,17 @@ for you (same `num_workers` and `batch_size` on resume). Workers get a copy of t
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import io
 import json
 import math
+import operator
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import datasets
 import numpy as np
@@ -68,7 +70,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from medmix.errors import MedmixError, RowError
 from medmix.schema import ARROW_SCHEMA, COLUMNS, FEATURES
 
-__all__ = ["load", "mixture_files", "MixtureDataset", "WeightedMixture"]
+__all__ = ["MixtureDataset", "WeightedMixture", "load", "mixture_files"]
 
 STATE_FORMAT = "medmix.loader/1"
 _CHUNK = 512  # samples a worker plans at a time: bounds Python-side buffers, not I/O
@@ -361,7 +363,11 @@ def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             auto = torch.distributed.get_rank(), torch.distributed.get_world_size()
         else:
-            auto = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+            try:
+                auto = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+            except ValueError:
+                raise ValueError(f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
+                                 "are not integers") from None
         rank = auto[0] if rank is None else rank
         world_size = auto[1] if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
@@ -427,7 +433,7 @@ def _decode(row: dict[str, Any], file: str) -> None:
         raise RowError(f"row {row.get('id')!r}: image has no embedded bytes", file=file)
     try:
         row["image"] = FEATURES["image"].decode_example(value)
-    except Exception as exc:  # Pillow raises many types for bad bytes; all mean the same here
+    except Exception as exc:  # noqa: BLE001 -- Pillow raises many types for bad bytes; all mean "bad row"
         raise RowError(f"row {row.get('id')!r}: image bytes do not decode: {exc}", file=file) from None
 
 
@@ -474,7 +480,8 @@ class _Stream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order, like `DistributedSampler.set_epoch`. Re-setting the current
         epoch keeps a pending resume, so `load_state_dict(); set_epoch(same)` still resumes."""
-        if not isinstance(epoch, int) or epoch < 0:
+        epoch = operator.index(epoch)
+        if epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         if epoch != self.epoch:
             self.epoch = epoch
@@ -628,22 +635,24 @@ class WeightedMixture(_Stream):
     """Several mixtures (or per-source folders) sampled at relative weights, on the fly.
 
     Semantics (what mosaic `proportion` and HF `interleave_datasets` users keep asking):
-      * Weights are relative: {a: 7, b: 3} equals {a: 0.7, b: 0.3}. Sample k of a rank picks
-        source s with probability w_s / sum(w), from a hash of (seed, epoch, rank, k) alone,
-        so the choice sequence is random-access and resume needs no replay.
+      * Weights are relative: {a: 7, b: 3} equals {a: 0.7, b: 0.3}. Sample k of rank r in epoch
+        e comes from the source whose interval of the cumulative normalized weights holds
+        u = (h(key(seed, 2, e, r), k) >> 11) / 2**53: probability w_s / sum(w), and a function of
+        k alone, so the choice sequence is random-access and resume needs no replay.
       * Each source is partitioned across ranks like `MixtureDataset` ("uneven" policy) and
         read in its own shuffled order; a source never repeats a row before it runs out.
       * `exhausted="stop"`: the rank's stream ends just before the first sample that would come
         from a source this rank has used up (proportions hold to the end; the rest of the other
-        sources is unused this epoch). Ranks can end at different steps: use `__len__` (exact,
-        computed from the hashes) or "cycle" + `num_samples` for DDP.
+        sources is unused this epoch). Ranks can end at different steps (each rank's `len()` is
+        exact, computed from the hashes); for DDP use "cycle" with `num_samples`.
       * `exhausted="cycle"`: a used-up source starts again in a fresh order (its next pass), so
         the stream goes on; it ends after `num_samples` (global, per epoch: each rank yields
-        ceil(num_samples / world_size)) or never when `num_samples` is None.
+        ceil(num_samples / world_size)) or never when `num_samples` is None. `num_samples`
+        also caps a "stop" stream.
       * `set_epoch(e)` re-keys the choices and restarts every source at pass 0 of epoch e.
       * The order of the `sources` mapping is part of the definition (same order, same stream).
       * Workers: blocks of `batch_size` as in `MixtureDataset`; each worker computes the
-        (cheap) choices of the whole rank stream but reads only its own samples' rows.
+        (cheap) choices of the whole rank stream but converts and decodes only its own rows.
 
     Other keyword arguments are those of `MixtureDataset` (without the remainder options).
     """

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
-import medmix.loader as loader
+from medmix import loader
 from medmix.errors import MedmixError, RowError
 from medmix.loader import MixtureDataset, WeightedMixture, load, mixture_files
 from medmix.schema import dumps_meta, empty_row, to_table
@@ -199,7 +199,7 @@ def test_pad_works_when_ranks_outnumber_rows(tmp_path):
 @pytest.mark.parametrize("world,workers", [(1, 2), (3, 3)])
 def test_real_dataloader_workers_yield_the_rank_stream_in_order(mix, world, workers):
     for rank in range(world):
-        def make():
+        def make(rank=rank):
             return MixtureDataset(mix, rank=rank, world_size=world, batch_size=4, shuffle_window=12, seed=3)
         plain = _ids(make())
         batches = list(DataLoader(make(), batch_size=4, num_workers=workers, collate_fn=_collate))

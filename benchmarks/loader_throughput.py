@@ -1,0 +1,222 @@
+"""Loader throughput: medmix's MixtureDataset against raw pyarrow and HF `datasets` streaming.
+
+Why these four: raw pyarrow turning every row into a dict is the floor any Parquet loader pays;
+MixtureDataset should add little to it (shuffle windows, rank/worker split, resume bookkeeping);
+HF streaming + `interleave_datasets` is what users would otherwise write for weighted mixing.
+All runs read the same sources at the same weights, and each stops when one source runs out.
+
+    python benchmarks/loader_throughput.py                 # generate 200k rows in a temp dir
+    python benchmarks/loader_throughput.py --rows 50000    # quicker
+    python benchmarks/loader_throughput.py --data DIR      # DIR holds one mixture folder per source
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import pyarrow.parquet as pq
+
+from medmix.loader import MixtureDataset, mixture_files
+from medmix.schema import dumps_meta, empty_row, to_table
+
+WORDS = ["the", "lesion", "margin", "shows", "mild", "enhancement", "with", "no", "evidence", "of", "necrosis",
+         "in", "left", "lobe", "histology", "reveals", "glandular", "structures", "lined", "by", "atypical",
+         "epithelium", "and", "scattered", "mitoses"]
+
+
+def _text(rng: np.random.Generator, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS, size=int(rng.integers(lo, hi))))
+
+
+def _png_pool(rng: np.random.Generator, n: int = 256) -> list[bytes]:
+    pool = []
+    for _ in range(n):
+        side = int(rng.integers(48, 96))
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        PIL.Image.fromarray(pixels).save(buf, format="PNG")
+        pool.append(buf.getvalue())
+    return pool
+
+
+def generate(root: Path, rows: int, weights: list[float], image_frac: float, shard_rows: int = 20_000,
+             row_group_rows: int = 256) -> list[Path]:
+    """One mixture folder per source (sizes proportional to the weights), laid out like `medmix build`."""
+    rng = np.random.default_rng(0)
+    pool = _png_pool(rng)
+    folders = []
+    for s, weight in enumerate(weights):
+        name, n = f"src{s}", round(rows * weight / sum(weights))
+        folder = root / name
+        (folder / "data").mkdir(parents=True)
+        n_shards = max(1, -(-n // shard_rows))
+        shards = []
+        for k in range(n_shards):
+            batch = []
+            for i in range(k * shard_rows, min(n, (k + 1) * shard_rows)):
+                row = empty_row()
+                row.update(id=f"{name}/{i}", source=name, split="train", domain="pathology", task="vqa",
+                           question=_text(rng, 6, 20), answer=_text(rng, 1, 60), license="CC-BY-4.0",
+                           context=_text(rng, 80, 200) if rng.random() < 0.2 else None,
+                           meta=dumps_meta({"row": i}))
+                if rng.random() < image_frac:
+                    png = pool[int(rng.integers(len(pool)))]
+                    row.update(image={"bytes": png, "path": None}, image_sha256=hashlib.sha256(png).hexdigest(),
+                               image_phash=int(rng.integers(1 << 62)), width=64, height=64)
+                batch.append(row)
+            rel = f"data/train-{k:05d}-of-{n_shards:05d}.parquet"
+            pq.write_table(to_table(batch), folder / rel, row_group_size=row_group_rows)
+            shards.append({"path": rel, "rows": len(batch)})
+        (folder / "manifest.json").write_text(json.dumps({"shards": shards, "total_rows": n}))
+        folders.append(folder)
+    return folders
+
+
+def raw_pyarrow(folders: list[Path]) -> Iterable[dict[str, Any]]:
+    """Every row of every shard as a dict, in file order: the cheapest way to the same rows."""
+    for folder in folders:
+        for path, _ in mixture_files(folder):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+                names = batch.schema.names
+                columns = [c.to_pylist() for c in batch.columns]
+                yield from (dict(zip(names, values)) for values in zip(*columns))
+
+
+def raw_arrow_only(folders: list[Path]) -> int:
+    n = 0
+    for folder in folders:
+        for path, _ in mixture_files(folder):
+            pf = pq.ParquetFile(path)
+            n += sum(pf.read_row_group(g).num_rows for g in range(pf.num_row_groups))
+    return n
+
+
+def medmix_stream(folders: list[Path], weights: list[float], decode: bool, batch: int) -> Any:
+    return MixtureDataset.from_sources(dict(zip(folders, weights)), exhausted="stop", decode_images=decode,
+                                       batch_size=batch, seed=0)
+
+
+def hf_stream(folders: list[Path], weights: list[float], decode: bool) -> Any:
+    import datasets
+
+    parts = []
+    for folder in folders:
+        files = [str(p) for p, _ in mixture_files(folder)]
+        ds = datasets.load_dataset("parquet", data_files={"train": files}, split="train", streaming=True)
+        parts.append(ds if decode else ds.decode(False))  # decode(False): HF's fastest no-decode path
+    return datasets.interleave_datasets(parts, probabilities=[w / sum(weights) for w in weights], seed=0,
+                                        stopping_strategy="first_exhausted")
+
+
+def _loader(ds: Any, workers: int, batch: int) -> Iterable[Any]:
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=_as_list)
+    return (row for rows in loader for row in rows)
+
+
+def _as_list(rows: list[Any]) -> list[Any]:
+    return rows
+
+
+def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tuple[int, float]:
+    """Rows and seconds from asking for the first row to holding the last one.
+
+    Teardown is left out on purpose: HF's interleave sleeps 5 s when its iterator closes (an
+    Arrow threading workaround) and DataLoader workers take a while to exit; neither is
+    throughput. Start-up (opening files, forking workers) is counted for everyone.
+    """
+    start = time.perf_counter()
+    it = iter(make())
+    n = 0
+    for row in it:
+        n += 1
+        if isinstance(row.get("image"), PIL.Image.Image) and row["image"].size[0] <= 0:
+            raise AssertionError("empty image")  # touch decoded images so laziness cannot cheat
+        if limit is not None and n >= limit:
+            break
+    elapsed = time.perf_counter() - start
+    del it
+    return n, elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="folder of per-source mixture folders (default: generate)")
+    parser.add_argument("--rows", type=int, default=200_000, help="rows to generate")
+    parser.add_argument("--image-frac", type=float, default=0.3)
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.3, 0.2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2, help="best of N runs (the machine may be shared)")
+    parser.add_argument("--hf-limit", type=int, default=30_000,
+                        help="rows timed for HF streaming (rates are per second; this keeps the run short)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data:
+            folders = sorted(p for p in args.data.iterdir() if (p / "manifest.json").is_file()) or [args.data]
+            weights = args.weights if len(args.weights) == len(folders) else [1.0] * len(folders)
+        else:
+            t0 = time.perf_counter()
+            folders = generate(Path(tmp), args.rows, args.weights, args.image_frac)
+            weights = args.weights
+            print(f"generated {args.rows} rows ({args.image_frac:.0%} with PNGs) in {time.perf_counter() - t0:.1f}s",
+                  file=sys.stderr)
+        size = sum(p.stat().st_size for f in folders for p, _ in mixture_files(f))
+        print(f"data: {len(folders)} sources, weights {weights}, {size / 2**20:.0f} MiB of Parquet", file=sys.stderr)
+        list(raw_pyarrow(folders))  # warm the page cache so the first run is not charged for the disk
+
+        results: list[tuple[str, int, int, float]] = []
+
+        def run(label: str, workers: int, make: Callable[[], Iterable[dict[str, Any]]], limit: int | None = None,
+                repeat: int = args.repeat) -> None:
+            best = max((timed(make, limit) for _ in range(repeat)), key=lambda r: r[0] / r[1])
+            n, secs = best
+            results.append((label, workers, n, n / secs))
+            print(f"  {label:<40} workers={workers}  {n:>8} rows  {n / secs:>10,.0f} rows/s", file=sys.stderr)
+
+        t0 = time.perf_counter()
+        n = raw_arrow_only(folders)
+        print(f"  (pyarrow read_row_group only, no Python rows: {n / (time.perf_counter() - t0):,.0f} rows/s)",
+              file=sys.stderr)
+        run("(a) raw pyarrow -> dicts", 0, lambda: raw_pyarrow(folders))
+        run("(b) MixtureDataset, no decode, no DataLoader", 0, lambda: medmix_stream(folders, weights, False, 1))
+        for workers in args.workers:
+            def medmix(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
+                return _loader(medmix_stream(folders, weights, decode, args.batch), workers, args.batch)
+
+            def hf(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
+                return _loader(hf_stream(folders, weights, decode), workers, args.batch)
+
+            run("(b) MixtureDataset, no decode", workers, lambda: medmix(False))
+            run("(c) MixtureDataset, decode", workers, lambda: medmix(True), None, 1)
+            run("(d) HF streaming+interleave, no decode", workers, lambda: hf(False), args.hf_limit, 1)
+            run("(e) HF streaming+interleave, decode", workers, lambda: hf(True), args.hf_limit, 1)
+
+    floor = results[0][3]
+    rate = {(label[:3], w): r for label, w, _, r in results if label[:3] in ("(d)", "(e)")}
+    print("\n| loader | workers | rows | rows/s | vs (a) | vs HF same workers |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, workers, n, r in results:
+        peer = {"(b)": "(d)", "(c)": "(e)"}.get(label[:3])
+        vs_hf = f"{r / rate[(peer, workers)]:.1f}x" if peer and (peer, workers) in rate else ""
+        print(f"| {label} | {workers} | {n:,} | {r:,.0f} | {r / floor:.2f}x | {vs_hf} |")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS of the benchmark process: {peak:.0f} MiB (includes the generator when it ran)")
+
+
+if __name__ == "__main__":
+    main()
