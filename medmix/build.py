@@ -22,6 +22,7 @@ from medmix import __version__
 from medmix.errors import LicenseRefused, MedmixError, RecipeError
 from medmix.imaging import ImagePolicy
 from medmix.licenses import terms
+from medmix.lock import apply_lock, default_lock_path, read_lock
 from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
 from medmix.recipe import Recipe
 from medmix.schema import SCHEMA_VERSION
@@ -42,6 +43,7 @@ class BuildOptions:
     allow_eval: tuple[str, ...] = ()
     mirror: str | None = None
     hf_endpoint: str | None = None
+    lock: Path | None = None        # default: the recipe's lock in manifests/, when there is one
 
 
 @dataclass
@@ -160,6 +162,11 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
         log(w)
     policy = ImagePolicy(**recipe.image)
     _claim_output(opts.out, recipe)
+    lock_file = opts.lock or default_lock_path(recipe.name)
+    if opts.lock is not None or lock_file.exists():
+        lock = read_lock(lock_file)
+        for p in planned:
+            apply_lock(p.source, type(p.source).name, lock)
 
     # fetch (network-bound, one source at a time) and cut into units
     from medmix.fetch import fetch_files

@@ -69,6 +69,34 @@ def build(
 
 
 @app.command()
+def lock(
+    recipe: str = typer.Option(..., "--recipe", "-r", help="built-in recipe name or a YAML path"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="lock file to write (default: manifests/<recipe>.lock.json)"),
+    cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download cache (a following build reuses it)"),
+    offline: bool = typer.Option(False, "--offline", help="write the adapters' own pins; null where unknown"),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
+) -> None:
+    """Pin every upstream file of a recipe (Hub commit, sha256, size) into its lock file."""
+    from medmix.build import BuildOptions
+    from medmix.lock import default_lock_path, lock_recipe
+    from medmix.recipe import load_recipe
+    from medmix.writer import atomic_write_json
+
+    try:
+        r = load_recipe(recipe)
+        result = lock_recipe(r, BuildOptions(out=Path("."), cache=cache, mirror=mirror), offline=offline)
+    except MedmixError as exc:
+        _fail(exc)
+        return
+    target = out or default_lock_path(r.name)
+    atomic_write_json(target, result)
+    files = [e for s in result["sources"].values() for e in s.values()]
+    unpinned = sum(1 for e in files if not e["sha256"])
+    console.print(f"wrote {target}: {len(files)} upstream file(s), {unpinned} without sha256"
+                  + (" (run without --offline on a machine with network to fill them)" if unpinned else ""))
+
+
+@app.command()
 def sources(as_json: bool = typer.Option(False, "--json", help="print the registry as JSON")) -> None:
     """List every source adapter: license, domain, tasks, evaluation status, upstream."""
     from medmix.sources import registry

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medmix.dedup import image_clusters, near_any_index
+from medmix.dedup import image_clusters, near_match
 from medmix.index import EvalIndex, Index
 from medmix.licenses import refused
 from medmix.mix import global_order, resolve_counts, select, source_rng
@@ -124,7 +124,8 @@ def plan_mixture(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixPlan
     if evals is not None and evals.ids:
         if recipe.decontaminate["image_distance"] is not None and len(evals.phash):
             rows = np.flatnonzero(idx.has_image & alive)
-            hit, which = near_any_index(evals.phash, idx.phash[rows], recipe.decontaminate["image_distance"])
+            which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate["image_distance"])
+            hit = which >= 0
             rows, eval_rows = rows[hit], evals.phash_row[which[hit]]
             count_decon(rows, eval_rows, "image")
             mask = np.zeros(n, bool)

@@ -1,0 +1,96 @@
+"""Lock files: `manifests/<recipe>.lock.json` pins every upstream file of a recipe.
+
+Per source and file: the upstream (URL or hf:// path), the Hub commit it resolved to, its sha256
+and size. Adapters pin what their authors could see; the lock pins the rest. `medmix lock` fills
+the lock by fetching (on a machine with network; `--offline` writes what the adapters declare,
+with nulls where nothing is known yet). `medmix build` applies the lock: a Remote without a
+sha256 gets the locked one, so the download is verified and the unit keys follow the bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from medmix import __version__
+from medmix.errors import MedmixError
+from medmix.sources.base import Remote, Source
+
+LOCK_VERSION = 1
+
+
+def default_lock_path(recipe_name: str) -> Path:
+    return Path(str(resources.files("medmix") / "manifests" / f"{recipe_name}.lock.json"))
+
+
+def entry_for(item: Remote, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    record = record or {}
+    upstream = record.get("original_upstream") or item.upstream
+    return {"upstream": upstream, "revision": record.get("revision") or item.revision,
+            "sha256": record.get("sha256") if record else item.sha256,
+            "size": record.get("size") if record else item.size}
+
+
+def make_lock(recipe_name: str, recipe_sha256: str, per_source: dict[str, dict[str, dict[str, Any]]]) -> dict:
+    return {"lock_version": LOCK_VERSION, "recipe": recipe_name, "recipe_sha256": recipe_sha256,
+            "medmix_version": __version__, "sources": {k: dict(sorted(v.items())) for k, v in sorted(per_source.items())}}
+
+
+def read_lock(path: Path) -> dict:
+    try:
+        lock = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise MedmixError(f"lock file {path}: cannot be read ({exc})") from None
+    if lock.get("lock_version") != LOCK_VERSION or "sources" not in lock:
+        raise MedmixError(f"lock file {path}: not a medmix lock (lock_version {LOCK_VERSION} expected)")
+    return lock
+
+
+def apply_lock(source: Source, adapter: str, lock: dict) -> int:
+    """Pin the source's unpinned Remote files from the lock; returns how many were pinned.
+
+    A lock entry whose upstream differs from the adapter's is ignored (the adapter moved on) rather
+    than trusted, so an old lock can never make medmix fetch and verify the wrong file.
+    """
+    entries = lock["sources"].get(adapter, {})
+    pinned = 0
+    files = []
+    for item in source.files:
+        entry = entries.get(item.name) if isinstance(item, Remote) else None
+        if entry and entry.get("upstream") == item.upstream and item.sha256 is None and entry.get("sha256"):
+            rev = item.revision or (entry.get("revision") if item.hf_repo else None)
+            item = dataclasses.replace(item, sha256=entry["sha256"], size=entry.get("size"), revision=rev)
+            pinned += 1
+        files.append(item)
+    source.files = tuple(files)  # type: ignore[misc]  # instance override of the class declaration
+    return pinned
+
+
+def lock_recipe(recipe, opts, *, offline: bool) -> dict:
+    """Resolve every upstream of a recipe (training and decontamination sources) into a lock.
+
+    Online, each file is fetched (Hub files resolve to their commit; URLs are hashed as they
+    stream into the cache, which a following build reuses); manual files are not locked — they
+    are the user's. Offline, the adapters' own pins are written and the rest stays null.
+    """
+    from medmix.build import plan_sources
+    from medmix.fetch import fetch_files
+
+    per_source: dict[str, dict[str, dict[str, Any]]] = {}
+    for p in plan_sources(recipe, opts):
+        adapter = type(p.source).name
+        remotes = [f for f in p.source.files_for(p.splits) if isinstance(f, Remote)]
+        if not remotes:
+            continue
+        records: dict[str, dict] = {}
+        if not offline:
+            res = fetch_files(p.source, p.splits, cache_dir=opts.cache / "downloads", from_dir=p.from_dir,
+                              mirror=opts.mirror, hf_endpoint=opts.hf_endpoint)
+            records = {r["name"]: r for r in res.provenance}
+        entries = per_source.setdefault(adapter, {})
+        for item in remotes:
+            entries[item.name] = entry_for(item, records.get(item.name))
+    return make_lock(recipe.name, recipe.sha256(), per_source)
