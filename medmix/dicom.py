@@ -30,9 +30,8 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.pixels import (apply_color_lut, apply_modality_lut, apply_voi_lut,
-                            convert_color_space, get_decoder)
 
 from medmix.errors import RowError
 
@@ -125,7 +124,7 @@ def _decode(data: bytes, *, name: str, frame: str, max_pixels: int) -> Image.Ima
 def _why_no_pixels(ds: Dataset) -> str:
     """pydicom stops quietly at a cut-off element, so a truncated file looks like one without
     pixels; tell the two apart by whether the header describes an image."""
-    if not any(tag.group > 0x0002 for tag in ds.keys()):
+    if not any(tag.group > 0x0002 for tag in ds.keys()):  # noqa: SIM118 - iterating a Dataset yields elements
         return "DICOM has no data set after its file meta (truncated file?)"
     sop = ds.get("SOPClassUID")
     kind = getattr(sop, "name", None) or "unknown SOP class"
@@ -185,9 +184,9 @@ def _grey_to_8bit(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     if voi is not None:
         windowed, lo, hi = voi
         if hi != lo:
-            return _scale(windowed, lo, hi)
+            return to_uint8(windowed, lo, hi)
     values = np.asarray(values, dtype=np.float64)
-    return _scale(values, float(values.min()), float(values.max()))
+    return to_uint8(values, float(values.min()), float(values.max()))
 
 
 def _apply_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, float] | None:
@@ -209,7 +208,8 @@ def _apply_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, floa
     return apply_voi_lut(values, ds, index=0), float(lo), float(hi)
 
 
-def _scale(values: Any, lo: float, hi: float) -> np.ndarray:
+def to_uint8(values: Any, lo: float, hi: float) -> np.ndarray:
+    """Map lo..hi linearly onto 0..255 (lo > hi flips), rounding and clipping outside values."""
     if hi == lo:
         return np.zeros(np.shape(values), dtype=np.uint8)
     out = np.subtract(values, lo, dtype=np.float64)  # one new array, then in place

@@ -27,13 +27,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from medmix.dicom import decode_dicom, frame_index, has_dicom_magic
+from medmix.dicom import decode_dicom, frame_index, has_dicom_magic, to_uint8
 from medmix.errors import MedmixError, RowError
 from medmix.phash import hamming, phash64
 
-__all__ = ["ImagePolicy", "NormalizedImage", "normalize_image", "phash64", "hamming"]
+__all__ = ["ImagePolicy", "NormalizedImage", "hamming", "normalize_image", "phash64"]
 
 # Bumped whenever the same input + policy would give different output bytes or hashes.
 IMAGING_VERSION = "1"
@@ -247,15 +248,8 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     Such PNGs/TIFFs are mostly exported scans using 10-12 of 16 bits; a fixed >>8 would make
     them near-black. Same rule as a DICOM without a window.
     """
-    import numpy as np
-
     arr = np.asarray(img, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi == lo:
-        out = np.zeros(arr.shape, dtype=np.uint8)
-    else:
-        out = np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-    return Image.fromarray(out, mode="L")
+    return Image.fromarray(to_uint8(arr, float(arr.min()), float(arr.max())))
 
 
 def _fit(img: Image.Image, max_side: int | None) -> tuple[Image.Image, bool]:

@@ -446,7 +446,7 @@ def jpeg_cut_points(data: bytes) -> dict[str, int]:
 def test_truncation_is_caught_even_if_someone_lets_pillow_accept_it(monkeypatch, lenient_pillow):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", lenient_pillow)
     jpeg, png = hopper_bytes(), encode(picture(256, 256), "PNG")
-    for where, cut in jpeg_cut_points(jpeg).items():
+    for cut in jpeg_cut_points(jpeg).values():
         with pytest.raises(RowError, match="truncated JPEG"):
             normalize_image(jpeg[:cut], name="cut.jpg")
     for cut in (20, len(png) // 2, len(png) - 6):
