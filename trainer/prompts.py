@@ -18,7 +18,8 @@ text-only rows have none):
 An mcqa target gets its option letter when the answer is one of the options (the letter ties the
 answer to the list; eval can match letter or text). A row's `context` is shown for any task that
 has one. Each piece has a kind; when a sample is too long, `data.encode` cuts kinds in
-`TRUNCATE_ORDER` (context first, the answer last) and never cuts the image.
+`TRUNCATE_ORDER` (context first, the answer last), each from its end (a label such as
+"Context: " belongs to its piece and goes last), and never cuts the image.
 """
 
 from __future__ import annotations
@@ -56,15 +57,15 @@ def render(row: Mapping[str, Any], *, has_image: bool, with_answer: bool = True)
         pieces += [Piece("image", IMAGE_PLACEHOLDER), Piece("fixed", "\n")]
     context = _clean(row.get("context"))
     if context:
-        pieces += [Piece("fixed", "Context: "), Piece("context", context), Piece("fixed", "\n")]
+        pieces += [Piece("context", "Context: " + context), Piece("fixed", "\n")]
     question = _clean(row.get("question")) or DEFAULT_QUESTION.get(task, "")
     if question:
         label = "" if task in ("caption", "classification") else "Question: "
-        pieces += [Piece("fixed", label), Piece("question", question), Piece("fixed", "\n")]
+        pieces += [Piece("question", label + question), Piece("fixed", "\n")]
     options = [_clean(o) for o in (row.get("options") or [])]
     if options:
         listed = "\n".join(f"({_letter(i)}) {o}" for i, o in enumerate(options))
-        pieces += [Piece("fixed", "Options:\n"), Piece("options", listed), Piece("fixed", "\n")]
+        pieces += [Piece("options", "Options:\n" + listed), Piece("fixed", "\n")]
     pieces.append(Piece("fixed", "Answer:"))
     if with_answer:
         pieces.append(Piece("answer", " " + target_text(row)))
