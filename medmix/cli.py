@@ -115,6 +115,24 @@ def sources(as_json: bool = typer.Option(False, "--json", help="print the regist
     out_console.print(table)
 
 
+def _register_extensions() -> None:
+    """Commands whose code lives in its own module (and, for train/eval, its own extras)."""
+    from medmix.evaluation.cli import eval_classify, eval_vqa
+    from medmix.stats_cli import push_command, stats_command
+    from trainer.cli import train_command
+
+    app.command("stats")(stats_command)
+    app.command("push")(push_command)
+    app.command("train")(train_command)
+    eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
+    eval_app.command("vqa")(eval_vqa)
+    eval_app.command("classify")(eval_classify)
+    app.add_typer(eval_app, name="eval")
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
