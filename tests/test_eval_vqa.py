@@ -1,19 +1,16 @@
 """`medmix eval vqa`: the scoring plumbing on fixture test splits (VQA-RAD, SLAKE layouts) with stand-in
-answerers, then end to end with a tiny medmix checkpoint trained here by the bundled trainer."""
+answerers. The same path with a real trained checkpoint is in test_eval_checkpoint.py."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from adapter_harness import run_adapter
 from fixtures import truncated_jpeg, radiology_image, encode, write_tree
 from fixtures import slake as slake_fx
 from fixtures import vqa_rad as fx
@@ -129,47 +126,3 @@ def test_refusals(tmp_path):
     app.command()(eval_vqa)
     res = runner.invoke(app, [str(tmp_path / "no-model"), "--dataset", "pcam"])
     assert res.exit_code == 2 and "not a VQA dataset" in res.output  # refused before any model loads
-
-
-def _mixture_from(rows: list[dict], path: Path) -> Path:
-    from medmix.schema import to_table
-
-    (path / "data").mkdir(parents=True)
-    pq.write_table(to_table(rows), path / "data" / "train-00000-of-00001.parquet")
-    (path / "manifest.json").write_text(json.dumps(
-        {"name": "vqa-rad-train", "shards": [{"path": "data/train-00000-of-00001.parquet", "rows": len(rows),
-                                              "split": "train"}]}))
-    return path
-
-
-def test_end_to_end_with_a_tiny_trained_checkpoint(tmp_path):
-    """Train the tiny preset for a few steps on the fixture's train split (through the real build path), then
-    `medmix eval vqa` on its test split; predictions must be exactly the model's own greedy answers."""
-    from trainer.cli import train_command
-    from trainer.model import load_vlm
-
-    raw = write_tree(tmp_path / "raw", fx.build(n_train=10, n_test=5, bad=False))
-    rows, _ = run_adapter(VqaRad(), ("train",), cache_dir=tmp_path / "norm", from_dir=raw)
-    mixture = _mixture_from(rows, tmp_path / "mix")
-    train_command(config="tiny", data=mixture, out=tmp_path / "run", steps=2,
-                  overrides=["train.progress=false", "train.save_every=2"], resume=False)
-
-    app = typer.Typer()
-    app.command()(eval_vqa)
-    res = CliRunner().invoke(app, [str(tmp_path / "run"), "--dataset", "vqa_rad", "--from", f"vqa_rad={raw}",
-                                   "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
-                                   "--batch-size", "2", "--max-new-tokens", "6", "--device", "cpu"],
-                             env={"COLUMNS": "200"})
-    assert res.exit_code == 0, res.output
-    assert "Medical VQA" in res.output and "vqa_rad" in res.output
-    summary = json.loads((tmp_path / "out" / "vqa_rad-test.vqa.json").read_text())
-    lines = [json.loads(x) for x in (tmp_path / "out" / "vqa_rad-test.predictions.jsonl").read_text().splitlines()]
-    assert summary["n"] == len(lines) == 5 and summary["config"]["max_new_tokens"] == 6
-    assert summary["bleu1"] == pytest.approx(sum(x["bleu1"] for x in lines) / 5)
-
-    files = fetch_split_files(VqaRad(), ("test",), cache_dir=tmp_path / "cache", from_dir=raw)
-    records = list(iter_records(VqaRad(), "test", files))
-    images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in records]
-    prompts = [{"task": "vqa", "question": r.question, "options": None, "context": None} for r in records]
-    direct = load_vlm(tmp_path / "run").generate(images, prompts, max_new_tokens=6)
-    assert [x["prediction"] for x in lines] == direct
