@@ -25,14 +25,11 @@ from PIL import Image
 from torch.utils.data import IterableDataset
 
 from medmix.errors import RowError
+from medmix.loader import MixtureDataset
 from trainer.config import ConfigError
 from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID
 from trainer.prompts import IMAGE_PLACEHOLDER, TRUNCATE_ORDER, Piece, render
 
-try:
-    from medmix.loader import MixtureDataset
-except ImportError:  # until medmix.loader lands; see trainer/_loader_shim.py
-    from trainer._loader_shim import MixtureDataset  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
