@@ -115,6 +115,32 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 # -- the loop ----------------------------------------------------------------------------------------
+def train_step(wrapped: nn.Module, micro: list[dict[str, Any]], *, optimizer: torch.optim.Optimizer, scheduler: Any,
+               params: list[nn.Parameter], device: torch.device, bf16: bool, world: int,
+               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One optimizer step over the micro-batches: (global mean answer-token loss, grad norm, tokens).
+
+    Counts come from the CPU copies, so the only host syncs are the ones the caller asks for.
+    """
+    n_labels = all_sum(torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro),
+                                    device=device, dtype=torch.float64))
+    tokens = sum(int(b["attention_mask"].sum()) for b in micro) * world
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    for i, batch in enumerate(micro):
+        batch = {k: v.to(device, non_blocking=True) if v is not None else None for k, v in batch.items()}
+        with no_grad_sync(wrapped, skip=i < len(micro) - 1), \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = wrapped(**batch)
+        # DDP/FSDP average gradients over ranks; * world turns that back into a global token mean.
+        (loss * world / n_labels).backward()
+        loss_sum += loss.detach()
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return all_sum(loss_sum) / n_labels, norm, tokens
+
+
 def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     """Train `cfg` on the mixture at `data`, writing checkpoints and metrics.jsonl under `out`.
 
@@ -183,7 +209,7 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
         raise CheckpointError(f"{data}: the mixture yields less than one batch of {t.batch_size} rows per rank")
 
     params = [p for p in model.parameters() if p.requires_grad]
-    window: dict[str, float] = {"loss": 0.0, "steps": 0, "tokens": 0, "data": 0.0, "t0": time.perf_counter()}
+    window: dict[str, Any] = {"loss": 0.0, "steps": 0, "tokens": 0, "data": 0.0, "t0": time.perf_counter()}
     metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
     last: dict[str, Any] = {}
     with _progress(rank == 0 and t.progress, start, end) as progress:
@@ -191,28 +217,15 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
             t_data = time.perf_counter()
             micro = [next_batch() for _ in range(t.grad_accum)]
             window["data"] += time.perf_counter() - t_data
-            n_labels = all_sum(torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro),
-                                            device=device, dtype=torch.float64))
-            loss_sum = torch.zeros((), device=device)
-            for i, batch in enumerate(micro):
-                batch = {k: v.to(device, non_blocking=True) if v is not None else None for k, v in batch.items()}
-                with no_grad_sync(wrapped, skip=i < len(micro) - 1), \
-                        torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = wrapped(**batch)
-                # DDP/FSDP average gradients over ranks; * world turns that back into a global token mean.
-                (loss * world / n_labels).backward()
-                loss_sum += loss.detach()
-                window["tokens"] += int(batch["attention_mask"].sum()) * world
-            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["tokens_seen"] += int(sum(int(b["attention_mask"].sum()) for b in micro)) * world
-            window["loss"] += float(all_sum(loss_sum.double()) / n_labels)
+            loss, norm, tokens = train_step(wrapped, micro, optimizer=optimizer, scheduler=scheduler, params=params,
+                                            device=device, bf16=bf16, world=world, grad_clip=t.grad_clip)
+            state["tokens_seen"] += tokens
+            window["tokens"] += tokens
+            window["loss"] += loss  # a device tensor: no host sync until the log line
             window["steps"] += 1
             if step % t.log_every == 0 or step == end:
                 elapsed = time.perf_counter() - window["t0"]
-                last = {"step": step, "loss": window["loss"] / window["steps"], "lr": scheduler.get_last_lr()[0],
+                last = {"step": step, "loss": float(window["loss"]) / window["steps"], "lr": scheduler.get_last_lr()[0],
                         "grad_norm": float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm),
                         "tokens_per_s": window["tokens"] / elapsed, "data_wait": window["data"] / elapsed,
                         "epoch": state["epoch"], "tokens_seen": state["tokens_seen"]}
