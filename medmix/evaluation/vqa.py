@@ -10,19 +10,23 @@ Per question (answers normalized and tokenized by `metrics.normalize_answer`):
 * open questions: recall, the share of reference tokens present in the prediction (LLaVA-Med's
   open-set metric), averaged into open recall.
 
-Rows stream through in batches (memory follows the batch, not the split), and every prediction
-is written to `predictions.jsonl` with its scores so any number can be traced to its rows.
+Images go through the shared normalizer (`medmix.imaging.normalize_image`, default policy)
+before the model's own processor, as training rows did: DICOM, multi-frame files, transparency
+and bit depth are handled exactly as in training. Rows stream through in batches (memory follows
+the batch, not the split), and every prediction is written to `predictions.jsonl` with its scores
+so any number can be traced to its rows.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from medmix.errors import MedmixError, RowError
-from medmix.evaluation.data import decode_image, iter_records
+from medmix.evaluation.data import iter_records
 from medmix.evaluation.metrics import answer_tokens, bleu1, exact_match, is_closed, mean, token_recall
 from medmix.sources.base import Bad, Record, Source
 
@@ -78,6 +82,24 @@ def summarize(dataset: str, split: str, scores: Iterable[dict[str, Any]], skippe
                      skipped=skipped, config=dict(config or {}))
 
 
+def model_image(record: Record) -> Any:
+    """The record's picture as training saw it: shared normalization, then RGB. RowError if unusable."""
+    from PIL import Image
+
+    from medmix.imaging import normalize_image
+
+    name = record.image_name or (record.image.name if isinstance(record.image, Path) else record.native_id)
+    if isinstance(record.image, Path):
+        try:
+            data = record.image.read_bytes()
+        except OSError as exc:
+            raise RowError(f"image file unreadable: {exc.strerror}", file=name) from None
+    else:
+        data = bytes(record.image or b"")
+    normalized = normalize_image(data, name=name)
+    return Image.open(io.BytesIO(normalized.data)).convert("RGB")
+
+
 def _batches(items: Iterable[Record | Bad], size: int, skipped: list[dict[str, str]]) -> Iterator[list[tuple[Record, Any]]]:
     batch: list[tuple[Record, Any]] = []
     for item in items:
@@ -88,7 +110,7 @@ def _batches(items: Iterable[Record | Bad], size: int, skipped: list[dict[str, s
             skipped.append({"id": item.native_id, "file": str(item.image_name), "reason": "no question or answer"})
             continue
         try:
-            image = decode_image(item).convert("RGB") if item.image is not None else None
+            image = model_image(item) if item.image is not None else None
         except RowError as err:
             skipped.append({"id": item.native_id, "file": str(err.file), "reason": err.reason})
             continue
