@@ -95,6 +95,7 @@ def test_cli_writes_table_json_markdown_and_plot(tiny_vit, bench_dirs, tmp_path)
     nct = report["encoders"]["scratch"]["benchmarks"]["nct_crc_he"]
     assert [s["id"] for s in nct["skipped"]["train"]] == ["train/TUM/TUM-BROKEN"]  # listed, the rest evaluated
     assert "undecodable image" in nct["skipped"]["train"][0]["reason"]
+    assert str(tmp_path) not in (tmp_path / "out" / "classification.json").read_text()  # no cache paths in results
     assert (nct["n_train"], nct["n_test"]) == (18, 9)
     # colour tints are learnable from frozen random-ViT features: a label/image misalignment would sit at chance
     tiny = report["encoders"][str(tiny_vit)]["benchmarks"]

@@ -172,4 +172,4 @@ class LC25000Benchmark(ClassificationBenchmark):
                 if assignment[path.name] != unit.split:
                     continue
                 yield self.labelled(f"{folder}/{path.stem}", label, path, image_name=f"{folder}/{path.name}",
-                                    file=str(path))
+                                    file=f"{folder}/{path.name}")

@@ -261,7 +261,7 @@ def run_classification(encoders: Sequence[str], benchmarks: Sequence[str], recip
             for split, cap in ((recipe.train_split, recipe.max_train), (recipe.test_split, None)):
                 log(f"{source.name}: decoding {split} at {encoder.image_size}px")
                 stores[split] = materialize(source, split, files, size=encoder.image_size, cache_dir=cache_dir,
-                                            max_rows=cap, seed=recipe.seed)
+                                            max_rows=cap, seed=recipe.seed, log=log)
             log(f"{source.name}: {encoder.name} ({'finetune' if encoder.from_scratch else recipe.mode})")
             score = evaluate(encoder, source, stores[recipe.train_split], stores[recipe.test_split], recipe, dev)
             log(f"{source.name}: {encoder.name} macro-F1 {score.macro_f1:.4f}")

@@ -26,6 +26,7 @@ from medmix.errors import MedmixError, RowError
 from medmix.sources.base import Bad, Record, Source
 
 STORE_VERSION = "1"
+LOG_EVERY = 10_000
 
 
 def fetch_split_files(source: Source, splits: tuple[str, ...], *, cache_dir: Path, from_dir: Path | None = None,
@@ -57,7 +58,9 @@ def decode_image(record: Record, *, draft_size: int | None = None) -> "Any":
     if record.image is None:
         raise RowError("row has no image", file=where)
     try:
-        img = Image.open(record.image if isinstance(record.image, Path) else io.BytesIO(record.image))
+        # Bytes, not a path, so a decoder's message never carries this machine's cache location.
+        data = record.image.read_bytes() if isinstance(record.image, Path) else record.image
+        img = Image.open(io.BytesIO(data))
         if draft_size and img.format == "JPEG":
             img.draft(None, (draft_size, draft_size))
         img.load()
@@ -150,13 +153,13 @@ class ImageStore:
 
 
 def materialize(source: Source, split: str, files: Mapping[str, Path], *, size: int, cache_dir: Path,
-                max_rows: int | None = None, seed: int = 0,
-                progress: Callable[[int], None] | None = None) -> ImageStore:
+                max_rows: int | None = None, seed: int = 0, log: Callable[[str], None] | None = None) -> ImageStore:
     """Decode a split once into an ImageStore under `cache_dir/eval/` (reused when inputs match).
 
     `max_rows` keeps about that many rows, chosen by a seeded hash of each row id against the
     split's declared size: order-independent, streaming, and the same rows for every encoder.
     Rows the adapter marks Bad or whose image does not decode are skipped and listed with reasons.
+    `log` hears about progress every `LOG_EVERY` rows (PCam's training split takes minutes).
     """
     key_doc = {"v": STORE_VERSION, "source": source.name, "adapter": source.version, "options": source.options,
                "split": split, "size": size, "max_rows": max_rows, "seed": seed, "files": _fingerprint(files)}
@@ -187,8 +190,8 @@ def materialize(source: Source, split: str, files: Mapping[str, Path], *, size: 
                 out.write(pixels.tobytes())
                 labels.append(int((item.meta or {})["label"]))
                 ids.append(item.native_id)
-                if progress is not None:
-                    progress(1)
+                if log is not None and len(ids) % LOG_EVERY == 0:
+                    log(f"{source.name} {split}: {len(ids)} images decoded")
         np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
         (tmp / "store.json").write_text(json.dumps({"source": source.name, "split": split, "size": size, "ids": ids,
                                                     "skipped": skipped, "key": key_doc}, default=str))

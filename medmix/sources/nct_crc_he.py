@@ -65,4 +65,4 @@ class NctCrcHe(ClassificationBenchmark):
             for path in list_images(root / folder):
                 native_id = f"{unit.split}/{folder}/{path.stem}"
                 yield self.labelled(native_id, label, path, image_name=f"{folder}/{path.name}",
-                                    file=str(path))
+                                    file=f"{archive}/{folder}/{path.name}")
