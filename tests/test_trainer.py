@@ -357,3 +357,36 @@ def test_checkpoint_parts_load_with_plain_transformers_and_peft(trained_run):
     assert len(saved) == len(loaded) > 0
     name = next(iter(saved))
     assert torch.equal(saved[name], loaded[name.replace(".weight", ".default.weight")])
+
+
+# -- the throughput benchmark, in its CPU mode ---------------------------------------------------------
+def test_throughput_benchmark_runs_the_real_step_and_counts_lora_flops(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--config", "tiny", "--steps", "2", "--warmup", "1", "--text-len", "24", "--answer-len", "8",
+                         "--peak-tflops", "1", "--json", str(tmp_path / "r.json"), "train.gradient_checkpointing=true"])
+    assert json.loads((tmp_path / "r.json").read_text())["tokens_per_s"] == pytest.approx(result["tokens_per_s"])
+    assert result["seq_len"] == 1 + 16 + 24 and result["tokens_per_s"] > 0 and result["peak_gpu_mem_gib"] is None
+    assert result["mfu"] == pytest.approx(result["model_tflop_per_step"] / result["step_s"])  # peak 1 TFLOP/s
+    assert result["hfu"] > result["mfu"]  # checkpointing recomputes the forward: hardware work, not model work
+
+    # the formula: frozen weights cost 4 FLOPs per token per weight, not 6; the LM head runs on answers only
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    model = build_vlm(cfg.model, bench.train_bpe(["x"], 300))
+    gen = torch.Generator().manual_seed(0)
+    text_only = bench.synthetic_batch(2, 24, 8, 0.0, model.n_visual, 300, (32, 32), gen)
+    flops, _ = bench.step_flops(model, text_only, False)
+    llm = model.llm.get_base_model()
+    n_body = sum(p.numel() for n, p in llm.get_decoder().named_parameters() if "lora_" not in n and "embed" not in n)
+    n_lora = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
+    d, layers = llm.config.hidden_size, llm.config.num_hidden_layers
+    tokens, answers = 2 * 25, 2 * 8
+    expected = (4 * n_body + 6 * n_lora) * tokens + 3 * 2 * layers * d * 2 * 25 ** 2 + 4 * d * 300 * answers
+    assert flops == pytest.approx(expected)
+    with_images = bench.synthetic_batch(2, 24, 8, 1.0, model.n_visual, 300, (32, 32), gen)
+    assert bench.step_flops(model, with_images, False)[0] > flops
