@@ -239,7 +239,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
                               "workers": opts.workers}
     atomic_write_json(opts.out / "manifest.json", manifest)
-    return manifest
+    return json.loads(json.dumps(manifest))  # exactly what a reader of manifest.json sees
 
 
 def _claim_output(out: Path, recipe: Recipe) -> None:

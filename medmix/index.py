@@ -81,17 +81,12 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
             if bands and n:
                 bk.append(minhash_bands(texts, threshold=text_threshold))
             if ngrams is not None:
-                hits.append(np.array([_first_match(ngrams, t) for t in texts], np.int64))
+                hits.append(ngrams.match_batch(texts))
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
     return Index(cat(unit, np.int32), cat(row, np.int32), ids, cat(src, np.int32), list(sources), lic,
                  cat(has, bool), sha, cat(ph, np.uint64), cat(tk, np.uint64),
                  (np.concatenate(bk) if bk else None) if bands else None,
                  (cat(hits, np.int64) if ngrams is not None else None))
-
-
-def _first_match(ngrams: "NgramIndex", text: str) -> int:
-    hit = ngrams.match(text)
-    return -1 if hit is None else int(hit)
 
 
 @dataclass

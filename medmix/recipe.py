@@ -72,7 +72,7 @@ class Recipe:
 
 
 DEFAULT_DEDUP = {"exact": True, "image_distance": 8, "text_threshold": 0.9, "images": "shared", "priority": []}
-DEFAULT_DECON = {"against": [], "image_distance": 8, "ngram": 13}
+DEFAULT_DECON = {"against": [], "image_distance": 10, "ngram": 13}
 DEFAULT_IMAGE = {"max_side": 1024, "encode": "keep", "jpeg_quality": 90, "frame": "middle"}
 
 
