@@ -148,3 +148,58 @@ def test_sigkill_at_any_point_then_resume_gives_the_same_output(tmp_path, demo):
     resumed = json.loads((out / "manifest.json").read_text())
     assert _stable(resumed) == _stable(reference)
     assert not list(out.rglob(".*.tmp-*"))
+
+
+def _variant(tmp: Path, demo_cache: Path, name: str, edit) -> tuple[Path, dict]:
+    """The demo recipe with one change, reusing the demo build's normalized cache (mix stage only)."""
+    from medmix.recipe import find_recipe, parse_recipe
+
+    path = find_recipe("demo")
+    recipe = parse_recipe(edit(path.read_text()), str(path))
+    out = tmp / name
+    return out, build(recipe, BuildOptions(out=out, cache=demo_cache), log=lambda m: None)
+
+
+def test_planted_eval_image_and_question_are_removed_and_reported(demo):
+    _, manifest = demo
+    decon = {k: v.get("decontamination", {}) for k, v in manifest["sources"].items()}
+    assert decon["vqa_rad"].get("vqa_rad:test (image)", 0) >= 1      # the VQA-RAD train/test leak
+    assert decon["slake"].get("vqa_rad:test (image)", 0) >= 1        # a near-copy of a VQA-RAD test image
+    assert decon["pubmedqa"] == {"pubmedqa:pqa_labeled (text)": 1}   # the copied PQA-L question + abstract
+    assert manifest["sources"]["pubmedqa"]["counts"]["contaminated"] == 1
+
+
+def test_weights_sum_exactly_and_seed_changes_selection(tmp_path, demo):
+    out, ref = demo
+    demo_cache = next(p for p in out.parent.iterdir() if p.name == "cache-a")
+
+    def weighted(text: str) -> str:
+        text = text.replace("seed: 0", "seed: 0\ntarget_samples: 101")
+        for src, w in (("vqa_rad", 0.5), ("slake", 0.3)):
+            text = text.replace(f"  {src}:\n    splits", f"  {src}:\n    weight: {w}\n    splits", 1)
+        text = text.replace("    splits: [train]\n    all: true\n", "    splits: [train]\n")
+        return text.replace("    splits: [train, validation]\n    all: true\n", "    splits: [train, validation]\n")
+
+    _, m = _variant(tmp_path, demo_cache, "w", weighted)
+    sel = {k: v["counts"]["selected"] for k, v in m["sources"].items() if "counts" in v}
+    assert sum(sel.values()) == m["total_rows"] == 101
+    assert sel["pubmedqa"] == 30 and sel["dicom_demo"] == 6
+    assert sel["vqa_rad"] == 41 and sel["slake"] == 24  # 65 rows split 5:3 by largest remainder
+    assert m["sources"]["vqa_rad"]["counts"]["epochs"] > 1  # more than available: whole epochs + remainder
+
+    _, other = _variant(tmp_path, demo_cache, "s", lambda t: t.replace("seed: 0", "seed: 7"))
+    assert [s["sha256"] for s in other["shards"]] != [s["sha256"] for s in ref["shards"]]
+    assert other["total_rows"] == ref["total_rows"]
+
+
+def test_images_unique_keeps_the_priority_source(tmp_path, demo):
+    out, ref = demo
+    demo_cache = next(p for p in out.parent.iterdir() if p.name == "cache-a")
+    _, m = _variant(tmp_path, demo_cache, "u", lambda t: t.replace("images: shared", "images: unique\n  priority: [slake]"))
+    removed = pq.read_table(tmp_path / "u" / "removed.parquet").to_pylist()
+    same_image = [r for r in removed if r["reason"].startswith("same image")]
+    assert same_image, "rows sharing an image with another task are dropped under images: unique"
+    # where VQA-RAD and SLAKE share a picture, the prioritised SLAKE row survives
+    assert any(r["id"].startswith("vqa_rad/") and r["other"].startswith("slake/") for r in same_image)
+    assert not any(r["id"].startswith("slake/") and r["other"].startswith("vqa_rad/") for r in same_image)
+    assert m["total_rows"] < ref["total_rows"]
