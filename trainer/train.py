@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.checkpoint import (load_training_state, load_weights, resolve_checkpoint, save_checkpoint,
-                                set_rng_state, CheckpointError)
+from medmix.errors import MedmixError
+from trainer.checkpoint import (CheckpointError, load_training_state, load_weights, resolve_checkpoint,
+                                save_checkpoint, set_rng_state)
 from trainer.config import Config, dump_json, load_config
 from trainer.data import Encoder, make_loader
 from trainer.language import build_tokenizer
@@ -37,15 +38,12 @@ def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world_size, device); starts the process group when launched by torchrun."""
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend)
     local = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before NCCL starts, so each rank binds its own GPU
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return torch.distributed.get_rank(), torch.distributed.get_world_size(), device
 
 
@@ -103,7 +101,8 @@ def make_optimizer(model: VLM, cfg: Config) -> torch.optim.Optimizer:
         decay = t.weight_decay if param.ndim >= 2 else 0.0
         groups.setdefault((lr, decay), []).append(param)
     params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-    return torch.optim.AdamW(params, betas=tuple(t.betas), fused=torch.cuda.is_available())
+    on_gpu = all(p.is_cuda for group in params for p in group["params"])
+    return torch.optim.AdamW(params, betas=tuple(t.betas), fused=on_gpu)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -168,6 +167,7 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
                       gradient_checkpointing=t.gradient_checkpointing, device=device)
     if ckpt:
         load_weights(model, ckpt)
+        _warn_changed(cfg, ckpt)
     counts = mark_trainable(model, t.trainable)
     wrapped = wrap(model, t.strategy, device)
     optimizer = make_optimizer(model, cfg)
@@ -206,7 +206,7 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
                 state["epoch"] += 1
                 stream.set_epoch(state["epoch"])
                 batches = iter(loader)
-        raise CheckpointError(f"{data}: the mixture yields less than one batch of {t.batch_size} rows per rank")
+        raise MedmixError(f"{data}: the mixture yields less than one batch of {t.batch_size} rows per rank")
 
     params = [p for p in model.parameters() if p.requires_grad]
     window: dict[str, Any] = {"loss": 0.0, "steps": 0, "tokens": 0, "data": 0.0, "t0": time.perf_counter()}
@@ -245,6 +245,17 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
     return last
 
 
+def _warn_changed(cfg: Config, ckpt: Path) -> None:
+    """Resuming with other settings is allowed (a longer schedule, a new lr) but never silent."""
+    saved = json.loads((ckpt / "config.json").read_text())
+    now = cfg.to_dict()
+    changed = [f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
+               for section in ("model", "train") for key, value in now[section].items()
+               if saved.get(section, {}).get(key) != value]
+    if changed:
+        log.warning("resuming %s with changed settings: %s", ckpt, "; ".join(changed))
+
+
 def _fields(m: dict[str, Any]) -> dict[str, str]:
     if not m:
         return {"info": ""}
@@ -278,9 +289,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
-    cfg = load_config(args.config, overrides)
     try:
+        cfg = load_config(args.config, overrides)
         train(cfg, args.data, args.out, resume=args.resume, stop_after=args.stop_after)
+    except MedmixError as exc:  # a user-fixable problem: its message, not a traceback
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
