@@ -206,7 +206,7 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
     _check_repo_id(repo_id)
     manifest = load_manifest(mixture)
     shards = shard_files(mixture, manifest)
-    for name in manifest["sources"]:
+    for name in (n for n, e in manifest["sources"].items() if not e.get("evaluation_only")):
         if name == "default" or not CONFIG_NAME.match(name):
             raise MedmixError(f"source name {name!r} cannot be a Hub config name (letters, digits, . _ - only, and "
                               f"not 'default'); rename it in the recipe")
@@ -244,7 +244,8 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
     per_file = max((s.get("rows", 0) for s in manifest["shards"]), default=0) or 10_000
     kept_pairs = Counter({k: v for k, v in pairs.items() if k not in drop})
     if not sum(kept_pairs.values()):
-        raise MedmixError(f"{mixture}: no row is left to push once the non-redistributable rows are excluded")
+        why = "once the non-redistributable rows are excluded" if drop else "(the mixture is empty)"
+        raise MedmixError(f"{mixture}: no row left to push {why}")
     try:
         if not drop:
             for i, (path, shard) in enumerate(zip(shards, manifest["shards"], strict=True)):

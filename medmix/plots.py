@@ -17,7 +17,10 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from medmix.licenses import terms
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD")
@@ -40,7 +43,7 @@ def _plain_log_ticks(axis: Any, lo: float = 1.0, hi: float = 10.0) -> None:
 
     1-2-5 ticks over up to ~2.5 decades, powers of ten beyond, so labels never collide.
     """
-    decades = np.log10(max(hi, 1e-9) / max(lo, 1e-9))
+    decades = np.log10(hi / lo) if np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi else 1.0
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:,.0f}" if x >= 1 else f"{x:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -88,7 +91,10 @@ def composition_by_source(stats: dict[str, Any], path: Path) -> Path:
     ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
     ax.set_xlabel("rows in the mixture")
     ax.set_title(f"Composition by source: {total:,} rows", loc="left", fontweight="bold")
-    ax.legend(title="task", loc="lower right", frameon=False)
+    if tasks:
+        ax.legend(title="task", loc="lower right", frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
 
@@ -114,9 +120,37 @@ def composition_by_domain(stats: dict[str, Any], path: Path) -> Path:
                         "rows in the mixture", path, PALETTE[0])
 
 
+LICENSE_CLASSES = (("commercial use and redistribution allowed", "#4C72B0"), ("non-commercial only", "#DD8452"),
+                   ("no redistribution, or terms unknown", "#C44E52"))
+
+
+def _license_class(spdx: str) -> int:
+    t = terms(spdx)
+    if not (t.known and t.redistribution):
+        return 2
+    return 0 if t.commercial else 1
+
+
 def composition_by_license(stats: dict[str, Any], path: Path) -> Path:
-    return _simple_barh(stats["rows"]["by_license"], stats["rows"]["total"],
-                        "Rows per license (as carried by each row)", "rows in the mixture", path, PALETTE[4])
+    """Rows per license, coloured by what the license allows, so restricted content stands out."""
+    counts = stats["rows"]["by_license"]
+    total = stats["rows"]["total"]
+    names = list(counts)[::-1]
+    vals = [counts[n] for n in names]
+    classes = [_license_class(n) for n in names]
+    fig = Figure(figsize=(8, _bar_height(len(names)) + 0.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh(names, vals, color=[LICENSE_CLASSES[c][1] for c in classes], height=0.7)
+    for y, v in enumerate(vals):
+        ax.text(v, y, f"  {v:,} ({100 * v / max(total, 1):.1f}%)", va="center", fontsize=9)
+    ax.set_xlim(0, max(vals, default=1) * 1.3 or 1)
+    ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
+    ax.set_xlabel("rows in the mixture")
+    ax.set_title("Rows per license (as carried by each row)", loc="left", fontweight="bold")
+    handles = [Patch(color=color, label=label) for i, (label, color) in enumerate(LICENSE_CLASSES) if i in classes]
+    ax.legend(handles=handles, loc="lower right", frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
 
 
 def text_lengths(stats: dict[str, Any], path: Path) -> Path:
@@ -204,7 +238,8 @@ def image_sizes(stats: dict[str, Any], path: Path) -> Path:
     ax_hist.set_ylabel("images per bin")
     ax_hist.set_title("Width and height", loc="left", fontweight="bold")
     if ax_hist.has_data():
-        ax_hist.legend(fontsize=8, frameon=False)
+        ax_hist.set_ylim(0, ax_hist.get_ylim()[1] * 1.15)  # headroom for the legend
+        ax_hist.legend(fontsize=8, frameon=False, loc="best")
     ax_hist.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
 
@@ -230,14 +265,14 @@ def funnel(stats: dict[str, Any], path: Path) -> Path:
         left += vals
     for y, name in enumerate(names):
         c = sources[name]["counts"]
-        extra = f", ×{c.get('epochs', 1):g} epochs" if c.get("selected", 0) > c.get("available", 0) else ""
+        extra = f", ×{c.get('epochs', 1):.3g} epochs" if c.get("selected", 0) > c.get("available", 0) else ""
         ax.text(101, y, f"read {c.get('read', 0):,} → {c.get('selected', 0):,} in mixture{extra}", va="center",
                 fontsize=9)
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of rows read from upstream (%)")
     ax.set_title("Funnel per source: what happened to every row read", loc="left", fontweight="bold")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(names) > 3 else -0.25), ncols=3, frameon=False,
-              fontsize=9)
+    # below the axes, outside them: constrained layout makes room, so it never covers bars or the x label
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
 

@@ -28,7 +28,8 @@ FUNNEL_HEADERS = (("read", "read"), ("quarantined", "quar."), ("license_filtered
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # soft wrap: a path in the message stays one line a user can copy
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -100,7 +101,7 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
     console.print(t)
 
     if m["decontamination"]:
-        t = Table(title="decontamination: training rows removed per evaluation set", title_justify="left")
+        t = Table(title="decontamination (training rows removed)", title_justify="left")
         t.add_column("evaluation set (match)")
         t.add_column("rows", justify="right")
         for k, v in m["decontamination"].items():
@@ -121,7 +122,7 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
     console.print(f"duplicates removed: {m['totals']['duplicates']:,}; contaminated removed: "
                   f"{m['totals']['contaminated']:,}; rows listed in removed.parquet: {m['removed_rows']:,}")
     for problem in stats["problems"]:
-        console.print(f"[bold red]inconsistent mixture:[/] {problem}", highlight=False)
+        console.print(f"[bold red]inconsistent mixture:[/] {problem}", highlight=False, soft_wrap=True)
 
 
 def _signed(n: int) -> str:
@@ -234,4 +235,4 @@ def push_command(
 
 def _log(message: str) -> None:
     style = "bold red" if message.startswith("WARNING") else None
-    err_console.print(message, style=style, highlight=False)
+    err_console.print(message, style=style, highlight=False, soft_wrap=True)
