@@ -390,3 +390,27 @@ def test_throughput_benchmark_runs_the_real_step_and_counts_lora_flops(tmp_path)
     assert flops == pytest.approx(expected)
     with_images = bench.synthetic_batch(2, 24, 8, 1.0, model.n_visual, 300, (32, 32), gen)
     assert bench.step_flops(model, with_images, False)[0] > flops
+
+
+def test_any_vision_tower_trains_only_what_its_features_use(mixture):
+    """CLIP's post-layernorm, or ViT's last block when features come from the layer before it,
+    cannot get gradients: the probe leaves them frozen, whatever the encoder."""
+    tokenizer = build_tokenizer(load_config("tiny").model, mixture)
+    vit = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=128)
+    for overrides, frozen_prefix in ((["model.vision_type=clip"], ("vision.encoder.post_layernorm.",)),
+                                     (["model.vision_feature_layer=-2"],
+                                      ("vision.encoder.layers.1.", "vision.encoder.layernorm."))):
+        cfg = load_config("tiny", overrides)
+        cfg.model.vision_config = dict(vit)
+        torch.manual_seed(0)
+        model = build_vlm(cfg.model, tokenizer)
+        mark_trainable(model, ["vision", "projector", "lora"])
+        frozen = {n for n, p in model.vision.named_parameters(prefix="vision") if not p.requires_grad}
+        assert frozen and all(n.startswith(frozen_prefix) for n in frozen), (overrides, sorted(frozen))
+        assert {p for p in frozen_prefix if any(n.startswith(p) for n in frozen)} == set(frozen_prefix)
+        assert model.n_visual == 16
+        encoder = Encoder(tokenizer, model.processor, model.n_visual, 128)
+        batch = collate([encoder(r) for r in _rows(mixture)[:4]], tokenizer.pad_token_id)
+        model(**batch).backward()
+        assert all(p.grad is not None for n, p in model.vision.named_parameters() if p.requires_grad)
