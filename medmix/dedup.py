@@ -309,14 +309,6 @@ def _fold(u: np.ndarray, bits: int) -> np.ndarray:
     return out
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s + l) for each (s, l), without a Python loop."""
-    total = int(lengths.sum())
-    out = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    out += np.arange(total, dtype=out.dtype)
-    return out
-
-
 def _table_self_pairs(u: np.ndarray, d: int, k: int) -> np.ndarray:
     """Exact near pairs among distinct sorted hashes via one sort per covering-design table.
 
@@ -340,6 +332,7 @@ def _table_self_pairs(u: np.ndarray, d: int, k: int) -> np.ndarray:
     key32, tmp32 = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint32)
     comp = np.empty(n, dtype=np.uint64)
     xor1 = np.empty(n - 1, dtype=np.uint64)
+    same = np.zeros(n, dtype=bool)  # last entry stays False: a run never extends past the end
     found: list[np.ndarray] = []
     for t, subset in enumerate(design):
         key32.fill(0)
@@ -350,28 +343,22 @@ def _table_self_pairs(u: np.ndarray, d: int, k: int) -> np.ndarray:
         np.bitwise_or(comp, base, out=comp)
         comp.sort()
         np.bitwise_xor(comp[1:], comp[:-1], out=xor1)
-        same = xor1 < key_one
+        np.less(xor1, key_one, out=same[:-1])  # same[p]: rows p and p+1 share the key
         # offset 1, on contiguous slices: same key and folded distance <= d
         mid = xor1 >> ibits
         left = [np.flatnonzero((mid < fold_limit) & (np.bitwise_count(mid) <= d))]
         right = [left[0] + 1]
-        # offsets >= 2, inside runs of >= 3 rows
-        ends = np.append(np.flatnonzero(~same) + 1, n)
-        starts = np.append(0, ends[:-1])
-        sizes = ends - starts
-        keep = sizes > 2
-        run_starts, run_sizes = starts[keep], sizes[keep]
+        # offsets >= 2: (p, p+s+1) share the key iff (p, p+s) do and same[p+s]
+        pos = np.flatnonzero(same[:-2] & same[1:-1])
         step = 2
-        while run_starts.size:
-            pos = _ranges(run_starts, run_sizes - step)
+        while pos.size:
             wa = comp[pos]
             wb = comp[pos + step]
-            hit = np.flatnonzero(np.bitwise_count((wa ^ wb) >> ibits) <= d)
-            left.append(pos[hit])
-            right.append(pos[hit] + step)
+            hit = pos[np.bitwise_count((wa ^ wb) >> ibits) <= d]
+            left.append(hit)
+            right.append(hit + step)
+            pos = pos[same[pos + step]]
             step += 1
-            keep = run_sizes > step
-            run_starts, run_sizes = run_starts[keep], run_sizes[keep]
         pa, pb = np.concatenate(left), np.concatenate(right)
         if pa.size == 0:
             continue

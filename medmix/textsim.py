@@ -13,9 +13,9 @@ Reordered options are best neutralized before hashing (`qa_text` sorts them).
 
 `datasketch` is the reference implementation, but it hashes every shingle with SHA-1 in Python:
 43.5 s for 20k texts of ~300 characters here (about 7 minutes for 200k). The same algorithm in
-numpy (polynomial shingle hash, 2-universal multiply-shift permutations, min per document)
-runs in batches with memory bounded by the batch, not the corpus; `benchmarks/dedup_scale.py`
-measures it. Signatures depend only on the text and the seed, so results do not depend on how
+numpy (polynomial shingle hash, affine permutations of 32-bit words, min per document) runs in
+batches with memory bounded by the batch, not the corpus; `benchmarks/dedup_scale.py` measures
+both. Signatures depend only on the text and the seed, so results do not depend on how
 the caller batches rows; the pipeline keeps only the (n, bands) uint64 band keys (72 bytes per
 row at the defaults) and clusters from those.
 """
@@ -162,8 +162,8 @@ def merge_probability(similarity: float | np.ndarray, bands: int, rows: int) -> 
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False) | _U64(1)  # odd multipliers
-    b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False)
+    a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32) | np.uint32(1)  # odd: a bijection mod 2**32
+    b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
     return a, b
 
 
@@ -176,8 +176,8 @@ def _encode(texts: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _shingle_hashes(buf: np.ndarray, offsets: np.ndarray, shingle: int) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of every `shingle`-byte window inside each text (one window for shorter
-    non-empty texts, padded with 0xFF), and per-text start offsets into that array."""
+    """32-bit hashes of every `shingle`-byte window inside each text (one window, padded with
+    0xFF, for shorter non-empty texts), and per-text start offsets into that array."""
     lens = np.diff(offsets)
     counts = np.where(lens >= shingle, lens - shingle + 1, np.minimum(lens, 1))
     starts = np.zeros(len(lens) + 1, dtype=np.int64)
@@ -185,14 +185,24 @@ def _shingle_hashes(buf: np.ndarray, offsets: np.ndarray, shingle: int) -> tuple
     total = int(starts[-1])
     doc = np.repeat(np.arange(len(lens)), counts)
     pos = offsets[:-1][doc] + (np.arange(total) - starts[:-1][doc])
-    end = offsets[1:][doc]
-    padded = np.concatenate([buf, np.full(shingle, _PAD, dtype=np.uint8)])
-    h = np.zeros(total, dtype=np.uint64)
+    padded = np.concatenate([buf, np.full(shingle, _PAD, dtype=np.uint8)]).astype(np.uint64) + _U64(1)
+    # polynomial hash of the window at every byte, on contiguous slices; windows of texts at
+    # least `shingle` long never cross into the next text
+    h = np.zeros(len(buf), dtype=np.uint64)
     for j in range(shingle):
-        byte = np.where(pos + j < end, padded[pos + j], _PAD).astype(np.uint64)
         h *= _PRIME
-        h += byte + _U64(1)
-    return _mix64(h), starts
+        h += padded[j:j + len(buf)]
+    h = h[pos]
+    short = np.flatnonzero(lens[doc] < shingle)  # the few texts shorter than one window
+    if short.size:
+        hs = np.zeros(short.size, dtype=np.uint64)
+        end = offsets[1:][doc[short]]
+        for j in range(shingle):
+            byte = np.where(pos[short] + j < end, padded[pos[short] + j], _U64(_PAD + 1))
+            hs *= _PRIME
+            hs += byte
+        h[short] = hs
+    return (_mix64(h) >> _U64(32)).astype(np.uint32), starts
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -211,10 +221,13 @@ def minhash_signatures(texts: Iterable[str | None], *, num_perm: int = DEFAULT_N
                        shingle: int = DEFAULT_SHINGLE, seed: int = DEFAULT_SEED) -> np.ndarray:
     """(n, num_perm) uint32 MinHash signatures of the normalized texts.
 
-    Permutation i maps a shingle hash x to (a_i * x + b_i) mod 2**64 >> 32 (multiply-shift, a
-    2-universal family); the signature keeps the minimum per text. A text that normalizes to ""
-    has no shingles and gets all-ones (0xFFFFFFFF); `minhash_bands` keeps such rows out of
-    every cluster.
+    Each shingle is hashed to 32 well-mixed bits x (polynomial hash + splitmix64 finalizer);
+    permutation i maps x to (a_i * x + b_i) mod 2**32 with a_i odd, a bijection of 32-bit words,
+    and the signature keeps the minimum per text. 32-bit words keep the (num_perm x shingles)
+    block in cache and use native SIMD multiplies: 3x faster than 64-bit multiply-shift here,
+    with the same estimation error (tests/test_dedup.py checks it against exact Jaccard). A text
+    that normalizes to "" has no shingles and gets all-ones; `minhash_bands` keeps such rows out
+    of every cluster.
     """
     _check_params(0.5, num_perm, shingle)
     buf, offsets = _encode(texts)
@@ -222,25 +235,24 @@ def minhash_signatures(texts: Iterable[str | None], *, num_perm: int = DEFAULT_N
     sig = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     if n == 0 or buf.size == 0:
         return sig
-    h, starts = _shingle_hashes(buf, offsets, shingle)
+    x, starts = _shingle_hashes(buf, offsets, shingle)
     a, b = _permutations(num_perm, seed)
     nonempty = np.flatnonzero(np.diff(starts) > 0)
     doc_starts = starts[nonempty]
-    work = np.empty((_CHUNK_SHINGLES, num_perm), dtype=np.uint64)
-    # walk shingles in chunks; a text spanning chunks is the min over its pieces
-    for c0 in range(0, len(h), _CHUNK_SHINGLES):
-        c1 = min(len(h), c0 + _CHUNK_SHINGLES)
-        block = work[: c1 - c0]
-        np.multiply(h[c0:c1, None], a[None, :], out=block)
-        block += b[None, :]
-        block >>= _U64(32)
+    work = np.empty((num_perm, _CHUNK_SHINGLES), dtype=np.uint32)
+    # walk the shingles in chunks (permutations x shingles, contiguous per permutation);
+    # a text spanning chunks gets the min over its pieces
+    for c0 in range(0, len(x), _CHUNK_SHINGLES):
+        c1 = min(len(x), c0 + _CHUNK_SHINGLES)
+        block = work[:, : c1 - c0]
+        np.multiply(a[:, None], x[None, c0:c1], out=block)
+        block += b[:, None]
         first = np.searchsorted(doc_starts, c0, side="right") - 1
         last = np.searchsorted(doc_starts, c1, side="left")
         docs = nonempty[first:last]
         seg = np.maximum(doc_starts[first:last], c0) - c0
-        mins = np.minimum.reduceat(block, seg, axis=0).astype(np.uint32)
-        np.minimum(sig[docs], mins, out=mins)
-        sig[docs] = mins
+        mins = np.minimum.reduceat(block, seg, axis=1).T
+        sig[docs] = np.minimum(sig[docs], mins)
     return sig
 
 
