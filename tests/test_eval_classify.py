@@ -230,3 +230,14 @@ def test_max_train_keeps_the_same_seeded_rows_for_every_encoder(bench_dirs, tmp_
     assert a.ids == b.ids and 0 < len(a) < 18
     assert a.ids != c.ids
     assert a.images.shape == (len(a), 16, 16, 3) and b.images.shape == (len(b), 32, 32, 3)
+
+
+def test_benchmarks_smaller_than_the_encoder_input_are_stored_at_their_own_size(bench_dirs, tmp_path):
+    from medmix.evaluation.data import materialize
+    from medmix.sources.pcam import PCam
+    from medmix.sources.pneumoniamnist import PneumoniaMNIST
+
+    for src, native in ((PCam(), 96), (PneumoniaMNIST(), 28)):
+        files = _files_for(bench_dirs, tmp_path)(src, ("test",))
+        store = materialize(src, "test", files, size=224, cache_dir=tmp_path)
+        assert store.size == native and store.images.shape[1:] == (native, native, 3)

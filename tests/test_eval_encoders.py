@@ -89,6 +89,17 @@ def test_pixels_normalize_with_the_encoders_statistics():
     assert x[0, :, 0, 0].tolist() == [2.0, 1.0, 0.5]
 
 
+def test_small_stored_batches_are_enlarged_to_the_input_size():
+    enc = Encoder("x", torch.nn.Identity(), 6, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    flat = np.full((2, 3, 3, 3), 51, dtype=np.uint8)  # 0.2 everywhere
+    x = enc.pixels(flat)
+    assert x.shape == (2, 3, 6, 6) and torch.allclose(x, torch.full_like(x, 0.2), atol=1e-6)
+    edge = np.zeros((1, 3, 3, 3), dtype=np.uint8)
+    edge[:, :, 2] = 255  # a hard edge: bicubic overshoot is clamped back into [0, 1]
+    y = enc.pixels(edge)
+    assert y.min() >= 0.0 and y.max() <= 1.0 and y[0, 0, 0, -1] == 1.0 and y[0, 0, 0, 0] == 0.0
+
+
 def test_scratch_is_the_same_architecture_with_seeded_fresh_weights(tmp_path):
     from transformers import ViTConfig, ViTModel
 

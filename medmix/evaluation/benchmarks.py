@@ -43,6 +43,9 @@ class ClassificationBenchmark(Source):
     benchmark: ClassVar[bool] = True
     eval_splits: ClassVar[frozenset[str]] = frozenset({"test"})
     classes: ClassVar[tuple[str, ...]] = ()
+    # Side of every image when they all share one (None: sizes vary), so evaluation can store them
+    # at that size instead of the encoder's larger input size.
+    native_size: int | None = None
 
     def labelled(self, native_id: str, label: Any, image: bytes | Path, *, image_name: str | None = None,
                  file: str | None = None, **meta: Any) -> Record | Bad:
@@ -87,7 +90,7 @@ class MedMNISTBenchmark(ClassificationBenchmark):
         size = int(self.options.get("size", 28))
         if size not in self.SIZES:
             raise MedmixError(f"source {self.name!r}: size must be one of {list(self.SIZES)}, got {size}")
-        self.size = size
+        self.size = self.native_size = size
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

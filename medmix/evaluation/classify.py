@@ -5,8 +5,9 @@ The recipe (the same for every encoder and benchmark, so differences are the enc
 * Data: the benchmark adapter's `train` split to fit, `test` split to score; `validation` is
   not used (no hyperparameter is tuned). `max_train` optionally keeps about that many training
   rows, picked by a seeded hash of the row id, identical for every encoder.
-* Pixels: RGB, the whole image squashed to the encoder's input size (bicubic, no crop),
-  scaled to [0, 1] and normalized with the encoder's own mean/std.
+* Pixels: RGB, the whole image squashed to the encoder's input size (bicubic, no crop; Pillow,
+  or torch on the device for benchmarks stored at a smaller native size), scaled to [0, 1] and
+  normalized with the encoder's own mean/std.
 * `linear` (default): frozen encoder, pooled features (see encoders.py), standardized with
   statistics of the training rows, then multinomial logistic regression (L-BFGS, C=1.0,
   max_iter=1000, random_state=seed).

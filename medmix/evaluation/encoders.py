@@ -86,8 +86,16 @@ class Encoder:
     architecture: Any = None  # what `scratch:NAME` copies: a transformers config, or None if unknown
 
     def pixels(self, batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        """uint8 (B, S, S, 3) → normalized float (B, 3, S, S), the only preprocessing after resizing."""
-        x = torch.from_numpy(np.require(batch, dtype=np.uint8, requirements=["C", "W"])).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        """uint8 (B, s, s, 3) → normalized float (B, 3, S, S) at this encoder's input size S.
+
+        A batch stored smaller than S (a benchmark kept at its native size) is enlarged here,
+        bicubic, on the device: cheap there, and the disk holds the small images only.
+        """
+        x = torch.from_numpy(np.require(batch, dtype=np.uint8, requirements=["C", "W"])).to(device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
+                                                align_corners=False).clamp_(0.0, 1.0)
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         return (x - mean) / std

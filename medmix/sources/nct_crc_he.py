@@ -38,6 +38,7 @@ class NctCrcHe(ClassificationBenchmark):
         "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium",
     )
     splits = {"train": 100000, "test": 7180}
+    native_size = 224
     files = tuple(
         Remote(name=archive, url=f"https://zenodo.org/records/1214456/files/{archive}?download=1", extract=True,
                splits=(split,))

@@ -44,6 +44,7 @@ class PCam(ClassificationBenchmark):
     # Label 1: at least one pixel of tumour tissue in the centre 32x32 region of the patch.
     classes = ("no metastatic tissue in the centre", "metastatic tissue in the centre")
     splits = {"train": 262144, "validation": 32768, "test": 32768}
+    native_size = 96
     files = tuple(
         Remote(name=_file(split, part), url=f"https://zenodo.org/records/2546921/files/{_file(split, part)}?download=1",
                extract=True, splits=(split,))
