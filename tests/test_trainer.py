@@ -303,10 +303,13 @@ def test_stop_and_resume_gives_exactly_the_uninterrupted_losses(trained_run, mix
                   stop_after=10)
     assert sorted(_losses(tmp_path)) == list(range(1, 11))
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-000010"
+    with (tmp_path / "metrics.jsonl").open("a") as f:  # as if it crashed after logging step 11, before saving
+        f.write(json.dumps({"step": 11, "loss": -1.0}) + "\n")
     train_command(config="tiny", data=mixture, out=tmp_path, steps=60, overrides=overrides, resume=True,
                   stop_after=15)
     resumed, straight = _losses(tmp_path), _losses(trained_run)
-    assert sorted(resumed) == list(range(1, 16))
+    logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 16))  # the crashed run's stray step 11 is gone, not duplicated
     for step in range(1, 16):
         for key in ("loss", "lr", "grad_norm", "tokens_seen", "epoch"):
             assert resumed[step][key] == straight[step][key], (step, key)

@@ -192,6 +192,7 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
     if rank == 0:
         dump_json(cfg, out / "config.json")
+        _drop_metrics_after(out / "metrics.jsonl", start)
         log.info("trainable parameters (train.trainable=%s): %s", t.trainable,
                  ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         log.info("world %d, device %s, %s, %d visual tokens/image, steps %d→%d of %d", world, device,
@@ -243,6 +244,16 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
     if stream.skipped:
         log.warning("rank %d skipped %d unreadable rows", rank, stream.skipped)
     return last
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """After a crash, steps past the resumed checkpoint were logged once already and will be again."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _warn_changed(cfg: Config, ckpt: Path) -> None:
