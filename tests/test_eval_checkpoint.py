@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import typer
-from PIL import Image
-from typer.testing import CliRunner
-
 from adapter_harness import run_adapter
 from fixtures import pcam, write_tree
 from fixtures import vqa_rad as fx
+from PIL import Image
+from typer.testing import CliRunner
+
 from medmix.evaluation import classify as cl
 from medmix.evaluation.cli import eval_vqa
 from medmix.evaluation.data import fetch_split_files, iter_records

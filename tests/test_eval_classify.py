@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import typer
+from fixtures import lc25000, medmnist, nct_crc_he, pcam, write_tree
 from typer.testing import CliRunner
 
-from fixtures import lc25000, medmnist, nct_crc_he, pcam, write_tree
 from medmix.errors import MedmixError
 from medmix.evaluation import classify as cl
 from medmix.evaluation.cli import eval_classify
@@ -83,7 +83,7 @@ def test_cli_writes_table_json_markdown_and_plot(tiny_vit, bench_dirs, tmp_path)
         per = enc["benchmarks"]
         assert set(per) == set(BENCH)
         assert enc["mean_macro_f1"] == pytest.approx(np.mean([per[b]["macro_f1"] for b in BENCH]))
-        for b, score in per.items():
+        for score in per.values():
             assert score["mode"] == ("finetune" if name == "scratch" else "linear")
             confusion = np.array(score["confusion"])
             assert confusion.sum() == score["n_test"]
@@ -164,8 +164,8 @@ def test_probe_and_finetune_never_train_on_test_rows(tiny_vit, bench_dirs, tmp_p
     assert not any(row.tobytes() in test_rows for row in fitted[0])
 
     from medmix.evaluation.data import materialize
-    from medmix.sources.pneumoniamnist import PneumoniaMNIST
     from medmix.evaluation.encoders import load_encoder
+    from medmix.sources.pneumoniamnist import PneumoniaMNIST
 
     enc = load_encoder(str(tiny_vit))
     files = _files_for(bench_dirs, tmp_path)(PneumoniaMNIST(), ("train", "test"))

@@ -7,8 +7,17 @@ import warnings
 
 import pytest
 
-from medmix.evaluation.metrics import (accuracy, answer_tokens, bleu1, exact_match, is_closed, macro_f1, mean,
-                                       normalize_answer, token_recall)
+from medmix.evaluation.metrics import (
+    accuracy,
+    answer_tokens,
+    bleu1,
+    exact_match,
+    is_closed,
+    macro_f1,
+    mean,
+    normalize_answer,
+    token_recall,
+)
 
 WORDS = ["yes", "no", "left", "lung", "ct", "mri", "the", "a", "mass", "liver", "right", "x", "2", "axial"]
 

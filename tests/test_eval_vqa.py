@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import typer
+from fixtures import encode, radiology_image, truncated_jpeg, write_tree
+from fixtures import slake as slake_fx
+from fixtures import vqa_rad as fx
 from PIL import Image
 from typer.testing import CliRunner
 
-from fixtures import truncated_jpeg, radiology_image, encode, write_tree
-from fixtures import slake as slake_fx
-from fixtures import vqa_rad as fx
 from medmix.errors import MedmixError
 from medmix.evaluation.cli import eval_vqa
 from medmix.evaluation.data import fetch_split_files, iter_records

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import pytest
-
 from adapter_harness import run_adapter
 from fixtures import lc25000 as fx
 from fixtures import read_split
+
 from medmix.errors import ManualFilesMissing, MedmixError
-from medmix.evaluation.lc25000_split import (SPLIT_EDGES, dihedral_hashes, near_duplicate_groups, split_class_folder,
-                                             split_of_key)
+from medmix.evaluation.lc25000_split import (
+    SPLIT_EDGES,
+    dihedral_hashes,
+    near_duplicate_groups,
+    split_class_folder,
+    split_of_key,
+)
 from medmix.fetch import fetch_files
 from medmix.sources import get_source
 from medmix.sources.lc25000_colon import LC25000Colon
@@ -76,9 +81,8 @@ def test_split_is_stable_across_runs_and_copies(tree, tmp_path):
 
 
 def test_flipped_and_turned_copies_are_near_duplicates_and_other_pictures_are_not(tmp_path):
-    from PIL import Image
-
     from fixtures.medmnist import class_image
+    from PIL import Image
 
     paths = []
     for picture in range(8):

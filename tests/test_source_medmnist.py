@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import medmnist as fx
+
 from medmix.errors import MedmixError
 from medmix.evaluation.native import iter_npz_rows
 from medmix.sources import get_source
@@ -46,8 +46,9 @@ def test_every_split_reads_images_and_labels_in_upstream_order(tmp_path, cls, n_
         labels = arrays[f"{key}_labels"][:, 0]
         assert [r.meta["label"] for r in records] == labels.tolist()
         assert [r.answer for r in records] == [cls.classes[i] for i in labels]
-        from PIL import Image
         import io
+
+        from PIL import Image
         pixels = np.asarray(Image.open(io.BytesIO(records[-1].image)))
         assert np.array_equal(pixels, arrays[f"{key}_images"][-1])  # lossless: the upstream pixels, exactly
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import nct_crc_he as fx
+
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.nct_crc_he import CLASS_DIRS, NctCrcHe

@@ -8,11 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, decodes, read_split, run_twice, write_tree
 from fixtures import pcam as fx
+from PIL import Image
+
 from medmix.errors import MedmixError
 from medmix.fetch import fetch_files
 from medmix.sources import get_source

@@ -49,7 +49,7 @@ def iter_records(source: Source, split: str, files: Mapping[str, Path]) -> Itera
         yield from source.read(unit, files)
 
 
-def decode_image(record: Record, *, draft_size: int | None = None) -> "Any":
+def decode_image(record: Record, *, draft_size: int | None = None) -> Any:
     """The record's image as a loaded PIL image; a RowError naming the file when it cannot be decoded.
 
     `draft_size` lets a large JPEG decode at a reduced DCT scale (still at least that size), which
@@ -74,7 +74,7 @@ def decode_image(record: Record, *, draft_size: int | None = None) -> "Any":
     return img
 
 
-def square_pixels(img: "Any", size: int) -> np.ndarray:
+def square_pixels(img: Any, size: int) -> np.ndarray:
     """The fixed recipe's only geometric step: the whole image squashed to size×size, bicubic, RGB.
 
     No crop, ever: PCam's label lives in the centre 32 px and tissue tiles have no "subject" to
@@ -149,7 +149,7 @@ class ImageStore:
             yield idx, block[np.searchsorted(sorted_idx, idx)]
 
     @classmethod
-    def load(cls, path: Path) -> "ImageStore":
+    def load(cls, path: Path) -> ImageStore:
         meta = json.loads((path / "store.json").read_text())
         return cls(path, meta["source"], meta["split"], meta["size"], np.load(path / "labels.npy"),
                    meta["ids"], meta["skipped"])

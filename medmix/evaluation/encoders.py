@@ -150,7 +150,7 @@ def _hf_encoder(name: str, where: str) -> Encoder:
             from huggingface_hub import hf_hub_download
 
             processor = json.loads(Path(hf_hub_download(where, "preprocessor_config.json")).read_text())
-        except Exception:  # noqa: BLE001 - a model without a processor file falls back to its config
+        except Exception:  # any failure (no such file, offline, gated) means: fall back to the config's size
             processor = {}
     size, mean, std = _processor_settings(processor, _config_image_size(config))
     return Encoder(name, _HFPooled(model), size, mean, std, architecture=config)
@@ -163,9 +163,7 @@ def _medmix_encoder(name: str, where: str) -> Encoder:
         raise MedmixError(f"encoder {name!r}: the medmix trainer is not importable ({exc})") from None
     try:
         model, processor = load_vision_encoder(where)
-    except MedmixError:
-        raise
-    except Exception as exc:  # the trainer's own CheckpointError and file errors, named for the user
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # CheckpointError is a MedmixError: it passes
         raise MedmixError(f"encoder {name!r}: cannot load the vision tower of checkpoint {where}: {exc}") from None
     size, mean, std = _processor_settings(processor, _config_image_size(model.config))
     return Encoder(name, _HFPooled(model), size, mean, std, architecture=model.config)
@@ -179,8 +177,8 @@ def _open_clip_encoder(name: str, spec: str) -> Encoder:
                           "(pip install open_clip_torch); it is not installed") from None
     model_name, _, pretrained = spec.partition("@")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained or None)
-    except Exception as exc:  # noqa: BLE001 - open_clip raises many kinds; the user needs the message
+        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained or None)
+    except Exception as exc:  # open_clip raises many kinds; the user needs its message
         raise MedmixError(f"encoder {name!r}: open_clip cannot load {spec!r}: {exc}") from None
     visual = model.visual
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else int(visual.image_size)

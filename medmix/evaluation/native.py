@@ -94,7 +94,7 @@ def npz_array(path: Path, key: str) -> np.ndarray:
 
 # -- HDF5, possibly gzipped ----------------------------------------------------------------------
 @contextlib.contextmanager
-def open_h5(path: Path) -> Iterator["object"]:
+def open_h5(path: Path) -> Iterator[object]:
     """Open an HDF5 file, or the single `.h5` inside a folder (how fetch hands over an extracted `.h5.gz`)."""
     import h5py
 

@@ -19,6 +19,7 @@ so any number can be traced to its rows.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -130,8 +131,7 @@ def run_vqa(generate: Generate, records: Iterable[Record | Bad], *, dataset: str
         raise MedmixError(f"batch_size must be at least 1, got {batch_size}")
     skipped: list[dict[str, str]] = []
     scores: list[dict[str, Any]] = []
-    sink = open(predictions_path, "w", encoding="utf-8") if predictions_path else None
-    try:
+    with open(predictions_path, "w", encoding="utf-8") if predictions_path else contextlib.nullcontext() as sink:
         for batch in _batches(records, batch_size, skipped):
             if limit is not None:
                 batch = batch[: max(limit - len(scores), 0)]
@@ -148,9 +148,6 @@ def run_vqa(generate: Generate, records: Iterable[Record | Bad], *, dataset: str
                 if sink:
                     sink.write(json.dumps({"id": rec.native_id, "question": rec.question, "answer": rec.answer,
                                            "prediction": answer, **score}, ensure_ascii=False) + "\n")
-    finally:
-        if sink:
-            sink.close()
     if not scores:
         raise MedmixError(f"{dataset} {split}: no question could be evaluated ({len(skipped)} skipped; "
                           f"first: {skipped[:1]})")
