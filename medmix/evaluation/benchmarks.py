@@ -19,7 +19,8 @@ from medmix.errors import MedmixError
 from medmix.evaluation.native import encode_png, find_class_root, iter_npz_rows, list_images, npz_array, npz_shape
 from medmix.sources.base import Bad, Manual, Record, Remote, Source, Unit, Upstream
 
-# The paper's order (abstract of OpenMedQ; names reconstructed in /work/shared/datasets.md §2.3).
+# Our reconstruction of the paper's 8 "unseen" benchmarks: its abstract counts 8 but its list was not
+# available, so this is BiomedCLIP's open suite plus PMC-CLIP's MedMNIST subsets (see DATASETS.md).
 BENCHMARKS: tuple[str, ...] = (
     "pcam", "lc25000_lung", "lc25000_colon", "nct_crc_he",
     "pneumoniamnist", "breastmnist", "dermamnist", "bloodmnist",
