@@ -38,10 +38,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from trainer.config import Config, load_config  # noqa: E402
-from trainer.language import build_tokenizer, train_bpe  # noqa: E402
-from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID, VLM, build_vlm, mark_trainable  # noqa: E402
-from trainer.train import init_distributed, lr_factor, make_optimizer, train_step, wrap  # noqa: E402
+from trainer.config import Config, load_config
+from trainer.language import build_tokenizer, train_bpe
+from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID, VLM, build_vlm, mark_trainable
+from trainer.train import init_distributed, lr_factor, make_optimizer, train_step, wrap
 
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -213,7 +213,7 @@ def _report(r: dict[str, Any]) -> None:
     table = Table(title=f"trainer throughput: {r['config']} on {r['device']} x{r['world_size']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    pct = lambda v: "n/a (no peak FLOP/s for this device)" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    pct = lambda v: "n/a (no peak FLOP/s for this device)" if v is None else f"{100 * v:.1f}%"
     rows = [("precision", r["precision"]), ("gradient checkpointing", str(r["gradient_checkpointing"])),
             ("batch x accum, seq len", f"{r['batch_size']} x {r['grad_accum']}, {r['seq_len']}"),
             ("trainable params", ", ".join(f"{k} {v:,}" for k, v in r["trainable"].items())),

@@ -21,10 +21,9 @@ from PIL import Image
 from medmix.schema import dumps_meta, to_table
 from trainer.config import ConfigError, load_config
 from trainer.data import Encoder, collate, load_image
+from trainer.language import build_tokenizer
 from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID, build_vlm, mark_trainable
 from trainer.prompts import render
-from trainer.language import build_tokenizer
-from trainer.train import train
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 220), "yellow": (230, 220, 20)}
 SHAPES = ("square", "disc")
@@ -190,7 +189,7 @@ def test_label_mask_on_a_real_batch(mixture, tiny_model):
 
 
 def test_truncation_cuts_context_first_then_the_answer_and_never_the_image(tiny_model, mixture):
-    cfg, model = tiny_model
+    _, model = tiny_model
     tok = model.tokenizer
     encoder = Encoder(tok, model.processor, model.n_visual, max_length=48)
     image_row = next(r for r in _rows(mixture) if r["task"] == "vqa")
@@ -216,7 +215,7 @@ def test_truncation_cuts_context_first_then_the_answer_and_never_the_image(tiny_
 def test_an_undecodable_image_skips_that_row_by_id(tiny_model, mixture, caplog):
     from trainer.data import EncodedStream
 
-    cfg, model = tiny_model
+    _, model = tiny_model
     rows = _rows(mixture)[:4]
     rows[0] = dict(rows[0], image={"bytes": b"\x89PNG not really", "path": None})
 
@@ -371,7 +370,8 @@ def test_throughput_benchmark_runs_the_real_step_and_counts_lora_flops(tmp_path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = bench.main(["--config", "tiny", "--steps", "2", "--warmup", "1", "--text-len", "24", "--answer-len", "8",
-                         "--peak-tflops", "1", "--json", str(tmp_path / "r.json"), "train.gradient_checkpointing=true"])
+                         "--peak-tflops", "1", "--json", str(tmp_path / "r.json"),
+                         "train.gradient_checkpointing=true"])
     assert json.loads((tmp_path / "r.json").read_text())["tokens_per_s"] == pytest.approx(result["tokens_per_s"])
     assert result["seq_len"] == 1 + 16 + 24 and result["tokens_per_s"] > 0 and result["peak_gpu_mem_gib"] is None
     assert result["mfu"] == pytest.approx(result["model_tflop_per_step"] / result["step_s"])  # peak 1 TFLOP/s
@@ -399,8 +399,8 @@ def test_any_vision_tower_trains_only_what_its_features_use(mixture):
     """CLIP's post-layernorm, or ViT's last block when features come from the layer before it,
     cannot get gradients: the probe leaves them frozen, whatever the encoder."""
     tokenizer = build_tokenizer(load_config("tiny").model, mixture)
-    vit = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-               intermediate_size=128)
+    vit = {"image_size": 32, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "intermediate_size": 128}
     for overrides, frozen_prefix in ((["model.vision_type=clip"], ("vision.encoder.post_layernorm.",)),
                                      (["model.vision_feature_layer=-2"],
                                       ("vision.encoder.layers.1.", "vision.encoder.layernorm."))):

@@ -180,7 +180,8 @@ def load_vision_encoder(ckpt_dir: str | Path) -> tuple[nn.Module, dict[str, Any]
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda,
             "python": random.getstate(), "numpy": np.random.get_state()}
 
 

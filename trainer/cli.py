@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,10 +19,10 @@ def train_command(
     config: Annotated[str, typer.Option(help="preset (tiny, openmedq-7b) or a YAML config file")],
     data: Annotated[Path, typer.Option(help="mixture folder (manifest.json + data/*.parquet)")],
     out: Annotated[Path, typer.Option(help="run folder: checkpoints/, metrics.jsonl, config.json")],
-    steps: Annotated[Optional[int], typer.Option(help="total optimizer steps (sets train.steps)")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value, e.g. train.lr=1e-4 lora_r=16")] = None,
+    steps: Annotated[int | None, typer.Option(help="total optimizer steps (sets train.steps)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value, e.g. train.lr=1e-4 lora_r=16")] = None,
     resume: Annotated[bool, typer.Option(help="continue exactly from the run folder's latest checkpoint")] = False,
-    stop_after: Annotated[Optional[int], typer.Option(help="end this run after this global step")] = None,
+    stop_after: Annotated[int | None, typer.Option(help="end this run after this global step")] = None,
 ) -> dict[str, Any]:
     """Train the VLM on a mixture. For several GPUs: torchrun --nproc_per_node N -m trainer.train ..."""
     from trainer.train import train

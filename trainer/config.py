@@ -112,25 +112,25 @@ class Config:
 
 # -- presets ---------------------------------------------------------------------------------------
 
-_VIT_BASE = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072, hidden_act="gelu", layer_norm_eps=1e-12)
-_LLAMA_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                 rms_norm_eps=1e-5, hidden_act="silu", bos_token_id=1, eos_token_id=2, pad_token_id=0)
+_VIT_BASE = {"image_size": 224, "patch_size": 16, "hidden_size": 768, "num_hidden_layers": 12,
+             "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu", "layer_norm_eps": 1e-12}
+_LLAMA_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
+             "rms_norm_eps": 1e-5, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 
 
 def _tiny() -> Config:
     model = ModelConfig(
         vision=None, vision_type="vit",
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=128),
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "intermediate_size": 128},
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
         llm=None,
         # initializer_range 0.1, not LLaMA's 0.02: the LLM is frozen, and a random LM head that
         # small caps every logit margin near 2.5 (loss cannot fall below ~ln(vocab) - 2.5).
-        llm_config=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5,
-                        initializer_range=0.1),
+        llm_config={"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "num_key_value_heads": 4, "max_position_embeddings": 512, "rms_norm_eps": 1e-5,
+                    "initializer_range": 0.1},
         llm_dtype="float32", tokenizer="auto", tokenizer_vocab_size=512, random_init=True)
     train = TrainConfig(steps=60, batch_size=8, grad_accum=1, max_length=128, lr=3e-3, vision_lr=None,
                         warmup_steps=5, num_workers=0, log_every=5, save_every=20, gradient_checkpointing=False)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from PIL import Image
@@ -29,7 +30,6 @@ from medmix.loader import MixtureDataset
 from trainer.config import ConfigError
 from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID
 from trainer.prompts import IMAGE_PLACEHOLDER, TRUNCATE_ORDER, Piece, render
-
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def load_image(row: Mapping[str, Any]) -> Image.Image | None:
         decoded = Image.open(io.BytesIO(data))
         decoded.load()
         return decoded
-    except Exception as exc:  # PIL raises many types for bad bytes
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes; all mean "unreadable"
         raise RowError(f"image cannot be decoded ({exc})", file=str(row.get("id"))) from None
 
 

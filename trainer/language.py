@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import pyarrow.parquet as pq
 import torch
@@ -23,7 +23,8 @@ from trainer.config import ConfigError, ModelConfig
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
-_TEMPLATE_TEXT = "Question: Answer: Context: Options:\n(A) (B) (C) (D) (E) Describe the image. What does this image show?"
+_TEMPLATE_TEXT = ("Question: Answer: Context: Options:\n(A) (B) (C) (D) (E) "
+                  "Describe the image. What does this image show?")
 
 
 def build_tokenizer(cfg: ModelConfig, mixture: Path | None = None, source: str | Path | None = None):

@@ -17,15 +17,16 @@ text-only rows have none):
 
 An mcqa target gets its option letter when the answer is one of the options (the letter ties the
 answer to the list; eval can match letter or text). A row's `context` is shown for any task that
-has one. Each piece has a kind; when a sample is too long, `data.encode` cuts kinds in
+has one. Each piece has a kind; when a sample is too long, `data.Encoder` cuts kinds in
 `TRUNCATE_ORDER` (context first, the answer last), each from its end (a label such as
 "Context: " belongs to its piece and goes last), and never cuts the image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 IMAGE_PLACEHOLDER = "<image>"
 # Which text is cut first when a sample exceeds max_length; "fixed" template text never is.

@@ -23,8 +23,14 @@ import torch
 from torch import nn
 
 from medmix.errors import MedmixError
-from trainer.checkpoint import (CheckpointError, load_training_state, load_weights, resolve_checkpoint,
-                                save_checkpoint, set_rng_state)
+from trainer.checkpoint import (
+    CheckpointError,
+    load_training_state,
+    load_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from trainer.config import Config, dump_json, load_config
 from trainer.data import Encoder, make_loader
 from trainer.language import build_tokenizer
@@ -38,7 +44,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world_size, device); starts the process group when launched by torchrun."""
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    local = int(os.environ.get("LOCAL_RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before NCCL starts, so each rank binds its own GPU
@@ -140,7 +146,8 @@ def train_step(wrapped: nn.Module, micro: list[dict[str, Any]], *, optimizer: to
     return all_sum(loss_sum) / n_labels, norm, tokens
 
 
-def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train(cfg: Config, data: Path, out: Path, *, resume: bool = False,
+          stop_after: int | None = None) -> dict[str, Any]:
     """Train `cfg` on the mixture at `data`, writing checkpoints and metrics.jsonl under `out`.
 
     `resume` continues from `out`'s latest checkpoint (exactly: same losses as never stopping).
@@ -226,7 +233,8 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False, stop_afte
             window["steps"] += 1
             if step % t.log_every == 0 or step == end:
                 elapsed = time.perf_counter() - window["t0"]
-                last = {"step": step, "loss": float(window["loss"]) / window["steps"], "lr": scheduler.get_last_lr()[0],
+                last = {"step": step, "loss": float(window["loss"]) / window["steps"],
+                        "lr": scheduler.get_last_lr()[0],
                         "grad_norm": float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm),
                         "tokens_per_s": window["tokens"] / elapsed, "data_wait": window["data"] / elapsed,
                         "epoch": state["epoch"], "tokens_seen": state["tokens_seen"]}
