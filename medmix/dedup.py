@@ -14,15 +14,18 @@ popcounts, so the search uses multi-index hashing, a pigeonhole argument made ex
   least 16 - d nibbles agree exactly;
 * pick a family of k-nibble subsets (a covering design) such that every set of 16 - d nibbles
   contains one of them. For each subset ("table"), rows whose k nibbles are equal land next to each
-  other after one numpy sort; only those neighbours are compared, with an exact popcount.
-  Every true pair agrees on all nibbles of some table, so none is missed.
+  other after one numpy sort; only those neighbours are compared, first on an XOR-folded copy of
+  the hash carried in the sort key (a lower bound of the distance, free to test), then exactly.
+  Every true pair agrees on all nibbles of some table, so none is missed; each is reported by the
+  first such table only.
 
-The plain pigeonhole from the literature ("split into d + 1 blocks, one block agrees") gives
-7-bit keys for d = 8, i.e. buckets of ~26,000 random hashes and ~10^10 comparisons at 3.35M rows.
-Requiring k = 5 agreeing nibbles (20-bit keys) keeps buckets at ~3 rows; a greedy covering
-design needs 210 such tables for d = 8. `_design` builds it deterministically and checks it.
-Identical hashes (blank or re-encoded images) are collapsed first, so a thousand copies of one
-black frame cost one row, not half a million pairs.
+The plain pigeonhole ("split into d + 1 blocks, one block agrees") gives 7-bit keys for d = 8,
+i.e. buckets of ~26,000 random hashes and ~10^10 comparisons at 3.35M rows. Requiring k = 5
+agreeing nibbles (20-bit keys) keeps buckets at ~3 rows; a greedy covering design needs 210 such
+tables for d = 8 (k is chosen by a cost model; `_design` builds and checks the design). At 3.35M
+random hashes and d = 8 this takes ~35 s of one core and < 0.5 GiB (benchmarks/dedup_scale.py),
+against 8.6 core-hours for all pairs. Identical hashes (blank or re-encoded images) are collapsed
+first, so a thousand copies of one black frame cost one row, not half a million pairs.
 
 Default distance
 ----------------
@@ -61,9 +64,12 @@ _NIBBLES = 16
 _U64 = np.uint64
 # Work-size knobs (elements per vectorized step): they bound peak memory, not results.
 _CHUNK_ELEMS = 1 << 22
-# Rough relative costs per row per table vs per compared pair, used only to pick k / brute force.
-_COST_ROW = 8.0
+# Relative costs, in units of one brute-force comparison (~5 ns here), used only to choose brute
+# force or tables and the key size; measured on the 2-core dev machine: a table costs ~9 units
+# per row plus ~2e5 of fixed per-lane numpy overhead.
 _COST_PAIR = 1.0
+_COST_ROW = 9.0
+_COST_TABLE = 2e5
 
 
 class DedupInputError(MedmixError, ValueError):
@@ -267,7 +273,7 @@ def _plan(d: int, rows: int, pairs: float, method: str) -> tuple[str, int]:
         raise DedupInputError(f"max_distance {d} leaves no nibble guaranteed to agree; use method='brute'")
     best_k, best_cost = 1, float("inf")
     for k in range(1, min(5, _NIBBLES - d) + 1):
-        cost = len(_design(d, k)) * (_COST_ROW * rows + _COST_PAIR * pairs / float(1 << (4 * k)))
+        cost = len(_design(d, k)) * (_COST_TABLE + _COST_ROW * rows + _COST_PAIR * pairs / float(1 << (4 * k)))
         if cost < best_cost:
             best_k, best_cost = k, cost
     if method == "auto" and pairs * _COST_PAIR <= best_cost:
@@ -309,68 +315,98 @@ def _fold(u: np.ndarray, bits: int) -> np.ndarray:
     return out
 
 
+def _anchors(design: tuple[tuple[int, ...], ...]) -> list[tuple[int, list[int]]]:
+    """Group tables under a shared "anchor" nibble (greedy: the nibble in most unassigned tables)."""
+    todo = set(range(len(design)))
+    groups = []
+    while todo:
+        anchor = max(range(_NIBBLES), key=lambda j: (sum(j in design[t] for t in todo), -j))
+        tables = sorted(t for t in todo if anchor in design[t])
+        groups.append((anchor, tables))
+        todo -= set(tables)
+    return groups
+
+
 def _table_self_pairs(u: np.ndarray, d: int, k: int) -> np.ndarray:
     """Exact near pairs among distinct sorted hashes via one sort per covering-design table.
 
-    Each table sorts a packed uint64 word [k key nibbles | folded hash | row index]. Rows sharing
+    Rows are split into 16 lanes by the value of one key nibble (the table's anchor); pairs that
+    share the key share the lane, and a lane (~1/16 of the rows) fits in cache, which makes the
+    sorts and passes below about twice as fast as on the whole array. In a lane, each table sorts
+    a packed uint64 word [other k-1 key nibbles | folded hash | row index in lane]. Rows sharing
     the key are adjacent. For two rows of one run, the XOR of their words has zero key bits and
-    the folded distance in the middle bits, a lower bound of the true distance that rejects most
-    random pairs before the real hashes are gathered. Pairs at offset 1 are checked on contiguous
-    slices; offsets >= 2 only inside runs of 3 or more rows. Memory: a few arrays of n words.
+    the folded distance in the middle bits: a lower bound of the true distance (see `_fold`)
+    that rejects ~99 % of random pairs before the real hashes are gathered. Offset-1 pairs are
+    checked on contiguous slices, larger offsets only inside runs of 3 or more rows.
     """
-    n = len(u)
     design = _design(d, k)
     first = _first_table(design)
-    ib = max(1, (n - 1).bit_length())
-    key_shift = 64 - 4 * k
-    if ib > key_shift:
-        raise DedupInputError(f"too many distinct hashes ({n:,}) for one call")
-    base = (_fold(u, key_shift - ib) << _U64(ib)) | np.arange(n, dtype=np.uint64)
-    idx_mask, key_one, ibits = _U64((1 << ib) - 1), _U64(1 << key_shift), _U64(ib)
-    fold_limit = _U64(1 << (key_shift - ib))
     nib = _nibbles(u)
-    key32, tmp32 = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint32)
-    comp = np.empty(n, dtype=np.uint64)
-    xor1 = np.empty(n - 1, dtype=np.uint64)
-    same = np.zeros(n, dtype=bool)  # last entry stays False: a run never extends past the end
     found: list[np.ndarray] = []
-    for t, subset in enumerate(design):
-        key32.fill(0)
-        for p, j in enumerate(subset):
-            np.left_shift(nib[j], np.uint32(4 * p), out=tmp32, dtype=np.uint32)
-            np.bitwise_or(key32, tmp32, out=key32)
-        np.left_shift(key32, _U64(key_shift), out=comp, dtype=np.uint64)
-        np.bitwise_or(comp, base, out=comp)
-        comp.sort()
-        np.bitwise_xor(comp[1:], comp[:-1], out=xor1)
-        np.less(xor1, key_one, out=same[:-1])  # same[p]: rows p and p+1 share the key
-        # offset 1, on contiguous slices: same key and folded distance <= d
-        mid = xor1 >> ibits
-        left = [np.flatnonzero((mid < fold_limit) & (np.bitwise_count(mid) <= d))]
-        right = [left[0] + 1]
-        # offsets >= 2: (p, p+s+1) share the key iff (p, p+s) do and same[p+s]
-        pos = np.flatnonzero(same[:-2] & same[1:-1])
-        step = 2
-        while pos.size:
-            wa = comp[pos]
-            wb = comp[pos + step]
-            hit = pos[np.bitwise_count((wa ^ wb) >> ibits) <= d]
-            left.append(hit)
-            right.append(hit + step)
-            pos = pos[same[pos + step]]
-            step += 1
-        pa, pb = np.concatenate(left), np.concatenate(right)
-        if pa.size == 0:
-            continue
-        ra = (comp[pa] & idx_mask).astype(np.int64)
-        rb = (comp[pb] & idx_mask).astype(np.int64)
-        xor = u[ra] ^ u[rb]
-        close = np.bitwise_count(xor) <= d
-        close[close] = first[_agree_nibbles(xor[close])] == t  # report each pair in one table only
-        if close.any():
-            ra, rb = ra[close], rb[close]
-            found.append(np.stack([np.minimum(ra, rb), np.maximum(ra, rb)], axis=1))
-    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+    for anchor, tables in _anchors(design):
+        order = np.argsort(nib[anchor], kind="stable")
+        bounds = np.searchsorted(nib[anchor][order], np.arange(_NIBBLES + 1))
+        lane_max = int(np.diff(bounds).max())
+        ib = max(1, (lane_max - 1).bit_length())
+        key_shift = 64 - 4 * (k - 1)
+        if ib > key_shift:
+            raise DedupInputError(f"too many distinct hashes ({len(u):,}) for one call")
+        ua = u[order]
+        local = np.arange(len(u), dtype=np.uint64) - np.repeat(bounds[:-1], np.diff(bounds)).astype(np.uint64)
+        base = (_fold(ua, key_shift - ib) << _U64(ib)) | local
+        used = sorted({j for t in tables for j in design[t]} - {anchor})
+        nib_a = {j: nib[j][order] for j in used}
+        idx_mask, ibits = _U64((1 << ib) - 1), _U64(ib)
+        fold_limit = _U64(1 << (key_shift - ib))  # words XOR below this: same key
+        keyed = key_shift < 64  # k = 1: the anchor is the whole key, a lane is one run
+        key32, tmp32 = np.empty(lane_max, dtype=np.uint32), np.empty(lane_max, dtype=np.uint32)
+        comp = np.empty(lane_max, dtype=np.uint64)
+        xor1 = np.empty(lane_max, dtype=np.uint64)
+        same = np.zeros(lane_max + 1, dtype=bool)
+        for t in tables:
+            others = [j for j in design[t] if j != anchor]
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                m = int(hi - lo)
+                if m < 2:
+                    continue
+                key, tmp, c, x, sm = key32[:m], tmp32[:m], comp[:m], xor1[:m - 1], same[:m]
+                key.fill(0)
+                for p, j in enumerate(others):
+                    np.left_shift(nib_a[j][lo:hi], np.uint32(4 * p), out=tmp, dtype=np.uint32)
+                    np.bitwise_or(key, tmp, out=key)
+                if keyed:
+                    np.left_shift(key, _U64(key_shift), out=c, dtype=np.uint64)
+                    np.bitwise_or(c, base[lo:hi], out=c)
+                else:
+                    c[:] = base[lo:hi]
+                c.sort()
+                np.bitwise_xor(c[1:], c[:-1], out=x)
+                np.right_shift(x, ibits, out=x)
+                np.less(x, fold_limit, out=sm[:-1])  # sm[p]: rows p and p+1 share the key
+                sm[-1] = False  # a run never extends past the lane
+                left = [np.flatnonzero((x < fold_limit) & (np.bitwise_count(x) <= d))]
+                right = [left[0] + 1]
+                # (p, p+s+1) share the key iff (p, p+s) do and sm[p+s]
+                pos = np.flatnonzero(sm[:-2] & sm[1:-1])
+                step = 2
+                while pos.size:
+                    hit = pos[np.bitwise_count((c[pos] ^ c[pos + step]) >> ibits) <= d]
+                    left.append(hit)
+                    right.append(hit + step)
+                    pos = pos[sm[pos + step]]
+                    step += 1
+                pa, pb = np.concatenate(left), np.concatenate(right)
+                if pa.size == 0:
+                    continue
+                ra = (c[pa] & idx_mask).astype(np.int64) + lo
+                rb = (c[pb] & idx_mask).astype(np.int64) + lo
+                xor = ua[ra] ^ ua[rb]
+                close = np.bitwise_count(xor) <= d
+                close[close] = first[_agree_nibbles(xor[close])] == t  # each pair in one table only
+                if close.any():
+                    ga, gb = order[ra[close]], order[rb[close]]
+                    found.append(np.stack([np.minimum(ga, gb), np.maximum(ga, gb)], axis=1))
+    return np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), dtype=np.int64)
 
 
 def _unique_pairs(u: np.ndarray, d: int, method: str) -> np.ndarray:
