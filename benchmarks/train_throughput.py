@@ -101,6 +101,7 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 def run(cfg: Config, *, steps: int, warmup: int, text_len: int, answer_len: int, image_frac: float,
         peak: float | None) -> dict[str, Any]:
     rank, world, device = init_distributed()
+    peak = peak_tflops(device, peak)  # by GPU name unless --peak-tflops overrides
     t = cfg.train
     torch.manual_seed(t.seed)
     if cfg.model.random_init:  # synthetic ids need no real vocabulary, only the LLM's vocab_size
