@@ -56,6 +56,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -472,10 +473,18 @@ class _Stream(IterableDataset):
         self._done = 0  # samples this worker has yielded of that share
         self._pending = False
         self._iterated_epoch: int | None = None
-        self._chunk: tuple[np.ndarray, np.ndarray] | None = None
+        # the chunk being yielded: its rank-stream indices (and source positions after each), and
+        # `_done` before it. The hot loop only counts `_done`; the state is derived when asked.
+        self._chunk: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._chunk_done = 0
 
-    def _positions_now(self) -> list[int] | None:
-        return self._positions
+    def _progress(self) -> tuple[int, list[int] | None]:
+        """(samples of this rank consumed, per-source positions) after the last yielded sample."""
+        if self._chunk is not None and self._done > self._chunk_done:
+            own, after = self._chunk
+            n = self._done - self._chunk_done - 1
+            return int(own[n]) + 1, None if after is None else after[n].tolist()
+        return self._consumed, self._positions
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order, like `DistributedSampler.set_epoch`. Re-setting the current
@@ -495,8 +504,9 @@ class _Stream(IterableDataset):
         worker `worker` records that worker's share too, as only it knows its progress.
         """
         worker = None if self._layout is None or self._done == 0 else {**self._layout, "done": self._done}
+        consumed, positions = self._progress()
         state = {"format": STATE_FORMAT, "kind": self.kind, **self._identity(), "epoch": self.epoch,
-                 "consumed": self._consumed, "positions": self._positions_now(), "worker": worker}
+                 "consumed": consumed, "positions": positions, "worker": worker}
         return json.loads(json.dumps(state))  # a detached copy of plain types
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -624,8 +634,9 @@ class MixtureDataset(_Stream):
         total, paths, decode, transform = self._index.total, self._index.paths, self.decode_images, self.transform
         for own in _own_chunks(start, self._length, self.batch_size, worker, workers, done):
             rows, shards = reader.take(order, (self._start + own) % total)
-            for index, row, shard in zip(own.tolist(), rows, shards.tolist()):
-                self._consumed, self._done = index + 1, self._done + 1  # before yield: state covers it
+            self._chunk, self._chunk_done = (own, None), self._done
+            for row, shard in zip(rows, shards.tolist() if decode else repeat(0)):
+                self._done += 1  # before the yield, so a state taken after this sample covers it
                 if decode:
                     _decode(row, paths[shard])
                 yield row if transform is None else transform(row)
@@ -757,13 +768,6 @@ class WeightedMixture(_Stream):
         order.lap = lap
         return order
 
-    def _positions_now(self) -> list[int] | None:
-        if self._chunk is not None:
-            own, after = self._chunk
-            n = int(np.searchsorted(own, self._consumed - 1))
-            if n < len(own) and own[n] == self._consumed - 1:
-                return after[n].tolist()
-        return self._positions
 
     def __iter__(self) -> Iterator[Any]:
         worker, workers, start, done = self._begin()
@@ -799,10 +803,10 @@ class WeightedMixture(_Stream):
             back[np.concatenate(slots)] = np.arange(len(own))
             back_list = back.tolist()
             rows = [got[back_list[0]]] if len(own) == 1 else list(itemgetter(*back_list)(got))
-            shard_codes = np.concatenate(codes)[back].tolist()
-            self._chunk = (own, after[sel])  # per-sample source positions, read by state_dict()
-            for index, row, code in zip(own.tolist(), rows, shard_codes):
-                self._consumed, self._done = index + 1, self._done + 1  # before yield: state covers it
+            shard_codes = np.concatenate(codes)[back].tolist() if decode else repeat(0)
+            self._chunk, self._chunk_done = (own, after[sel]), self._done
+            for row, code in zip(rows, shard_codes):
+                self._done += 1  # before the yield, so a state taken after this sample covers it
                 if decode:
                     _decode(row, paths[code])
                 yield row if transform is None else transform(row)
