@@ -73,8 +73,10 @@ def part_images(seed: int = 0) -> None:
     print(f"images: {N_IMAGES:,} random 64-bit hashes, {N_PLANTED:,} planted copies at distance 1..{d}")
     rss0 = peak_rss_mib()
 
+    n_unique = len(np.unique(hashes))
+    plan, k = dedup._plan(d, n_unique, n_unique * (n_unique - 1) / 2, "auto")
     with Timer() as t_design:
-        design = dedup._design(d, 5)
+        design = dedup._design(d, k) if plan == "tables" else ()
     with Timer() as t_pairs:
         pairs = dedup.near_pairs(hashes, d)
     found = {(int(a), int(b)) for a, b in pairs}
@@ -86,6 +88,15 @@ def part_images(seed: int = 0) -> None:
     with Timer() as t_clusters:
         labels = dedup.image_clusters(hashes, d)
     peak = peak_rss_mib()
+    # decontamination shape: 10k evaluation images against all 3.35M training rows
+    eval_idx = rng.choice(N_IMAGES, size=min(10_000, N_IMAGES // 2), replace=False)
+    eval_hashes = hashes[eval_idx].copy()
+    eval_hashes[::2] ^= np.uint64(0b1011)  # half are edited copies (distance 3) of training rows
+    with Timer() as t_match:
+        hit = dedup.near_match(eval_hashes, hashes, d)
+    flagged = np.zeros(N_IMAGES, dtype=bool)
+    flagged[eval_idx] = True
+    match_recall = float((hit[flagged] >= 0).mean())
 
     with Timer() as t_sort:
         np.sort(hashes)
@@ -94,20 +105,22 @@ def part_images(seed: int = 0) -> None:
         dedup._brute_self_pairs(np.unique(sample), d)
     brute_rate = (len(sample) ** 2 / 2) / t_brute.cpu
 
-    row(f"covering design (d={d}, 5-nibble keys)", f"{len(design)} tables, built in {t_design.cpu:.2f} s CPU")
+    row(f"plan for d={d}", f"{plan}: {len(design)} tables of {k}-nibble keys (design built in {t_design.cpu:.2f} s CPU)")
     row("near_pairs", str(t_pairs))
-    row("  per table", f"{1000 * t_pairs.cpu / len(design):.0f} ms CPU")
+    row("  per table", f"{1000 * t_pairs.cpu / max(1, len(design)):.0f} ms CPU")
     row("image_clusters (same search + components)", str(t_clusters))
     row("pairs found / all within distance", f"{len(pairs):,} / {int(exact.sum()):,} verified")
     row("chance pairs expected (uniform hashes)", f"{n_pairs_all * p_chance:,.0f}")
     row("recall of planted pairs", f"{recall:.4f} ({len(planted & found):,}/{len(planted):,})")
     row("clusters", f"{len(np.unique(labels)):,}")
     row("peak RSS", f"{peak:.0f} MiB (process start {rss0:.0f} MiB)")
+    row(f"near_match: {len(eval_hashes):,} eval vs {N_IMAGES:,} rows", f"{t_match}, recall {match_recall:.4f} of "
+        "the eval images' own rows")
     print("  reference:")
-    row("np.sort of the 3.35M hashes (one sort)", f"{t_sort.cpu:.3f} s CPU -> near_pairs = "
-        f"{t_pairs.cpu / t_sort.cpu:.0f} sorts = {t_pairs.cpu / t_sort.cpu / len(design):.1f} per table")
+    row(f"np.sort of the {N_IMAGES:,} hashes (floor of one table)", f"{t_sort.cpu:.3f} s CPU -> near_pairs = "
+        f"{t_pairs.cpu / t_sort.cpu:.0f} sorts = {t_pairs.cpu / t_sort.cpu / max(1, len(design)):.1f} per table")
     row("brute force all pairs (20k sample)", f"{brute_rate:.3g} pairs/s CPU")
-    row("  extrapolated to 3.35M (5.6e12 pairs)", f"{n_pairs_all / brute_rate / 3600:.1f} h CPU -> "
+    row(f"  extrapolated to {N_IMAGES:,} ({n_pairs_all:.2g} pairs)", f"{n_pairs_all / brute_rate / 3600:.1f} h CPU -> "
         f"{n_pairs_all / brute_rate / t_pairs.cpu:.0f}x slower than near_pairs")
 
 
@@ -172,30 +185,42 @@ def part_text(seed: int = 0) -> None:
     print(f"text: {N_TEXTS:,} MCQ-like texts (avg {avg_chars:.0f} chars), {N_TEXT_DUPS:,} planted near-duplicates; "
           f"threshold {textsim.DEFAULT_THRESHOLD}, {textsim.DEFAULT_NUM_PERM} permutations = {bands_n} bands x {rows_n} rows")
     rss0 = peak_rss_mib()
+    bands_parts, sketch_parts = [], []
     with Timer() as t_bands:
-        bands = np.concatenate([textsim.minhash_bands(texts[i:i + 20_000]) for i in range(0, len(texts), 20_000)])
-    with Timer() as t_clusters:
-        labels = textsim.clusters_from_bands(bands)
+        for i in range(0, len(texts), 20_000):  # what the pipeline does per shard
+            sig = textsim.minhash_signatures(texts[i:i + 20_000])
+            bands_parts.append(textsim.bands_from_signatures(sig, bands_n, rows_n))
+            sketch_parts.append(textsim.sketch_from_signatures(sig))
+    bands, sketch = np.concatenate(bands_parts), np.concatenate(sketch_parts)
+    with Timer() as t_plain:
+        plain = textsim.clusters_from_bands(bands)
+    with Timer() as t_verified:
+        labels = textsim.clusters_from_bands(bands, sketch)
     peak = peak_rss_mib()
-    recall = float((labels[src] == labels[dst]).mean())
     kinds = np.arange(N_TEXT_DUPS) % 3
-    by_kind = {name: float((labels[src] == labels[dst])[kinds == i].mean())
-               for i, name in enumerate(("options reordered", "one word changed", "case/spacing/punct"))}
-    originals = labels[: N_TEXTS - N_TEXT_DUPS]
-    _, counts = np.unique(originals, return_counts=True)
-    false_merged = int(counts[counts > 1].sum())
     js = [textsim.jaccard(texts[s], texts[t]) for s, t in zip(src[:3000], dst[:3000])]
 
-    row("minhash_bands (10 batches of 20k)", str(t_bands))
+    row("signatures + band keys + sketches (20k batches)", str(t_bands))
     row("  per text", f"{1e6 * t_bands.cpu / N_TEXTS:.0f} us CPU")
-    row("clusters_from_bands", str(t_clusters))
-    row("band keys kept for the corpus", f"{bands.nbytes / 2**20:.1f} MiB ({bands.shape[1]} x uint64 per row)")
-    row("recall of planted near-duplicates", f"{recall:.4f}")
-    for name, r in by_kind.items():
-        row(f"  {name}", f"{r:.4f}")
+    row("kept per row for the corpus", f"bands {bands.nbytes / N_TEXTS:.0f} B + sketch {sketch.nbytes / N_TEXTS:.0f} B "
+        f"= {(bands.nbytes + sketch.nbytes) / 2**20:.0f} MiB")
     row("  Jaccard of planted pairs (3k sample)", f"min {min(js):.3f} median {np.median(js):.3f}")
-    row("distinct texts merged with another", f"{false_merged:,} of {N_TEXTS - N_TEXT_DUPS:,}")
-    row("peak RSS", f"{peak:.0f} MiB (process start {rss0:.0f} MiB)")
+    for name, lab, t in (("clusters_from_bands (LSH only)", plain, t_plain),
+                         ("clusters_from_bands (+ sketch check)", labels, t_verified)):
+        recall = float((lab[src] == lab[dst]).mean())
+        originals = lab[: N_TEXTS - N_TEXT_DUPS]
+        values, counts = np.unique(originals, return_counts=True)
+        merged_j = []  # how similar are the distinct texts that got merged?
+        for v in values[counts > 1][:200]:
+            members = np.flatnonzero(originals == v)
+            merged_j.append(textsim.jaccard(texts[members[0]], texts[members[1]]))
+        row(name, str(t))
+        row("  recall of planted near-duplicates", f"{recall:.4f}  (" + ", ".join(
+            f"{kind} {float((lab[src] == lab[dst])[kinds == i].mean()):.4f}"
+            for i, kind in enumerate(("reordered", "one word", "formatting"))) + ")")
+        row("  distinct texts merged with another", f"{int(counts[counts > 1].sum()):,} of {N_TEXTS - N_TEXT_DUPS:,}"
+            + (f", Jaccard {min(merged_j):.2f}-{max(merged_j):.2f}" if merged_j else ""))
+    row("peak RSS", f"{peak:.0f} MiB (process start {rss0:.0f} MiB, the texts themselves)")
     print("  reference:")
     try:
         from datasketch import MinHash
@@ -210,7 +235,7 @@ def part_text(seed: int = 0) -> None:
             m.update_batch([raw[i:i + 5] for i in range(max(1, len(raw) - 4))])
     per = t_ds.cpu / len(sample)
     row("datasketch MinHash, same shingles (2k sample)", f"{1e6 * per:.0f} us CPU per text -> "
-        f"{per * N_TEXTS:.0f} s for 200k = {per * N_TEXTS / t_bands.cpu:.1f}x numpy")
+        f"{per * N_TEXTS:.0f} s for {N_TEXTS:,} = {per * N_TEXTS / t_bands.cpu:.1f}x numpy")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,18 +6,20 @@ decontamination index, so "the same question" means the same thing in all three.
 Near-duplicates: MinHash over character shingles, in numpy
 ------------------------------------------------------------
 Shingles are 5-byte windows of the normalized UTF-8 text. Why characters, not words: medical QA
-rows are short (a VQA question is 5-10 words, an MCQ 30-60), and one changed word removes
-k of ~n word k-grams, which for short texts drops Jaccard below any useful threshold (5-word
-shingles: 0.78 for one word changed in a 45-word MCQ), while 5-byte shingles keep it above 0.85.
+rows are short (a VQA question is 5-10 words, an MCQ 30-60), and one changed word removes k of
+~n word k-grams. Measured on the MCQs of tests/test_dedup.py (27-41 words with options), one
+changed word leaves Jaccard 0.64-0.76 with 5-word shingles, 0.79-0.85 with 3-word shingles, and
+0.92-0.93 with 5-byte shingles.
 Reordered options are best neutralized before hashing (`qa_text` sorts them).
 
 `datasketch` is the reference implementation, but it hashes every shingle with SHA-1 in Python:
-43.5 s for 20k texts of ~300 characters here (about 7 minutes for 200k). The same algorithm in
-numpy (polynomial shingle hash, affine permutations of 32-bit words, min per document) runs in
-batches with memory bounded by the batch, not the corpus; `benchmarks/dedup_scale.py` measures
-both. Signatures depend only on the text and the seed, so results do not depend on how
-the caller batches rows; the pipeline keeps only the (n, bands) uint64 band keys (72 bytes per
-row at the defaults) and clusters from those.
+0.6-0.9 ms per 400-character text here, 2-3 minutes for 200k texts. The same algorithm in numpy
+(polynomial shingle hash, affine permutations of 32-bit words, min per text) takes 0.07 ms per
+text, in batches with memory bounded by the batch, not the corpus; `benchmarks/dedup_scale.py`
+measures both. Signatures depend only on the text and the seed, so results do not depend on how the
+caller batches rows. Per row the pipeline keeps only the band keys (80 bytes at the defaults) and,
+to re-check band collisions, a 64-byte sketch (`sketch_from_signatures`); `clusters_from_bands`
+works from those.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ DEFAULT_THRESHOLD = 0.8
 DEFAULT_NUM_PERM = 128
 DEFAULT_SHINGLE = 5
 DEFAULT_SEED = 1
+DEFAULT_MIN_SIMILARITY = 0.5  # sketch re-check of band collisions, see clusters_from_bands
 
 _U64 = np.uint64
 _PRIME = _U64(0x100000001B3)  # FNV-1a 64-bit prime: odd, good bit spread for the polynomial
@@ -295,45 +298,104 @@ def minhash_bands(texts: Iterable[str | None], *, threshold: float = DEFAULT_THR
                                  bands, rows)
 
 
-def clusters_from_bands(bands: np.ndarray) -> np.ndarray:
-    """Label each row with the smallest row index of its cluster: rows sharing any band key are
+def sketch_from_signatures(sig: np.ndarray) -> np.ndarray:
+    """4-bit "b-bit minwise" sketch of each signature, two values per byte: (n, ceil(num_perm/2)) uint8.
+
+    Lets `clusters_from_bands` re-check band collisions for 64 bytes per row (214 MB at 3.35M
+    rows, against 1.7 GB for full signatures). Each minimum is mixed (multiplicative hash) and
+    its top 4 bits kept; two texts match on a value with probability J + (1 - J)/16.
+    """
+    sig = np.asarray(sig, dtype=np.uint32)
+    nib = ((sig * np.uint32(0x9E3779B1)) >> np.uint32(28)).astype(np.uint8)
+    if nib.shape[1] % 2:
+        nib = np.concatenate([nib, np.zeros((nib.shape[0], 1), dtype=np.uint8)], axis=1)
+    return (nib[:, 0::2] << 4) | nib[:, 1::2]
+
+
+def sketch_similarity(sketch: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of rows a[i] and b[i] from their 4-bit sketches (std ~0.04 at 128 values)."""
+    values = 2 * sketch.shape[1]
+    z = sketch[a] ^ sketch[b]
+    matches = ((z & 0x0F) == 0).sum(axis=1) + ((z >> 4) == 0).sum(axis=1)
+    return (matches / values - 1 / 16) / (1 - 1 / 16)
+
+
+def _bucket_pairs(col: np.ndarray, full_upto: int = 16) -> np.ndarray:
+    """Row pairs sharing a (non-zero) key in one band column: every pair in buckets of up to
+    `full_upto` rows; in bigger buckets (one text repeated many times) each row with the first
+    and with its neighbour, which keeps the graph connected without a quadratic blow-up."""
+    order = np.argsort(col, kind="stable")
+    s = col[order]
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    sizes = np.diff(np.append(starts, len(s)))
+    keep = (sizes > 1) & (s[starts] != 0)
+    starts, sizes = starts[keep], sizes[keep]
+    parts = []
+    small = sizes <= full_upto
+    for size in np.unique(sizes[small]):
+        i, j = np.triu_indices(int(size), 1)
+        st = starts[small][sizes[small] == size][:, None]
+        parts.append(np.stack([order[(st + i).ravel()], order[(st + j).ravel()]], axis=1))
+    for st, size in zip(starts[~small], sizes[~small]):
+        members = order[st:st + size]
+        parts.append(np.stack([np.full(size - 1, members[0]), members[1:]], axis=1))
+        parts.append(np.stack([members[:-1], members[1:]], axis=1))
+    return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+
+
+def clusters_from_bands(bands: np.ndarray, sketch: np.ndarray | None = None, *,
+                        min_similarity: float = DEFAULT_MIN_SIMILARITY) -> np.ndarray:
+    """Label each row with the smallest row index of its cluster: rows sharing a band key are
     joined (and transitively). Keys equal to 0 ("no text") never join.
 
-    No candidate is re-checked against signatures: the pipeline cannot keep 512 bytes of
-    signature per row at 3.35M rows, and the band/row choice already puts merges of pairs at
-    Jaccard 0.70 at 13 % and 0.60 under 2 %. Memory: one argsort of one band column at a time.
+    Why the optional `sketch` (from `sketch_from_signatures`): LSH alone also joins pairs of low
+    similarity by chance, and at corpus scale the number of such pairs is huge: 200k generated
+    MCQs from a small vocabulary gave 117 rows merged at Jaccard 0.16-0.30
+    (benchmarks/dedup_scale.py). With a sketch, each colliding pair is kept only if its estimated
+    Jaccard is at least `min_similarity` (0.5 by default: far below the 0.8 threshold, so true
+    near-duplicates are never dropped, and far above chance collisions).
     """
     keys = np.asarray(bands)
     if keys.ndim != 2 or keys.dtype != np.uint64:
         raise TextInputError(f"band keys must be a 2-D uint64 array, got {keys.dtype} {keys.shape}")
     n = keys.shape[0]
-    edges: list[np.ndarray] = []
-    for col in keys.T:
-        order = np.argsort(col, kind="stable")
-        s = col[order]
-        join = np.flatnonzero((s[1:] == s[:-1]) & (s[1:] != 0))
-        if join.size:
-            edges.append(np.stack([order[join], order[join + 1]], axis=1))
+    if sketch is not None and (sketch.ndim != 2 or sketch.shape[0] != n or sketch.dtype != np.uint8):
+        raise TextInputError(f"sketch must be a (n, k) uint8 array for {n} rows, got {sketch.dtype} {sketch.shape}")
+    edges = [_bucket_pairs(col) for col in keys.T]
     pairs = np.concatenate(edges) if edges else np.zeros((0, 2), dtype=np.int64)
+    if sketch is not None and len(pairs):
+        pairs.sort(axis=1)
+        code = np.unique(pairs[:, 0] * np.int64(n) + pairs[:, 1])  # a pair collides in several bands
+        pairs = np.stack([code // n, code % n], axis=1)
+        keep = np.zeros(len(pairs), dtype=bool)
+        for c0 in range(0, len(pairs), 1 << 16):
+            chunk = pairs[c0:c0 + (1 << 16)]
+            keep[c0:c0 + len(chunk)] = sketch_similarity(sketch, chunk[:, 0], chunk[:, 1]) >= min_similarity
+        pairs = pairs[keep]
     return components(n, pairs)
 
 
 def text_clusters(texts: Sequence[str | None] | Iterable[str | None], *, threshold: float = DEFAULT_THRESHOLD,
                   num_perm: int = DEFAULT_NUM_PERM, shingle: int = DEFAULT_SHINGLE, seed: int = DEFAULT_SEED,
-                  batch_size: int = 20_000) -> np.ndarray:
+                  batch_size: int = 20_000, verify: bool = True) -> np.ndarray:
     """int64 label per text: the smallest index of its near-duplicate cluster (MinHash LSH).
 
     Deterministic for a seed; the same labels for any `batch_size`. Texts are normalized first,
-    so case, punctuation and spacing never separate two texts.
+    so case, punctuation and spacing never separate two texts. `verify` re-checks band
+    collisions with 4-bit sketches (see `clusters_from_bands`).
     """
     _check_params(threshold, num_perm, shingle)
+    bands_n, rows_n = lsh_params(float(threshold), num_perm)
     it = iter(texts)
-    parts = []
+    parts, sketches = [], []
     while batch := list(itertools.islice(it, batch_size)):
-        parts.append(minhash_bands(batch, threshold=threshold, num_perm=num_perm, shingle=shingle, seed=seed))
+        sig = minhash_signatures(batch, num_perm=num_perm, shingle=shingle, seed=seed)
+        parts.append(bands_from_signatures(sig, bands_n, rows_n))
+        if verify:
+            sketches.append(sketch_from_signatures(sig))
     if not parts:
         return np.zeros(0, dtype=np.int64)
-    return clusters_from_bands(np.concatenate(parts))
+    return clusters_from_bands(np.concatenate(parts), np.concatenate(sketches) if verify else None)
 
 
 def jaccard(a: str | None, b: str | None, shingle: int = DEFAULT_SHINGLE) -> float:

@@ -412,6 +412,11 @@ def test_minhash_estimates_jaccard():
     error = estimate - np.array(exact)
     assert np.abs(error).mean() < 0.04  # sampling error of 128 permutations is ~0.03
     assert abs(error.mean()) < 0.02
+    sketch = textsim.sketch_from_signatures(np.concatenate([sa, sb]))
+    rows = np.arange(len(a))
+    sketch_error = textsim.sketch_similarity(sketch, rows, rows + len(a)) - np.array(exact)
+    assert np.abs(sketch_error).mean() < 0.05
+    assert abs(sketch_error.mean()) < 0.02
 
 
 def test_lsh_params_put_half_merge_probability_at_threshold():
@@ -424,3 +429,25 @@ def test_lsh_params_put_half_merge_probability_at_threshold():
     assert textsim.merge_probability(0.6, bands, rows) < 0.03
     with pytest.raises(textsim.TextInputError):
         textsim.text_clusters(["a"], threshold=1.0)
+
+
+def test_sketch_rejects_chance_band_collisions_and_keeps_true_ones():
+    texts = [textsim.qa_text(q, o, o[0]) for q, o in MCQS]
+    texts += [texts[0]] * 40 + [texts[1].replace("hypertension", "hypotension")]
+    sig = textsim.minhash_signatures(texts)
+    bands = textsim.bands_from_signatures(sig, *textsim.lsh_params())
+    sketch = textsim.sketch_from_signatures(sig)
+    assert sketch.shape == (len(texts), 64) and sketch.dtype == np.uint8
+    forged = bands.copy()
+    forged[2, 3] = forged[0, 3]  # two different questions collide in one band by chance
+    assert textsim.clusters_from_bands(forged)[2] == 0
+    labels = textsim.clusters_from_bands(forged, sketch)
+    assert labels[2] == 2
+    assert (labels[len(MCQS):len(MCQS) + 40] == 0).all()  # a big bucket of copies stays one cluster
+    assert labels[-1] == 1
+    a, b = np.array([0, 1, 3]), np.array([len(MCQS), len(texts) - 1, 4])
+    est = textsim.sketch_similarity(sketch, a, b)
+    assert est[0] == 1.0
+    assert np.abs(est - (sig[a] == sig[b]).mean(axis=1)).max() < 0.1  # 4 bits lose little
+    with pytest.raises(textsim.TextInputError, match="sketch"):
+        textsim.clusters_from_bands(bands, sketch[:3])
