@@ -38,7 +38,7 @@ def peak_rss_mib() -> float:
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:  # noqa: PYI034 (typing.Self needs 3.11; the package supports 3.10)
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -126,16 +126,7 @@ def part_images(seed: int = 0) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
-_WORDS = ("patient presents with fever cough chest pain dyspnea history hypertension diabetes mellitus "
-          "smoker weight loss night sweats haemoptysis jaundice pruritus ascites oedema syncope palpitations "
-          "headache vomiting diarrhoea rash arthralgia fatigue pallor anaemia lymphadenopathy splenomegaly "
-          "hepatomegaly murmur crackles wheeze tachycardia hypotension confusion seizure weakness numbness "
-          "biopsy shows granulomas necrosis atypia mitoses dysplasia fibrosis inflammation infiltrate "
-          "eosinophils neutrophils lymphocytes plasma cells macrophages giant cells keratin mucin amyloid "
-          "serum sodium potassium calcium creatinine bilirubin albumin troponin lactate glucose ferritin "
-          "radiograph ultrasound tomography resonance opacity consolidation effusion nodule mass cavity "
-          "left right upper lower lobe kidney liver spleen pancreas colon stomach brain heart lung skin "
-          "bone marrow thyroid adrenal prostate breast ovary uterus bladder artery vein nerve muscle").split()
+_WORDS = ["patient", "presents", "with", "fever", "cough", "chest", "pain", "dyspnea", "history", "hypertension", "diabetes", "mellitus", "smoker", "weight", "loss", "night", "sweats", "haemoptysis", "jaundice", "pruritus", "ascites", "oedema", "syncope", "palpitations", "headache", "vomiting", "diarrhoea", "rash", "arthralgia", "fatigue", "pallor", "anaemia", "lymphadenopathy", "splenomegaly", "hepatomegaly", "murmur", "crackles", "wheeze", "tachycardia", "hypotension", "confusion", "seizure", "weakness", "numbness", "biopsy", "shows", "granulomas", "necrosis", "atypia", "mitoses", "dysplasia", "fibrosis", "inflammation", "infiltrate", "eosinophils", "neutrophils", "lymphocytes", "plasma", "cells", "macrophages", "giant", "cells", "keratin", "mucin", "amyloid", "serum", "sodium", "potassium", "calcium", "creatinine", "bilirubin", "albumin", "troponin", "lactate", "glucose", "ferritin", "radiograph", "ultrasound", "tomography", "resonance", "opacity", "consolidation", "effusion", "nodule", "mass", "cavity", "left", "right", "upper", "lower", "lobe", "kidney", "liver", "spleen", "pancreas", "colon", "stomach", "brain", "heart", "lung", "skin", "bone", "marrow", "thyroid", "adrenal", "prostate", "breast", "ovary", "uterus", "bladder", "artery", "vein", "nerve", "muscle"]
 _QUESTIONS = ("Which of the following is the most likely diagnosis?", "What is the next best step in management?",
               "Which investigation is most appropriate?", "What is the most likely underlying mechanism?",
               "Which drug is the treatment of choice?", "What is the most likely complication?")

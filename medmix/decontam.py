@@ -22,7 +22,7 @@ per n-gram in numpy; a false match needs a 64-bit collision.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -147,7 +147,7 @@ class NgramIndex:
 
     @property
     def num_ngrams(self) -> int:
-        return int(len(np.unique(self._grams)))
+        return len(np.unique(self._grams))
 
     def match_batch(self, texts: Sequence[str | None]) -> np.ndarray:
         """For each text, the smallest evaluation item it shares an n-gram with, or -1."""

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -365,7 +365,7 @@ def _table_self_pairs(u: np.ndarray, d: int, k: int) -> np.ndarray:
         same = np.zeros(lane_max + 1, dtype=bool)
         for t in tables:
             others = [j for j in design[t] if j != anchor]
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
+            for lo, hi in itertools.pairwise(bounds):
                 m = int(hi - lo)
                 if m < 2:
                     continue

@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import unicodedata
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 import numpy as np
 

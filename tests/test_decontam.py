@@ -11,14 +11,14 @@ from medmix.dedup import near_any, near_match
 from medmix.textsim import TextInputError
 
 EVAL = [
-    "A 62-year-old woman with long-standing rheumatoid arthritis presents with fatigue, pallor and a "
-    "microcytic anaemia that does not respond to oral iron. What is the most likely cause?",
+    ("A 62-year-old woman with long-standing rheumatoid arthritis presents with fatigue, pallor and a "
+     "microcytic anaemia that does not respond to oral iron. What is the most likely cause?"),
     "Which stain demonstrates acid-fast bacilli in a lung biopsy?",  # 9 words: indexed whole
     "What organ is shown?",
     None,
     "",
-    "Granulomas with central caseous necrosis are seen in the lung biopsy of a patient from an endemic "
-    "area; which organism is the most likely cause of this finding?",
+    ("Granulomas with central caseous necrosis are seen in the lung biopsy of a patient from an endemic "
+     "area; which organism is the most likely cause of this finding?"),
 ]
 
 
@@ -48,7 +48,8 @@ def test_unrelated_and_merely_similar_text_is_not_flagged(index):
 
 
 def test_short_eval_texts_match_only_as_a_whole(index):
-    assert index.matching_items("Q: WHICH stain demonstrates acid-fast bacilli in a lung biopsy? A: Ziehl-Neelsen") == [1]
+    found = index.matching_items("Q: WHICH stain demonstrates acid-fast bacilli in a lung biopsy? A: Ziehl-Neelsen")
+    assert found == [1]
     assert not index.matches("Which stain demonstrates acid-fast bacilli?")  # only part of the short item
     assert index.matching_items("what organ is shown") == [2]
     assert not index.matches("what organ")

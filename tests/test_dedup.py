@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import itertools
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import imagehash
 import numpy as np
@@ -256,7 +256,7 @@ def test_near_match_exact_and_independent_of_query_batches():
     index = rng.integers(0, 2**64, size=300, dtype=np.uint64)
     index[10] = index[3]  # a duplicated eval image: the smaller row is reported
     queries = rng.integers(0, 2**64, size=4000, dtype=np.uint64)
-    for q in range(0, 400):
+    for q in range(400):
         queries[q] = _flip(index[rng.integers(300)], int(q % 11), rng)
     dist = np.bitwise_count(queries[:, None] ^ index[None, :]) <= 8
     expected = np.where(dist.any(axis=1), dist.argmax(axis=1), -1)
@@ -315,11 +315,11 @@ def test_text_key_ignores_formatting_and_option_order_but_not_content():
 
 
 MCQS = [
-    ("A 45-year-old man presents with crushing substernal chest pain radiating to the left arm and "
-     "diaphoresis. Which of the following is the most likely diagnosis?",
+    (("A 45-year-old man presents with crushing substernal chest pain radiating to the left arm and "
+      "diaphoresis. Which of the following is the most likely diagnosis?"),
      ["Myocardial infarction", "Pulmonary embolism", "Aortic dissection", "Pericarditis"]),
-    ("A 6-year-old boy has periorbital edema, cola-coloured urine and hypertension two weeks after a "
-     "sore throat. Which of the following is the most likely diagnosis?",
+    (("A 6-year-old boy has periorbital edema, cola-coloured urine and hypertension two weeks after a "
+      "sore throat. Which of the following is the most likely diagnosis?"),
      ["Post-streptococcal glomerulonephritis", "IgA nephropathy", "Minimal change disease", "Alport syndrome"]),
     ("Which of the following stains is used to demonstrate acid-fast bacilli in a lung biopsy?",
      ["Ziehl-Neelsen", "Gram stain", "Periodic acid-Schiff", "Congo red"]),
@@ -375,7 +375,7 @@ def test_raw_strings_with_reordered_options_still_merge_when_long():
 
 def test_text_clusters_deterministic_across_batching_and_order():
     rng = np.random.default_rng(4)
-    vocab = "fever cough pain lesion biopsy nodule opacity carcinoma infarct embolism cell nuclei".split()
+    vocab = ["fever", "cough", "pain", "lesion", "biopsy", "nodule", "opacity", "carcinoma", "infarct", "embolism", "cell", "nuclei"]
     base = [" ".join(rng.choice(vocab, 30)) for _ in range(60)]
     texts = base + [t.replace(t.split()[5], "mass", 1) for t in base[:30]] + [None, "", "  !! "]
     labels = textsim.text_clusters(texts)
