@@ -26,21 +26,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .textsim import TextInputError, normalize_text
+from .textsim import TextInputError, _mix64, normalize_text
 
 DEFAULT_NGRAM = 13
 
 _U64 = np.uint64
 _MUL = _U64(0x9E3779B97F4A7C15)
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    x = x ^ (x >> _U64(30))
-    x *= _U64(0xBF58476D1CE4E5B9)
-    x ^= x >> _U64(27)
-    x *= _U64(0x94D049BB133111EB)
-    x ^= x >> _U64(31)
-    return x
 
 
 class _WordHasher:
