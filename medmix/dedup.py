@@ -24,7 +24,7 @@ i.e. buckets of ~26,000 random hashes and ~10^10 comparisons at 3.35M rows. Requ
 agreeing nibbles (20-bit keys) keeps buckets at ~3 rows; a greedy covering design needs 210 such
 tables for d = 8 (k is chosen by a cost model; `_design` builds and checks the design). At 3.35M
 random hashes and d = 8 this takes ~35 s of one core and ~0.5 GiB peak (benchmarks/dedup_scale.py),
-against 8.6 core-hours for all pairs. Identical hashes (blank or re-encoded images) are collapsed
+against ~8 core-hours for all pairs. Identical hashes (blank or re-encoded images) are collapsed
 first, so a thousand copies of one black frame cost one row, not half a million pairs.
 
 Default distance
