@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from medmix.decontam import NgramIndex
-from medmix.textsim import minhash_bands, normalize_text
+from medmix.textsim import (bands_from_signatures, lsh_params, minhash_signatures, normalize_text,
+                            sketch_from_signatures)
 
 INDEX_COLUMNS = ["id", "source", "task", "license", "image_sha256", "image_phash", "question", "options",
                  "answer", "context"]
@@ -45,6 +46,7 @@ class Index:
     phash: np.ndarray       # uint64 (0 where no image)
     text: np.ndarray        # uint64 key of the normalized text
     bands: np.ndarray | None  # (n, b) uint64 MinHash LSH band keys, or None when text near-dup is off
+    sketch: np.ndarray | None  # (n, 64) uint8 4-bit MinHash sketches that re-check band collisions
     text_hit: np.ndarray | None  # int64 per row: position in EvalIndex.texts of a shared n-gram, or -1
 
     def __len__(self) -> int:
@@ -61,7 +63,8 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
     text is at hand, so the index never holds training text."""
     code = {s: i for i, s in enumerate(sources)}
-    unit, row, ids, src, lic, has, sha, ph, tk, bk, hits = [], [], [], [], [], [], [], [], [], [], []
+    unit, row, ids, src, lic, has, sha, ph, tk, bk, sk, hits = [], [], [], [], [], [], [], [], [], [], [], []
+    shape = lsh_params(text_threshold) if bands else None
     for u, path in enumerate(unit_files):
         r0 = 0
         for batch in iter_batches(path, INDEX_COLUMNS):
@@ -79,13 +82,16 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
             texts = [row_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]
             tk.append(np.array([text_key64(t) for t in texts], np.uint64))
             if bands and n:
-                bk.append(minhash_bands(texts, threshold=text_threshold))
+                sig = minhash_signatures(texts)
+                bk.append(bands_from_signatures(sig, *shape))
+                sk.append(sketch_from_signatures(sig))
             if ngrams is not None:
                 hits.append(ngrams.match_batch(texts))
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
     return Index(cat(unit, np.int32), cat(row, np.int32), ids, cat(src, np.int32), list(sources), lic,
                  cat(has, bool), sha, cat(ph, np.uint64), cat(tk, np.uint64),
                  (np.concatenate(bk) if bk else None) if bands else None,
+                 (np.concatenate(sk) if sk else None) if bands else None,
                  (cat(hits, np.int64) if ngrams is not None else None))
 
 

@@ -99,7 +99,7 @@ def plan_mixture(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixPlan
             labels = image_clusters(idx.phash[rows], d["image_distance"])
             img_key[rows] = rows[labels]
     if d["text_threshold"] is not None and idx.bands is not None:
-        txt_key = clusters_from_bands(idx.bands).astype(np.int64)
+        txt_key = clusters_from_bands(idx.bands, idx.sketch).astype(np.int64)
     else:
         txt_key = idx.text.view(np.int64)
     if d["exact"] or d["image_distance"] is not None or d["text_threshold"] is not None:
