@@ -28,7 +28,7 @@ from medmix.recipe import Recipe
 from medmix.schema import SCHEMA_VERSION
 from medmix.sources import get_source
 from medmix.sources.base import Source, Unit
-from medmix.writer import atomic_write_json, sha256_file, write_parquet_atomic
+from medmix.writer import atomic_write_json, remove_stale_temps, write_parquet_atomic
 
 Progress = Callable[[str, str, int, int | None], None]  # (stage, label, advance, total)
 
@@ -162,6 +162,9 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
         log(w)
     policy = ImagePolicy(**recipe.image)
     _claim_output(opts.out, recipe)
+    for folder in (opts.out, opts.cache / "normalized"):
+        if folder.exists():
+            remove_stale_temps(folder)  # litter of a killed earlier run
     lock_file = opts.lock or default_lock_path(recipe.name)
     if opts.lock is not None or lock_file.exists():
         lock = read_lock(lock_file)

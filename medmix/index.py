@@ -16,21 +16,16 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from medmix.decontam import NgramIndex
-from medmix.textsim import (bands_from_signatures, lsh_params, minhash_signatures, normalize_text,
+from medmix.textsim import (bands_from_signatures, lsh_params, minhash_signatures, normalize_text, qa_text,
                             sketch_from_signatures)
 
 INDEX_COLUMNS = ["id", "source", "task", "license", "image_sha256", "image_phash", "question", "options",
                  "answer", "context"]
 
 
-def row_text(question: str | None, options: Sequence[str] | None, answer: str | None, context: str | None) -> str:
-    """The text a row is compared by: question, options, answer, context, in that order."""
-    parts = [question or "", " ".join(options or []), answer or "", context or ""]
-    return "\n".join(p for p in parts if p)
-
-
-def text_key64(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(normalize_text(text).encode()).digest()[:8], "little")
+def text_key64(normalized: str) -> int:
+    """64 bits of sha256 of an already-normalized text: exact text identity in 8 bytes per row."""
+    return int.from_bytes(hashlib.sha256(normalized.encode()).digest()[:8], "little")
 
 
 @dataclass
@@ -79,7 +74,8 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
             sha.extend(d["image_sha256"])
             has.append(np.array([s is not None for s in d["image_sha256"]], bool))
             ph.append(np.array([p or 0 for p in d["image_phash"]], np.uint64))
-            texts = [row_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]
+            # normalized, options sorted: reordered choices of one MCQ are the same question
+            texts = [qa_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]
             tk.append(np.array([text_key64(t) for t in texts], np.uint64))
             if bands and n:
                 sig = minhash_signatures(texts)
@@ -122,7 +118,7 @@ def build_eval_index(unit_files: Sequence[tuple[str, Path]], ngram: int) -> Eval
                 if d["image_phash"][i] is not None:
                     ph.append(d["image_phash"][i])
                     ph_row.append(k)
-                text = row_text(d["question"][i], d["options"][i], None, d["context"][i])
+                text = qa_text(d["question"][i], d["options"][i], None, d["context"][i])
                 if d["image_phash"][i] is None or len(normalize_text(text).split()) >= ngram:
                     texts.append(text)
                     text_row.append(k)

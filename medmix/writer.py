@@ -138,3 +138,32 @@ def write_rows_atomic(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.
         for row in rows:
             w.write_row(row)
         return w.commit()
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporary files left under `folder` by killed writers (their process is gone).
+
+    A killed build leaves `.<name>.tmp-<pid>` files behind; they are never visible under a final
+    name, but they are litter and take disk. A temp file whose writer is still alive is left alone,
+    so two processes sharing a cache never delete each other's work in progress.
+    """
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
