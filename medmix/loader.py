@@ -75,6 +75,7 @@ __all__ = ["MixtureDataset", "WeightedMixture", "load", "mixture_files"]
 
 STATE_FORMAT = "medmix.loader/1"
 _CHUNK = 512  # samples a worker plans at a time: bounds Python-side buffers, not I/O
+_OPEN_FILES = 32  # shard files a reader keeps open
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d+-of-\d+\.parquet$")
@@ -188,7 +189,7 @@ class _Index:
             if not path.is_file():
                 raise MedmixError(f"{path}: shard listed in the manifest is missing")
             try:
-                meta = pq.ParquetFile(path).metadata
+                meta = pq.read_metadata(path)
                 schema = meta.schema.to_arrow_schema()
             except (OSError, pa.ArrowException) as exc:
                 raise MedmixError(f"{path}: not a readable Parquet file: {exc}") from None
@@ -286,13 +287,18 @@ class _WindowReader:
         self._shard: np.ndarray | None = None
 
     def _file(self, shard: int) -> pq.ParquetFile:
-        if shard not in self._files:
+        """An open shard; at most `_OPEN_FILES` stay open, so thousands of shards need no ulimit."""
+        handle = self._files.pop(shard, None)
+        if handle is None:
+            if len(self._files) >= _OPEN_FILES:
+                self._files.pop(next(iter(self._files))).close()  # least recently used
             path = self.index.paths[shard]
             try:
-                self._files[shard] = pq.ParquetFile(path)
+                handle = pq.ParquetFile(path)
             except (OSError, pa.ArrowException) as exc:
                 raise MedmixError(f"{path}: cannot open: {exc}") from None
-        return self._files[shard]
+        self._files[shard] = handle  # (re)inserted last: dicts keep order, so first = oldest
+        return handle
 
     def _load(self, order: _Order, window: int) -> None:
         if self._cached is not None and self._cached[0] is order and self._cached[1] == window:

@@ -466,3 +466,9 @@ def test_weighted_arguments_are_checked(two):
         len(WeightedMixture({a: 1}))
     with pytest.raises(MedmixError, match="rank 0 gets none"):
         WeightedMixture({a: 1, b: 1}, rank=0, world_size=40)
+
+
+def test_many_shards_need_few_open_files(mix, monkeypatch):
+    monkeypatch.setattr(loader, "_OPEN_FILES", 2)  # 5 shards, read in shuffled row-group order
+    ds = MixtureDataset(mix, seed=11, shuffle_window=1, columns=["id"])
+    assert sorted(_ids(ds)) == sorted(ALL)
