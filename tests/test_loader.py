@@ -472,3 +472,41 @@ def test_many_shards_need_few_open_files(mix, monkeypatch):
     monkeypatch.setattr(loader, "_OPEN_FILES", 2)  # 5 shards, read in shuffled row-group order
     ds = MixtureDataset(mix, seed=11, shuffle_window=1, columns=["id"])
     assert sorted(_ids(ds)) == sorted(ALL)
+
+
+def test_rank_and_world_size_come_from_the_environment(mix, monkeypatch):
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    ds = MixtureDataset(mix, columns=["id"])
+    assert (ds.rank, ds.world_size) == (2, 3)
+    assert _ids(ds) == _ids(MixtureDataset(mix, rank=2, world_size=3, columns=["id"]))
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(ValueError, match="rank=3 is not valid for world_size=3"):
+        MixtureDataset(mix)
+
+
+def test_a_worker_state_resumes_only_in_the_same_worker_layout(mix, monkeypatch):
+    _as_worker(monkeypatch, 1, 2)
+    ds = MixtureDataset(mix, batch_size=4, columns=["id"])
+    it = iter(ds)
+    for _ in range(6):
+        next(it)
+    state = ds.state_dict()
+    assert state["worker"] == {"id": 1, "num_workers": 2, "batch_size": 4, "start": 0, "done": 6}
+    rest = list(it)
+    again = MixtureDataset(mix, batch_size=4, columns=["id"])
+    again.load_state_dict(state)
+    assert list(again) == rest
+    _as_worker(monkeypatch, 1, 3)
+    moved = MixtureDataset(mix, batch_size=4, columns=["id"])
+    moved.load_state_dict(state)
+    with pytest.raises(MedmixError, match="saved by DataLoader worker 1 of 2 .* same num_workers"):
+        next(iter(moved))
+
+
+def test_a_reused_worker_copy_warns_about_persistent_workers(mix, monkeypatch):
+    _as_worker(monkeypatch, 0, 2)
+    ds = MixtureDataset(mix, columns=["id"])
+    first = _ids(ds)
+    with pytest.warns(UserWarning, match="persistent_workers"):
+        assert _ids(ds) == first
