@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
 from medmix import __version__
+from medmix.writer import sha256_file  # noqa: F401  (re-exported: fetch.sha256_file)
 from medmix.errors import FetchError, ManualFilesMissing, MedmixError
 from medmix.extract import safe_extract
 
@@ -74,14 +75,6 @@ def mirror_url(url: str, mirror: str | None) -> str:
         host = f"{host}:{parts.port}"
     mapped = f"{mirror.rstrip('/')}/{host}{parts.path or '/'}"
     return f"{mapped}?{parts.query}" if parts.query else mapped
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def url_basename(url: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
-from medmix.sources.pubmedqa import iter_parquet_slice, row_slices
+from medmix.sources._common import iter_parquet_slice, slice_units
 
 _REPO = "openlifescienceai/medmcqa"
 _SPLITS = ("train", "validation", "test")
@@ -56,13 +56,12 @@ class MedMCQA(Source):
     unit_rows = 50_000
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
-        slices = row_slices(Path(files[_path(split)]), self.unit_rows)
-        return [Unit(self.name, split, part=str(i), args={"start": a, "stop": b}) for i, (a, b) in enumerate(slices)]
+        return slice_units(self.name, split, Path(files[_path(split)]), self.unit_rows)
 
     def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
         name = _path(unit.split)
         start, stop = unit.args.get("start", 0), unit.args.get("stop", float("inf"))
-        for index, row in iter_parquet_slice(Path(files[name]), start, stop, _COLUMNS):
+        for index, row in iter_parquet_slice(Path(files[name]), start, stop, _COLUMNS, batch_size=1000):
             yield self._record(row, index, name)
 
     @staticmethod

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import pyarrow.parquet as pq
 
-from medmix.errors import MedmixError
+from medmix.sources._common import iter_parquet_slice, slice_units
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 _REPO = "qiaojin/PubMedQA"
@@ -25,36 +24,6 @@ _BATCH = 1000
 
 def _path(config: str) -> str:
     return f"{config}/train-00000-of-00001.parquet"
-
-
-def row_slices(path: Path, max_rows: int) -> list[tuple[int, int]]:
-    """[start, stop) row ranges of at most `max_rows` covering a Parquet file (from its footer only)."""
-    total = pq.ParquetFile(path).metadata.num_rows
-    return [(start, min(start + max_rows, total)) for start in range(0, total, max_rows)] or [(0, 0)]
-
-
-def iter_parquet_slice(path: Path, start: int, stop: int, columns: list[str],
-                       batch_size: int = _BATCH) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row index, row) for rows start..stop-1 of a Parquet file, reading only the row groups
-    that overlap the range, so N units over one big file do not each read all of it."""
-    pf = pq.ParquetFile(path)
-    missing = [c for c in columns if c not in pf.schema_arrow.names]
-    if missing:
-        raise MedmixError(f"{path.name}: upstream columns {missing} are missing (found {pf.schema_arrow.names}); "
-                          "the upstream format changed")
-    first = 0
-    for group in range(pf.num_row_groups):
-        size = pf.metadata.row_group(group).num_rows
-        if first + size > start and first < stop:
-            index = first
-            for batch in pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
-                for row in batch.to_pylist():
-                    if start <= index < stop:
-                        yield index, row
-                    index += 1
-        first += size
-        if first >= stop:
-            break
 
 
 def _context(ctx: Any) -> tuple[str | None, list[str]]:
@@ -96,8 +65,7 @@ class PubMedQA(Source):
     unit_rows = 50_000
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
-        slices = row_slices(Path(files[_path(split)]), self.unit_rows)
-        return [Unit(self.name, split, part=str(i), args={"start": a, "stop": b}) for i, (a, b) in enumerate(slices)]
+        return slice_units(self.name, split, Path(files[_path(split)]), self.unit_rows)
 
     def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
         name = _path(unit.split)
@@ -106,7 +74,7 @@ class PubMedQA(Source):
         if unit.split == "pqa_labeled":
             columns += ["reasoning_required_pred", "reasoning_free_pred"]
         start, stop = unit.args.get("start", 0), unit.args.get("stop", float("inf"))
-        for index, row in iter_parquet_slice(Path(files[name]), start, stop, columns):
+        for index, row in iter_parquet_slice(Path(files[name]), start, stop, columns, batch_size=_BATCH):
             pubid = row.get("pubid")
             native_id = f"{unit.split}-{pubid}" if pubid is not None else f"{unit.split}-row{index}"
             context, meshes = _context(row.get("context"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from medmix.errors import MedmixError
+from medmix.sources._common import image_root, resolve_image
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 _REPO = "BoKelvin/SLAKE"
@@ -25,23 +26,6 @@ _SPLIT_FILES = {"train": "train.json", "validation": "validation.json", "test": 
 _IMAGES = "imgs.zip"
 _LANGUAGES = frozenset({"en", "zh"})
 _META_KEYS = ("img_id", "img_name", "q_lang", "answer_type", "content_type", "location", "base_type", "triple")
-
-
-def image_root(folder: Path) -> Path:
-    """Where image names resolve inside an unpacked archive: through one wrapping folder
-    (`imgs/` here) if the archive has one, so both layouts people re-zip work."""
-    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return folder
-
-
-def resolve_image(root: Path, relative: str) -> Path | None:
-    """`root/relative` if it is a file inside `root`; None if missing or if the name escapes the folder."""
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
-        return None
-    return path
 
 
 class Slake(Source):

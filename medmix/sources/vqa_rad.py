@@ -9,11 +9,10 @@ also circulates, which is why the revision is pinned rather than left at `main`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
-import pyarrow.parquet as pq
 
-from medmix.errors import MedmixError
+from medmix.sources._common import iter_parquet
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 _REPO = "flaviagiammarino/vqa-rad"
@@ -27,17 +26,6 @@ _COLUMNS = ["image", "question", "answer"]
 # Small batches: every row carries its image bytes, and memory must follow the batch, not the file.
 _BATCH = 64
 _CLOSED = frozenset({"yes", "no"})
-
-
-def iter_parquet(path: Path, columns: list[str], batch_size: int = _BATCH) -> Iterator[dict[str, Any]]:
-    """Rows of one Parquet file as dicts, a batch at a time; a missing column stops the unit by name."""
-    pf = pq.ParquetFile(path)
-    missing = [c for c in columns if c not in pf.schema_arrow.names]
-    if missing:
-        raise MedmixError(f"{path.name}: upstream columns {missing} are missing (found {pf.schema_arrow.names}); "
-                          "the upstream format changed")
-    for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
-        yield from batch.to_pylist()
 
 
 class VqaRad(Source):
