@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
 from medmix import __version__
-from medmix.writer import sha256_file  # noqa: F401  (re-exported: fetch.sha256_file)
 from medmix.errors import FetchError, ManualFilesMissing, MedmixError
 from medmix.extract import safe_extract
+from medmix.writer import sha256_file  # noqa: F401  (re-exported: fetch.sha256_file)
 
 if TYPE_CHECKING:
     from medmix.sources.base import Manual, Remote, Source
