@@ -1,3 +1,19 @@
-"""medmix: reproducible medical vision-language pretraining mixtures."""
+"""medmix: reproducible medical vision-language pretraining mixtures.
+
+`medmix.load(path_or_repo_id)` opens a built mixture as a `datasets.Dataset`; the streaming,
+resumable torch loader is `medmix.loader.MixtureDataset`. Both import lazily so `import medmix`
+stays cheap for the CLI.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load":
+        from medmix.loader import load
+
+        return load
+    raise AttributeError(f"module 'medmix' has no attribute {name!r}")
