@@ -165,12 +165,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="best of N runs (the machine may be shared)")
     parser.add_argument("--hf-limit", type=int, default=30_000,
                         help="rows timed for HF streaming (rates are per second; this keeps the run short)")
+    parser.add_argument("--generate-only", type=Path, metavar="DIR", help="write the generated sources to DIR, then exit")
+    parser.add_argument("--only", choices=["raw", "mixture", "weighted"],
+                        help="iterate once with one reader, no timing (for profilers: valgrind --tool=callgrind)")
     args = parser.parse_args(argv)
+    if args.only and not args.data:
+        parser.error("--only needs --data (make it with --generate-only DIR)")
+    if args.generate_only:
+        args.generate_only.mkdir(parents=True, exist_ok=True)
+        generate(args.generate_only, args.rows, args.weights, args.image_frac)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.data:
             folders = sorted(p for p in args.data.iterdir() if (p / "manifest.json").is_file()) or [args.data]
             weights = args.weights if len(args.weights) == len(folders) else [1.0] * len(folders)
+            if args.only:
+                readers = {"raw": lambda: raw_pyarrow(folders),
+                           "mixture": lambda: (r for f in folders for r in MixtureDataset(f, decode_images=False)),
+                           "weighted": lambda: medmix_stream(folders, weights, False, args.batch)}
+                print(f"{args.only}: {sum(1 for _ in readers[args.only]())} rows")
+                return
         else:
             t0 = time.perf_counter()
             folders = generate(Path(tmp), args.rows, args.weights, args.image_frac)

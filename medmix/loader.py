@@ -822,7 +822,8 @@ class WeightedMixture(_Stream):
 
 
 # -- the HF datasets view -----------------------------------------------------------------------
-def load(path_or_repo_id: str | os.PathLike[str], split: str = "train", **kwargs: Any) -> datasets.Dataset:
+def load(path_or_repo_id: str | os.PathLike[str], split: str = "train",
+         **kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
     """A mixture as a `datasets.Dataset` (images decode to PIL), from a folder or the Hub.
 
     Local folders go through `datasets`' Parquet builder, which converts the shards once into
@@ -836,6 +837,6 @@ def load(path_or_repo_id: str | os.PathLike[str], split: str = "train", **kwargs
         ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
     else:
         ds = datasets.load_dataset(str(path_or_repo_id), split=split, **kwargs)
-    if "image" in ds.features and not isinstance(ds.features["image"], datasets.Image):
+    if ds.features is not None and "image" in ds.features and not isinstance(ds.features["image"], datasets.Image):
         ds = ds.cast_column("image", datasets.Image())
     return ds

@@ -103,6 +103,8 @@ def test_load_gives_a_dataset_with_pil_images(mix, tmp_path):
     assert sorted(ds["id"], key=lambda s: int(s.split("/")[1])) == ALL
     assert isinstance(ds[0]["image"], PIL.Image.Image) and ds[0]["image"].size == (5, 4)
     assert ds[1]["image"] is None and ds[1]["options"] is None
+    streamed = list(load(mix, streaming=True))  # no Arrow copy
+    assert len(streamed) == len(ALL) and isinstance(streamed[0]["image"], PIL.Image.Image)
 
 
 def test_load_without_manifest_uses_data_folder(tmp_path):
