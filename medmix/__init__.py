@@ -8,12 +8,12 @@ stays cheap for the CLI.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "load", "MixtureDataset", "WeightedMixture"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "load":
-        from medmix.loader import load
+    if name in ("load", "MixtureDataset", "WeightedMixture"):  # torch/datasets load only when used
+        from medmix import loader
 
-        return load
+        return getattr(loader, name)
     raise AttributeError(f"module 'medmix' has no attribute {name!r}")
