@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmix import __version__
-from medmix.errors import LicenseRefused, MedmixError, RecipeError
+from medmix.errors import LicenseRefused, ManualFilesMissing, MedmixError, RecipeError
 from medmix.imaging import ImagePolicy
 from medmix.licenses import terms
 from medmix.lock import apply_lock, default_lock_path, read_lock
@@ -177,6 +177,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     from medmix.mixture import plan_mixture
     from medmix.shards import write_shards
 
+    _check_manual_files(planned)
     jobs: list[UnitJob] = []
     provenance: dict[str, list[dict]] = {}
     for p in planned:
@@ -243,6 +244,23 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                               "workers": opts.workers}
     atomic_write_json(opts.out / "manifest.json", manifest)
     return json.loads(json.dumps(manifest))  # exactly what a reader of manifest.json sees
+
+
+def _check_manual_files(planned: list[PlannedSource]) -> None:
+    """Every hand-placed file of every source, checked before the first download: a user learns all
+    the files to place in one message, not one source per hours-long attempt."""
+    from medmix.fetch import missing_manual
+    from medmix.sources.base import Manual
+
+    lines = []
+    for p in planned:
+        manuals = [f for f in p.source.files_for(p.splits) if isinstance(f, Manual)]
+        problems = missing_manual(manuals, p.from_dir)
+        if problems:
+            lines.append(f"{p.name} (pass --from {p.name}=DIR):\n" + "\n".join(problems))
+    if lines:
+        raise ManualFilesMissing("some sources need files that must be obtained by hand; nothing was downloaded:\n"
+                                 + "\n".join(lines))
 
 
 def _claim_output(out: Path, recipe: Recipe) -> None:

@@ -378,9 +378,17 @@ def hf_download(repo_id: str, filename: str, *, revision: str | None, repo_type:
             raise FetchError(f"{upstream}: repository not found (or private and no token allows it)") from None
         except RevisionNotFoundError:
             raise FetchError(f"{upstream}: revision {revision!r} does not exist") from None
-        except EntryNotFoundError:
-            raise FetchError(f"{upstream}: no file {filename!r} at that revision") from None
-        except (LocalEntryNotFoundError, OSError) as err:
+        except EntryNotFoundError as err:
+            # huggingface_hub 1.x/2.x derive LocalEntryNotFoundError (no network and nothing cached)
+            # from EntryNotFoundError: only a remote "not found" means the file is not there.
+            if not isinstance(err, LocalEntryNotFoundError):
+                raise FetchError(f"{upstream}: no file {filename!r} at that revision") from None
+            failures += 1
+            if failures > retries:
+                raise FetchError(f"{upstream}: download failed after {failures} attempts (no network, or the "
+                                 f"Hub is unreachable, and the file is not in the cache): {err}") from None
+            time.sleep(min(backoff * 2 ** (failures - 1), MAX_BACKOFF_S))
+        except OSError as err:
             # LocalEntryNotFound is how hf_hub_download reports a network or 5xx failure it could
             # not answer from its cache: transient, so retry like plain HTTP does. A 4xx or
             # offline mode will answer the same next time, so they fail at once.
@@ -439,7 +447,7 @@ def _extracted(archive: Path, digest: str, cache_dir: Path) -> Path:
     return safe_extract(archive, Path(cache_dir) / "extracted" / digest)
 
 
-def _missing_manual(manuals: list["Manual"], from_dir: Path | None) -> list[str]:
+def missing_manual(manuals: list["Manual"], from_dir: Path | None) -> list[str]:
     problems = []
     for item in manuals:
         if from_dir is None:
@@ -470,7 +478,7 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
     cache_dir = Path(cache_dir)
     upstreams = source.files_for(tuple(splits))
     manuals = [u for u in upstreams if isinstance(u, Manual)]
-    problems = _missing_manual(manuals, from_dir)
+    problems = missing_manual(manuals, from_dir)
     if problems:
         where = "" if from_dir is None else f" (looked under {Path(from_dir).resolve()})"
         raise ManualFilesMissing(

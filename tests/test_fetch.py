@@ -408,3 +408,16 @@ def test_manual_files_present_are_hashed_and_extracted(tmp_path):
     prov = {p["name"]: p for p in result.provenance}
     assert prov["images.zip"]["sha256"] == ARCHIVE_SHA
     assert prov["images.zip"]["upstream"].startswith("manual:")
+
+
+def test_hub_unreachable_is_a_network_failure_not_a_missing_file(tmp_path, monkeypatch):
+    """huggingface_hub reports "no network and not cached" with a subclass of EntryNotFoundError;
+    the message must say the Hub was unreachable, not that the file does not exist."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same error as a dead network, without its retries
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FetchError) as exc:
+        hf_download("org/ds", "data/train.parquet", revision="main", cache_dir=tmp_path,
+                    endpoint="http://127.0.0.1:9", retries=0)
+    assert "no file" not in str(exc.value) and "download failed" in str(exc.value)

@@ -116,3 +116,17 @@ def test_upsampling_takes_whole_epochs_then_a_seeded_remainder():
     assert (again.indices == sel.indices).all() and not (other.indices == sel.indices).all()
     down = select(100, 10, source_rng(0, "a", "select"))
     assert len(set(down.indices.tolist())) == 10
+
+
+def test_every_manual_file_is_named_before_any_download(tmp_path):
+    from medmix.build import build
+    from medmix.errors import ManualFilesMissing
+
+    r = parse_recipe("name: t\nlicenses: {accept: [LicenseRef-Quilt-1M]}\nsources:\n  vqa_rad: {splits: [train]}\n"
+                     "  quilt1m: {splits: [train]}\n"
+                     "decontaminate: {against: ['lc25000_lung:test']}\n", str(tmp_path / "r.yaml"))
+    with pytest.raises(ManualFilesMissing) as exc:
+        build(r, BuildOptions(out=tmp_path / "o", cache=tmp_path / "c"), log=lambda m: None)
+    msg = str(exc.value)
+    assert "--from quilt1m=DIR" in msg and "quilt_1M_lookup.csv" in msg and "--from lc25000_lung=DIR" in msg
+    assert not (tmp_path / "c" / "downloads").exists()  # vqa_rad, listed first, was not fetched
