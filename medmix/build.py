@@ -66,8 +66,10 @@ def instantiate(adapter: str, name: str, options: dict[str, Any]) -> Source:
     return src
 
 
-def plan_sources(recipe: Recipe, opts: BuildOptions) -> list[PlannedSource]:
-    """Resolve and check everything that can be checked before a single byte is downloaded."""
+def plan_sources(recipe: Recipe, opts: BuildOptions,
+                 log: Callable[[str], None] = lambda m: None) -> list[PlannedSource]:
+    """Resolve and check everything that can be checked before a single byte is downloaded;
+    warnings (explicitly allowed benchmark splits, per-row license filtering) go to `log`."""
     planned: list[PlannedSource] = []
     for spec in recipe.sources:
         src = instantiate(spec.adapter, spec.name, spec.options)
@@ -80,7 +82,8 @@ def plan_sources(recipe: Recipe, opts: BuildOptions) -> list[PlannedSource]:
         if from_dir is None and spec.from_dir is not None:
             from_dir = _resolve_from(recipe, spec.from_dir)
         planned.append(PlannedSource(spec.name, src, spec.splits, from_dir))
-    check_licenses(recipe, planned, opts)
+    for warning in check_licenses(recipe, planned, opts):
+        log(warning)
     seen = {p.name for p in planned}
     eval_splits: dict[str, list[str]] = {}
     for item in recipe.decontaminate["against"]:
@@ -157,9 +160,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     recipe = dataclasses.replace(recipe, accept=tuple(sorted(set(recipe.accept) | set(opts.accept))),
                                  allow_eval=tuple(sorted(set(recipe.allow_eval) | set(opts.allow_eval))))
     opts.out.mkdir(parents=True, exist_ok=True)
-    planned = plan_sources(recipe, opts)
-    for w in check_licenses(recipe, [p for p in planned if not p.evaluation], opts):
-        log(w)
+    planned = plan_sources(recipe, opts, log)
     policy = ImagePolicy(**recipe.image)
     _claim_output(opts.out, recipe)
     for folder in (opts.out, opts.cache / "normalized"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medmix.dedup import image_clusters, near_match
+from medmix.dedup import exact_clusters, image_clusters, near_match
 from medmix.index import EvalIndex, Index
 from medmix.licenses import refused
 from medmix.mix import global_order, resolve_counts, select, source_rng
@@ -93,8 +93,7 @@ def plan_mixture(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixPlan
     if has.any():
         rows = np.flatnonzero(has)
         if d["image_distance"] is None:
-            _, inv = np.unique(np.array([idx.sha[r] for r in rows], dtype=object), return_inverse=True)
-            img_key[rows] = inv
+            img_key[rows] = rows[exact_clusters([idx.sha[r] for r in rows])]
         else:
             labels = image_clusters(idx.phash[rows], d["image_distance"])
             img_key[rows] = rows[labels]

@@ -203,3 +203,14 @@ def test_images_unique_keeps_the_priority_source(tmp_path, demo):
     assert any(r["id"].startswith("vqa_rad/") and r["other"].startswith("slake/") for r in same_image)
     assert not any(r["id"].startswith("slake/") and r["other"].startswith("vqa_rad/") for r in same_image)
     assert m["total_rows"] < ref["total_rows"]
+
+
+def test_exact_image_dedup_without_perceptual_hashing(tmp_path, demo):
+    """image_distance: null falls back to identical decoded pixels (image_sha256)."""
+    out, _ = demo
+    demo_cache = next(p for p in out.parent.iterdir() if p.name == "cache-a")
+    edit = lambda t: t.replace("  image_distance: 8\n", "  image_distance: null\n", 1)  # noqa: E731
+    _, m = _variant(tmp_path, demo_cache, "x", edit)
+    removed = pq.read_table(tmp_path / "x" / "removed.parquet").to_pylist()
+    assert {"id": "dicom_demo/mr/MR_small_RLE.dcm", "reason": "duplicate", "other": "dicom_demo/mr/MR_small.dcm"} in removed
+    assert m["recipe"]["dedup"]["image_distance"] is None
