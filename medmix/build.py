@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from medmix import __version__
 from medmix.errors import LicenseRefused, ManualFilesMissing, MedmixError, RecipeError
 from medmix.imaging import ImagePolicy
+from medmix.layout import BUILD_MARKER, QUARANTINE, REMOVED, write_manifest
 from medmix.licenses import terms
 from medmix.lock import apply_lock, default_lock_path, read_lock
 from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
@@ -243,8 +244,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
                               "workers": opts.workers}
-    atomic_write_json(opts.out / "manifest.json", manifest)
-    return json.loads(json.dumps(manifest))  # exactly what a reader of manifest.json sees
+    return write_manifest(opts.out, manifest)  # exactly what a reader of manifest.json sees
 
 
 def _check_manual_files(planned: list[PlannedSource]) -> None:
@@ -266,7 +266,7 @@ def _check_manual_files(planned: list[PlannedSource]) -> None:
 
 def _claim_output(out: Path, recipe: Recipe) -> None:
     """An output folder belongs to one resolved recipe: resuming into it is safe, mixing two is not."""
-    marker = out / ".medmix-build.json"
+    marker = out / BUILD_MARKER
     want = {"recipe_sha256": recipe.sha256(), "schema_version": SCHEMA_VERSION, "medmix_version": __version__}
     if marker.exists():
         have = json.loads(marker.read_text())
@@ -284,8 +284,8 @@ def _claim_output(out: Path, recipe: Recipe) -> None:
 def _write_quarantine(out: Path, files: list[Path]) -> dict:
     tables = [pq.read_table(f) for f in files if f.exists()]
     table = pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
-    digest, rows = write_parquet_atomic(out / "quarantine.parquet", table.cast(QUARANTINE_SCHEMA))
-    return {"path": "quarantine.parquet", "rows": rows, "sha256": digest}
+    digest, rows = write_parquet_atomic(out / QUARANTINE, table.cast(QUARANTINE_SCHEMA))
+    return {"path": QUARANTINE, "rows": rows, "sha256": digest}
 
 
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("other", pa.string())])
@@ -294,8 +294,8 @@ REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("othe
 def _write_removed(out: Path, removed: list[tuple[str, str, str]]) -> dict:
     removed = sorted(removed)
     table = pa.Table.from_pylist([{"id": a, "reason": b, "other": c} for a, b, c in removed], schema=REMOVED_SCHEMA)
-    digest, rows = write_parquet_atomic(out / "removed.parquet", table)
-    return {"path": "removed.parquet", "rows": rows, "sha256": digest}
+    digest, rows = write_parquet_atomic(out / REMOVED, table)
+    return {"path": REMOVED, "rows": rows, "sha256": digest}
 
 
 def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed) -> dict:

@@ -38,17 +38,26 @@ import pyarrow.compute as pc
 
 from medmix.card import CardInputs, SourceInfo, render_card
 from medmix.errors import MedmixError
+from medmix.layout import (
+    DATA_DIR,
+    MANIFEST,
+    iter_batches,
+    manifest_sha256,
+    read_manifest,
+    shard_files,
+    shard_glob,
+    shard_name,
+)
 from medmix.licenses import terms
 from medmix.schema import ARROW_SCHEMA
-from medmix.stats import (iter_batches, load_manifest, manifest_figures, manifest_sha256, pair_counts, scan_shards,
-                          shard_files)
+from medmix.stats import manifest_figures, pair_counts, scan_shards
 from medmix.writer import ROW_GROUP_ROWS, ParquetAtomicWriter, sha256_file
 
 Policy = Literal["refuse", "exclude", "force"]
 Log = Callable[[str], None]
 REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-DEFAULT_GLOB = "data/train-*"
+DEFAULT_GLOB = f"{DATA_DIR}/{shard_glob()}"
 BATCH_FILES = 64
 BATCH_BYTES = 4 << 30  # one commit carries at most ~4 GiB: a failed commit loses little, a resumed push skips it
 COPY_CHUNK = 8 << 20
@@ -133,7 +142,7 @@ class _ShardSeries:
 
     def _open(self) -> ParquetAtomicWriter:
         if self.writer is None:
-            path = self.folder / f"train-{self.index:05d}-of-{self.n_files:05d}.parquet"
+            path = self.folder / shard_name(self.index, self.n_files)
             self.writer = ParquetAtomicWriter(path, ARROW_SCHEMA)
         return self.writer
 
@@ -204,7 +213,7 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
     """Write the folder that `push` uploads (the whole of `--dry-run DIR`); returns what it holds."""
     mixture, out = Path(mixture), Path(out)
     _check_repo_id(repo_id)
-    manifest = load_manifest(mixture)
+    manifest = read_manifest(mixture)
     shards = shard_files(mixture, manifest)
     for name in (n for n, e in manifest["sources"].items() if not e.get("evaluation_only")):
         if name == "default" or not CONFIG_NAME.match(name):
@@ -240,7 +249,7 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
                 f"rights to share them; the dataset card says so.")
 
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
+    data = out / DATA_DIR
     per_file = max((s.get("rows", 0) for s in manifest["shards"]), default=0) or 10_000
     kept_pairs = Counter({k: v for k, v in pairs.items() if k not in drop})
     if not sum(kept_pairs.values()):
@@ -249,9 +258,9 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
     try:
         if not drop:
             for i, (path, shard) in enumerate(zip(shards, manifest["shards"], strict=True)):
-                dst = data / f"train-{i:05d}-of-{len(shards):05d}.parquet"
+                dst = data / shard_name(i, len(shards))
                 _copy_verified(path, dst, shard.get("sha256"), link)
-            default_files = sorted(data.glob("train-*.parquet"))
+            default_files = sorted(data.glob(f"{shard_glob()}.parquet"))
         else:
             series = _ShardSeries(data, sum(kept_pairs.values()), per_file)
             try:
@@ -269,14 +278,14 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
         raise MedmixError(f"{out}: cannot write the push layout ({exc.strerror or exc})") from None
 
     configs = {"default": DEFAULT_GLOB}
-    configs.update({s: f"data/{s}/train-*" for s in sorted(per_source) if per_source[s]})
+    configs.update({s: f"{DATA_DIR}/{s}/{shard_glob()}" for s in sorted(per_source) if per_source[s]})
     stats = scan_shards(default_files)
     stats["manifest"] = manifest_figures(manifest)
     inputs = CardInputs(repo_id=repo_id, manifest=manifest, manifest_sha256=manifest_sha256(mixture), stats=stats,
                         sources={n: source_info(n, e) for n, e in manifest["sources"].items()}, configs=configs,
                         excluded=excluded, forced=forced)
     (out / "README.md").write_text(render_card(inputs), encoding="utf-8")
-    shutil.copyfile(mixture / "manifest.json", out / "manifest.json")
+    shutil.copyfile(mixture / MANIFEST, out / MANIFEST)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     size = sum((out / f).stat().st_size for f in files)
     return Layout(out, files, size, configs, excluded, forced, stats)
@@ -423,7 +432,7 @@ def push(mixture: Path, repo_id: str, *, policy: Policy = "refuse", private: boo
             raise MedmixError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN (a token with write "
                               "access), or use --dry-run DIR to write the layout without uploading")
         api = make_api(token)
-    load_manifest(mixture)  # fail on a non-mixture before creating any folder
+    read_manifest(mixture)  # fail on a non-mixture before creating any folder
     parent = staging
     if parent is None:
         parent = mixture if os.access(mixture, os.W_OK) else Path(tempfile.gettempdir())

@@ -53,7 +53,6 @@ import json
 import math
 import operator
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
@@ -69,6 +68,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from medmix.errors import MedmixError, RowError
+from medmix.layout import mixture_files
 from medmix.schema import ARROW_SCHEMA, COLUMNS, FEATURES
 
 __all__ = ["MixtureDataset", "WeightedMixture", "load", "mixture_files"]
@@ -78,7 +78,6 @@ _CHUNK = 512  # samples a worker plans at a time: bounds Python-side buffers, no
 _OPEN_FILES = 32  # shard files a reader keeps open
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-_SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d+-of-\d+\.parquet$")
 
 
 # -- counter-based hashing: the only source of randomness ---------------------------------------
@@ -112,65 +111,6 @@ def _permutation(key: int, n: int) -> np.ndarray:
 def _uniforms(key: int, start: int, stop: int) -> np.ndarray:
     bits = _hash(key, np.arange(start, stop, dtype=np.uint64)) >> np.uint64(11)
     return bits.astype(np.float64) * (1.0 / (1 << 53))
-
-
-# -- which files make a mixture --------------------------------------------------------------
-def mixture_files(path: str | os.PathLike[str], split: str = "train") -> list[tuple[Path, int | None]]:
-    """The Parquet shards of one split of a mixture folder, with their manifest row counts.
-
-    The manifest is authoritative when present (its order is the shard order every seed is
-    defined on). Without one, a folder of `data/*.parquet` (or `*.parquet`) works, so a
-    per-source cache folder can be fed to `from_sources` too; files named like
-    `<split>-00000-of-00004.parquet` are filtered by split.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise MedmixError(f"{root}: not a mixture folder (no such directory)")
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        return _manifest_shards(root, manifest, split)
-    files = sorted((root / "data").glob("*.parquet")) or sorted(root.glob("*.parquet"))
-    if not files:
-        raise MedmixError(f"{root}: no manifest.json and no data/*.parquet or *.parquet files")
-    named = {f: m.group("split") for f in files if (m := _SHARD_NAME.match(f.name))}
-    if named:
-        chosen = [f for f in files if named.get(f) == split]
-        if not chosen:
-            raise MedmixError(f"{root}: no shards for split {split!r}; found {sorted(set(named.values()))}")
-        files = chosen
-    return [(f, None) for f in files]
-
-
-def _manifest_shards(root: Path, manifest: Path, split: str) -> list[tuple[Path, int | None]]:
-    try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise MedmixError(f"{manifest}: cannot read the manifest: {exc}") from None
-    shards = doc.get("shards") if isinstance(doc, dict) else None
-    if not isinstance(shards, list) or not shards:
-        raise MedmixError(f"{manifest}: 'shards' must be a non-empty list")
-    out: list[tuple[Path, int | None]] = []
-    seen: set[str] = set()
-    for n, entry in enumerate(shards):
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise MedmixError(f"{manifest}: shards[{n}] has no 'path'")
-        rel = entry["path"]
-        name_split = m.group("split") if (m := _SHARD_NAME.match(Path(rel).name)) else None
-        entry_split = entry.get("split", name_split)
-        if entry_split is not None:
-            seen.add(entry_split)
-            if entry_split != split:
-                continue
-        target = (root / rel).resolve()
-        if Path(rel).is_absolute() or not target.is_relative_to(root.resolve()):
-            raise MedmixError(f"{manifest}: shard path {rel!r} points outside the mixture folder")
-        rows = entry.get("rows")
-        if rows is not None and (not isinstance(rows, int) or rows < 0):
-            raise MedmixError(f"{manifest}: shards[{n}].rows must be a non-negative integer")
-        out.append((root / rel, rows))
-    if not out:
-        raise MedmixError(f"{manifest}: no shards for split {split!r}; found {sorted(seen)}")
-    return out
 
 
 class _Index:

@@ -25,7 +25,7 @@ from medmix.licenses import terms
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD")
 FIELD_COLORS = {"question": "#4C72B0", "answer": "#DD8452", "context": "#55A868"}
-# fate of every row read from upstream, in funnel order (stats.FUNNEL)
+# fate of every row read from upstream, in funnel order (layout.FUNNEL)
 FATES = (("selected", "kept", "#55A868"), ("quarantined", "quarantined (unreadable / invalid)", "#C44E52"),
          ("license_filtered", "license not accepted", "#8172B3"), ("duplicates", "duplicate", "#DD8452"),
          ("contaminated", "overlaps an evaluation set", "#937860"), ("unselected", "not sampled", "#BBBBBB"))

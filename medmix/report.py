@@ -7,19 +7,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-COUNT_COLUMNS = ("read", "quarantined", "license_filtered", "duplicates", "contaminated", "available", "selected",
-                 "epochs")
+from medmix.layout import FUNNEL_COLUMNS, QUARANTINE
 
 
 def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
     table = Table(title=f"{manifest['recipe']['name']}: {manifest['total_rows']} rows in {len(manifest['shards'])} "
                         f"shard(s) → {out}")
     table.add_column("source")
-    for c in COUNT_COLUMNS:
-        table.add_column(c.replace("_", " "), justify="right")
+    for _, header, _ in FUNNEL_COLUMNS:
+        table.add_column(header, justify="right")
     for name, s in manifest["sources"].items():
         if "counts" in s:
-            table.add_row(name, *[str(s["counts"].get(c, "")) for c in COUNT_COLUMNS])
+            table.add_row(name, *[str(s["counts"].get(c, "")) for c, _, _ in FUNNEL_COLUMNS])
     console.print(table)
     decon = [(name, ev, n) for name, s in manifest["sources"].items() for ev, n in s.get("decontamination", {}).items()]
     if decon:
@@ -30,7 +29,7 @@ def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
             t.add_row(name, ev, str(n))
         console.print(t)
     if manifest["quarantine"]["rows"]:
-        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: {out / 'quarantine.parquet'}")
+        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: {out / QUARANTINE}")
     if manifest["unpinned_upstreams"]:
         console.print(f"[yellow]{len(manifest['unpinned_upstreams'])} upstream file(s) are not pinned by sha256 "
                       f"(recorded in the manifest; `medmix lock` pins them)[/]")

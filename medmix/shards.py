@@ -23,12 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from medmix.layout import DATA_DIR, shard_path
 from medmix.schema import ARROW_SCHEMA, COLUMNS
 from medmix.writer import sha256_file, write_parquet_atomic
-
-
-def shard_name(i: int, n: int) -> str:
-    return f"data/train-{i:05d}-of-{n:05d}.parquet"
 
 
 def write_shards(out: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
@@ -36,7 +33,7 @@ def write_shards(out: Path, unit_files: Sequence[Path], unit: np.ndarray, row: n
     """Rows (unit, row, copy) in output order → shards under `out/data/`; returns shard records."""
     total = len(unit)
     n_shards = max(1, -(-total // shard_rows))
-    names = [shard_name(i, n_shards) for i in range(n_shards)]
+    names = [shard_path(i, n_shards) for i in range(n_shards)]
     missing = [i for i, name in enumerate(names) if not (out / name).exists()]
     spill = out / ".spill"
     if missing:
@@ -56,7 +53,7 @@ def write_shards(out: Path, unit_files: Sequence[Path], unit: np.ndarray, row: n
                 if progress:
                     progress("gather", 1)
         shutil.rmtree(spill, ignore_errors=True)
-    (out / "data").mkdir(parents=True, exist_ok=True)
+    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
     records = []
     for i, name in enumerate(names):
         rows = pq.ParquetFile(out / name).metadata.num_rows

@@ -15,28 +15,24 @@ them, so `--json`, the tables, the PNGs and the dataset card cannot disagree.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from medmix.errors import MedmixError
+from medmix.layout import FUNNEL, iter_batches, manifest_sha256, read_manifest, shard_files
 
 TEXT_FIELDS = ("question", "answer", "context")
 CATEGORY_COLUMNS = ("source", "domain", "task", "license", "split")
 SCAN_COLUMNS = CATEGORY_COLUMNS + ("width", "height") + TEXT_FIELDS
 QUANTILES = (("p5", 0.05), ("p50", 0.50), ("p95", 0.95))
 BATCH_ROWS = 8192
-MANIFEST_KEYS = ("recipe", "recipe_sha256", "sources", "shards", "total_rows", "quarantine")
-# The manifest's per-source funnel, in the order rows drop out of it.
-FUNNEL = ("read", "quarantined", "license_filtered", "duplicates", "contaminated", "available", "selected")
 HAN = r"\p{Han}"  # RE2 script class: rows in Chinese (SLAKE ships zh questions) put `zh` on the card
 
 
@@ -151,70 +147,7 @@ class SizeGrid:
         return {"cells": [[round(c, 3) if isinstance(c, float) else c for c in cell] for cell in cells]}
 
 
-# --- the manifest -------------------------------------------------------------------------------
-
-def load_manifest(mixture: Path) -> dict[str, Any]:
-    """Read and sanity-check `<mixture>/manifest.json`; every problem names the file."""
-    mixture = Path(mixture)
-    path = mixture / "manifest.json"
-    if not mixture.is_dir():
-        raise MedmixError(f"{mixture}: not a folder; give the folder `medmix build --out` wrote")
-    if not path.is_file():
-        raise MedmixError(f"{path}: missing; {mixture} is not a built mixture (run `medmix build --out {mixture}`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MedmixError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise MedmixError(f"{path}: expected a JSON object at the top level")
-    missing = [k for k in MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise MedmixError(f"{path}: missing key(s) {missing}; was it written by `medmix build`?")
-    return manifest
-
-
-def manifest_sha256(mixture: Path) -> str:
-    return hashlib.sha256((Path(mixture) / "manifest.json").read_bytes()).hexdigest()
-
-
-def shard_files(mixture: Path, manifest: dict[str, Any]) -> list[Path]:
-    """The shard paths the manifest lists, checked to exist and to stay inside the mixture folder.
-
-    The containment check matters for `push`: a hand-edited manifest must not make medmix upload
-    a file from elsewhere on the disk.
-    """
-    root = Path(mixture).resolve()
-    files = []
-    for i, shard in enumerate(manifest["shards"]):
-        rel = shard.get("path") if isinstance(shard, dict) else None
-        if not isinstance(rel, str) or not rel:
-            raise MedmixError(f"{mixture / 'manifest.json'}: shards[{i}] has no path")
-        path = (root / rel).resolve()
-        if root not in path.parents:
-            raise MedmixError(f"{mixture / 'manifest.json'}: shards[{i}].path {rel!r} points outside the mixture")
-        if not path.is_file():
-            raise MedmixError(f"{path}: shard listed in the manifest is missing; rebuild the mixture")
-        files.append(path)
-    return files
-
-
-def iter_batches(files: Sequence[Path], columns: Sequence[str],
-                 batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Record batches of `columns` from each file in turn; unreadable files and missing columns are named."""
-    for path in files:
-        try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise MedmixError(f"{path}: not a readable Parquet file ({exc})") from None
-        have = set(pf.schema_arrow.names)
-        absent = [c for c in columns if c not in have]
-        if absent:
-            raise MedmixError(f"{path}: no column(s) {absent}; not a medmix shard (schema mismatch)")
-        try:
-            yield from pf.iter_batches(batch_size=batch_rows, columns=list(columns))
-        except (pa.ArrowException, OSError) as exc:
-            raise MedmixError(f"{path}: corrupt Parquet data ({exc})") from None
-
+# --- the manifest's own figures -----------------------------------------------------------
 
 def manifest_figures(manifest: dict[str, Any], top_reasons: int = 10) -> dict[str, Any]:
     """The build's own accounting (funnel, dedup, decontamination, quarantine), copied, not recomputed."""
@@ -399,7 +332,7 @@ def compute_stats(mixture: Path, tokenizer: str | Callable[[list[str]], list[int
                   batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
     """Every figure `medmix stats` shows, as one JSON-able dict."""
     mixture = Path(mixture)
-    manifest = load_manifest(mixture)
+    manifest = read_manifest(mixture)
     scanned = scan_shards(shard_files(mixture, manifest), tokenizer, batch_rows)
     return {
         "mixture": {"path": str(mixture), "manifest_sha256": manifest_sha256(mixture)},

@@ -18,13 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from medmix.errors import MedmixError
+from medmix.layout import FUNNEL_COLUMNS
 
 err_console = Console(stderr=True)
 
 
 CATEGORIES = (("by_source", "source"), ("by_domain", "domain"), ("by_task", "task"), ("by_license", "license"))
-FUNNEL_HEADERS = (("read", "read"), ("quarantined", "quar."), ("license_filtered", "lic."), ("duplicates", "dup."),
-                  ("contaminated", "contam."), ("available", "avail."), ("selected", "selected"), ("epochs", "epochs"))
+FUNNEL_HEADERS = tuple((key, header) for key, header, _ in FUNNEL_COLUMNS)
 
 
 def _fail(exc: Exception) -> None:

@@ -133,7 +133,7 @@ def test_manifest_problems_name_the_file(tmp_path):
     with pytest.raises(MedmixError, match=r"gone\.parquet: shard listed in the manifest is missing"):
         MixtureDataset(root)
     (root / "manifest.json").write_text("{not json")
-    with pytest.raises(MedmixError, match=r"manifest\.json: cannot read the manifest"):
+    with pytest.raises(MedmixError, match=r"manifest\.json: not valid JSON"):
         MixtureDataset(root)
 
 

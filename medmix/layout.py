@@ -1,0 +1,243 @@
+"""The mixture folder format: the one place that knows what a built mixture looks like on disk.
+
+Why one module: build, shards, the loader, stats, push, the viewer and the executors all read or
+write mixture folders. When each of them spelled the shard name, parsed the manifest and listed
+the funnel columns on its own, the copies drifted (three funnel label sets, a shard regex in the
+loader, shard names built by hand in push). Every reader and writer now goes through here.
+
+A mixture folder (format version 1):
+
+    manifest.json                      the commit point: written last, atomically
+    data/<split>-XXXXX-of-YYYYY.parquet shards, in the manifest's order (the order seeds are defined on)
+    quarantine.parquet                 rows that could not be normalized, with their reasons
+    removed.parquet                    rows dropped by dedup / decontamination, with what they matched
+    .medmix-build.json                 which resolved recipe owns the folder (resume guard)
+
+`format_version` in the manifest versions this layout, not the row schema (`schema_version`):
+a reader refuses a version it does not know, with the fix, instead of misreading it. Manifests
+written before the field existed are version 1: the layout did not change when it was added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmix.errors import MedmixError
+from medmix.writer import atomic_write_json
+
+FORMAT_VERSION = 1
+KNOWN_FORMAT_VERSIONS = (1,)
+
+MANIFEST = "manifest.json"
+DATA_DIR = "data"
+QUARANTINE = "quarantine.parquet"
+REMOVED = "removed.parquet"
+BUILD_MARKER = ".medmix-build.json"
+DEFAULT_SPLIT = "train"
+
+# keys every manifest written by `medmix build` has; a reader that needs them asks for them
+MANIFEST_KEYS = ("recipe", "recipe_sha256", "sources", "shards", "total_rows", "quarantine")
+
+_SHARD_NAME = re.compile(r"^(?P<split>.+?)-(?P<index>\d+)-of-(?P<count>\d+)\.parquet$")
+
+# The per-source funnel: (manifest count key, short header, long label), in the order rows drop out
+# of it. `epochs` is not a funnel step (it says how often selected rows repeat) but is reported beside it.
+FUNNEL_STEPS: tuple[tuple[str, str, str], ...] = (
+    ("read", "read", "read from upstream"),
+    ("quarantined", "quar.", "quarantined"),
+    ("license_filtered", "lic.", "license filtered"),
+    ("duplicates", "dup.", "duplicates"),
+    ("contaminated", "contam.", "contaminated"),
+    ("available", "avail.", "available"),
+    ("selected", "selected", "selected"),
+)
+FUNNEL = tuple(key for key, _, _ in FUNNEL_STEPS)
+FUNNEL_COLUMNS = (*FUNNEL_STEPS, ("epochs", "epochs", "epochs"))
+
+
+# -- shard names ---------------------------------------------------------------------------------
+def shard_name(index: int, count: int, split: str = DEFAULT_SPLIT) -> str:
+    """`train-00003-of-00010.parquet`: the Hugging Face convention, so the Hub and `datasets`
+    pick the split up from file names alone."""
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def shard_path(index: int, count: int, split: str = DEFAULT_SPLIT) -> str:
+    """A shard's path relative to the mixture folder, as the manifest lists it."""
+    return f"{DATA_DIR}/{shard_name(index, count, split)}"
+
+
+def shard_glob(split: str = DEFAULT_SPLIT) -> str:
+    """The glob matching every shard of a split (Hub `data_files` patterns use it)."""
+    return f"{split}-*"
+
+
+@dataclass(frozen=True)
+class ShardName:
+    split: str
+    index: int
+    count: int
+
+
+def parse_shard_name(name: str) -> ShardName | None:
+    """The split, index and count of a shard file name, or None for any other file name."""
+    m = _SHARD_NAME.match(Path(name).name)
+    return ShardName(m.group("split"), int(m.group("index")), int(m.group("count"))) if m else None
+
+
+# -- the manifest --------------------------------------------------------------------------------
+def manifest_path(root: str | os.PathLike[str]) -> Path:
+    return Path(root) / MANIFEST
+
+
+def read_manifest(root: str | os.PathLike[str], required: Sequence[str] = MANIFEST_KEYS) -> dict[str, Any]:
+    """Read and check `<root>/manifest.json`; every problem names the file and the fix."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise MedmixError(f"{root}: not a folder; give the folder `medmix build --out` wrote")
+    if not path.is_file():
+        raise MedmixError(f"{path}: missing; {root} is not a built mixture (run `medmix build --out {root}`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MedmixError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise MedmixError(f"{path}: expected a JSON object at the top level")
+    check_format_version(manifest, path)
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise MedmixError(f"{path}: missing key(s) {missing}; was it written by `medmix build`?")
+    return manifest
+
+
+def check_format_version(manifest: dict[str, Any], where: str | os.PathLike[str]) -> int:
+    version = manifest.get("format_version", 1)
+    if version not in KNOWN_FORMAT_VERSIONS:
+        raise MedmixError(f"{where}: mixture format_version {version!r} is not one this medmix reads "
+                          f"({', '.join(map(str, KNOWN_FORMAT_VERSIONS))}); upgrade medmix (pip install -U medmix) "
+                          f"or rebuild the mixture with this version")
+    return version
+
+
+def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest atomically (the build's commit point) and return exactly what a reader sees.
+
+    `format_version` leads the document so a person opening the file sees what they are reading.
+    """
+    doc = {"format_version": FORMAT_VERSION, **{k: v for k, v in manifest.items() if k != "format_version"}}
+    atomic_write_json(Path(root) / MANIFEST, doc)
+    return json.loads(json.dumps(doc))
+
+
+def manifest_sha256(root: str | os.PathLike[str]) -> str:
+    return hashlib.sha256((Path(root) / MANIFEST).read_bytes()).hexdigest()
+
+
+# -- shards --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shard:
+    """One shard as the manifest lists it. `rows`/`sha256` are None for folders without a manifest."""
+
+    path: Path
+    rel: str
+    rows: int | None = None
+    sha256: str | None = None
+    split: str | None = None
+
+
+def manifest_shards(root: str | os.PathLike[str], manifest: dict[str, Any], split: str | None = None,
+                    must_exist: bool = True) -> list[Shard]:
+    """The shards the manifest lists (of one split, or all), checked to stay inside the mixture folder.
+
+    The containment check matters for `push` and `view`: a hand-edited manifest must not make
+    medmix upload or serve a file from elsewhere on the disk.
+    """
+    root = Path(root)
+    where = root / MANIFEST
+    entries = manifest.get("shards")
+    if not isinstance(entries, list) or not entries:
+        raise MedmixError(f"{where}: 'shards' must be a non-empty list")
+    base = root.resolve()
+    out: list[Shard] = []
+    seen: set[str] = set()
+    for n, entry in enumerate(entries):
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or not rel:
+            raise MedmixError(f"{where}: shards[{n}] has no 'path'")
+        parsed = parse_shard_name(rel)
+        entry_split = entry.get("split", parsed.split if parsed else None)
+        if entry_split is not None:
+            seen.add(entry_split)
+        if split is not None and entry_split is not None and entry_split != split:
+            continue
+        target = (base / rel).resolve()
+        if Path(rel).is_absolute() or not target.is_relative_to(base) or target == base:
+            raise MedmixError(f"{where}: shards[{n}].path {rel!r} points outside the mixture folder")
+        rows = entry.get("rows")
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0):
+            raise MedmixError(f"{where}: shards[{n}].rows must be a non-negative integer")
+        if must_exist and not target.is_file():
+            raise MedmixError(f"{target}: shard listed in the manifest is missing; rebuild the mixture")
+        out.append(Shard(root / rel, rel, rows, entry.get("sha256"), entry_split))
+    if not out:
+        raise MedmixError(f"{where}: no shards for split {split!r}; found {sorted(seen)}")
+    return out
+
+
+def shard_files(root: str | os.PathLike[str], manifest: dict[str, Any]) -> list[Path]:
+    """Every shard file of a built mixture, in manifest order, each checked to exist."""
+    return [s.path for s in manifest_shards(root, manifest)]
+
+
+def mixture_files(path: str | os.PathLike[str], split: str = DEFAULT_SPLIT) -> list[tuple[Path, int | None]]:
+    """The Parquet shards of one split of a mixture folder, with their manifest row counts.
+
+    The manifest is authoritative when present (its order is the shard order every seed is
+    defined on). Without one, a folder of `data/*.parquet` (or `*.parquet`) works, so a
+    per-source cache folder can be fed to the loader too; files named like
+    `<split>-00000-of-00004.parquet` are filtered by split.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise MedmixError(f"{root}: not a mixture folder (no such directory)")
+    if (root / MANIFEST).is_file():
+        manifest = read_manifest(root, required=("shards",))
+        return [(s.path, s.rows) for s in manifest_shards(root, manifest, split, must_exist=False)]
+    files = sorted((root / DATA_DIR).glob("*.parquet")) or sorted(root.glob("*.parquet"))
+    if not files:
+        raise MedmixError(f"{root}: no {MANIFEST} and no {DATA_DIR}/*.parquet or *.parquet files")
+    named = {f: parsed.split for f in files if (parsed := parse_shard_name(f.name))}
+    if named:
+        chosen = [f for f in files if named.get(f) == split]
+        if not chosen:
+            raise MedmixError(f"{root}: no shards for split {split!r}; found {sorted(set(named.values()))}")
+        files = chosen
+    return [(f, None) for f in files]
+
+
+def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+    """Record batches of `columns` from each shard in turn; unreadable files and missing columns are named."""
+    for path in files:
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise MedmixError(f"{path}: not a readable Parquet file ({exc})") from None
+        have = set(pf.schema_arrow.names)
+        absent = [c for c in columns if c not in have]
+        if absent:
+            raise MedmixError(f"{path}: no column(s) {absent}; not a medmix shard (schema mismatch)")
+        try:
+            yield from pf.iter_batches(batch_size=batch_rows, columns=list(columns))
+        except (pa.ArrowException, OSError) as exc:
+            raise MedmixError(f"{path}: corrupt Parquet data ({exc})") from None
