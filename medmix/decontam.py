@@ -26,7 +26,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .textsim import TextInputError, _mix64, normalize_text
+from medmix.hashing import mix64
+from medmix.textsim import TextInputError, normalize_text
 
 DEFAULT_NGRAM = 13
 
@@ -68,7 +69,7 @@ def _gram_hashes(word_hashes: np.ndarray, offsets: np.ndarray, length: int) -> t
     for j in range(length):
         h *= _MUL
         h ^= word_hashes[starts + j]
-        h = _mix64(h)
+        h = mix64(h)
     return h, doc
 
 

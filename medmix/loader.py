@@ -64,10 +64,13 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from medmix.distributed import rank_and_world
 from medmix.errors import MedmixError, RowError
+from medmix.hashing import fold as _key
+from medmix.hashing import permutation as _permutation
+from medmix.hashing import uniforms as _uniforms
 from medmix.layout import mixture_files
 from medmix.schema import ARROW_SCHEMA, COLUMNS, FEATURES
 
@@ -76,41 +79,6 @@ __all__ = ["MixtureDataset", "WeightedMixture", "load", "mixture_files"]
 STATE_FORMAT = "medmix.loader/1"
 _CHUNK = 512  # samples a worker plans at a time: bounds Python-side buffers, not I/O
 _OPEN_FILES = 32  # shard files a reader keeps open
-_MASK = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-# -- counter-based hashing: the only source of randomness ---------------------------------------
-def _mix(z: int) -> int:
-    z = (z + _GOLDEN) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def _key(*parts: int) -> int:
-    """Fold integers into one 64-bit key; distinct tuples give unrelated keys."""
-    k = 0
-    for part in parts:
-        k = _mix(k ^ (int(part) & _MASK))
-    return k
-
-
-def _hash(key: int, index: np.ndarray) -> np.ndarray:
-    """SplitMix64 at counter `index` of stream `key`, vectorized (uint64 wraps, as intended)."""
-    z = index.astype(np.uint64) * np.uint64(_GOLDEN) + np.uint64(key) + np.uint64(_GOLDEN)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _permutation(key: int, n: int) -> np.ndarray:
-    return np.argsort(_hash(key, np.arange(n, dtype=np.uint64)), kind="stable")
-
-
-def _uniforms(key: int, start: int, stop: int) -> np.ndarray:
-    bits = _hash(key, np.arange(start, stop, dtype=np.uint64)) >> np.uint64(11)
-    return bits.astype(np.float64) * (1.0 / (1 << 53))
 
 
 class _Index:
@@ -304,24 +272,6 @@ def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 
 # -- ranks and workers --------------------------------------------------------------------------
-def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Explicit arguments, else an initialized torch.distributed, else RANK/WORLD_SIZE, else 0/1."""
-    if rank is None or world_size is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            auto = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        else:
-            try:
-                auto = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-            except ValueError:
-                raise ValueError(f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
-                                 "are not integers") from None
-        rank = auto[0] if rank is None else rank
-        world_size = auto[1] if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} is not valid for world_size={world_size}")
-    return rank, world_size
-
-
 def _rank_span(total: int, rank: int, world: int, remainder: str) -> tuple[int, int]:
     """(first epoch position, number of samples) of this rank; see the module docstring."""
     if remainder == "drop":
@@ -399,7 +349,7 @@ class _Stream(IterableDataset):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = seed
         self.batch_size = _check_positive("batch_size", batch_size)
-        self.rank, self.world_size = _world(rank, world_size)
+        self.rank, self.world_size = rank_and_world(rank, world_size)
         self.decode_images = decode_images
         self.transform = transform
         self.epoch = 0
