@@ -47,7 +47,8 @@ def build(
     plan: bool = typer.Option(False, "--plan", help="print sources, upstreams, licenses and expected rows; download nothing"),
 ) -> None:
     """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
-    from medmix.build import BuildOptions, build as run_build
+    from medmix.build import build as run_build
+    from medmix.planning import BuildOptions
     from medmix.recipe import load_recipe
 
     try:
@@ -55,8 +56,8 @@ def build(
         opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=_parse_from(from_),
                             accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror)
         if plan:
-            from medmix.plan import print_plan
-            print_plan(r, opts, out_console)
+            from medmix.preview import expected_rows
+            _print_plan(r.name, expected_rows(r, opts))
             return
         from medmix.progress import BuildProgress
         with BuildProgress(console) as progress:
@@ -68,6 +69,23 @@ def build(
     print_build_summary(manifest, out, out_console)
 
 
+def _print_plan(recipe_name: str, rows: list[dict]) -> None:
+    table = Table(title=f"plan for recipe {recipe_name} (nothing downloaded)")
+    for c in ("source", "splits", "license", "terms", "rows available", "rows selected", "upstream"):
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        label = r["name"] + (" (decontamination reference)" if r["evaluation"] else "")
+        table.add_row(label, ",".join(r["splits"]), r["license"], r["terms"], f"{r['available']:,}",
+                      f"{r['selected']:,}", "\n".join(r["upstream"]))
+    out_console.print(table)
+    total = sum(r["selected"] for r in rows if not r["evaluation"])
+    out_console.print(f"expected total before dedup/decontamination: [bold]{total:,}[/] rows")
+    for r in rows:
+        if r["manual"]:
+            out_console.print(f"[yellow]{r['name']} needs manual files[/] ({', '.join(r['manual'])}): pass "
+                              f"`--from {r['name']}=DIR` (see DATASETS.md)")
+
+
 @app.command()
 def lock(
     recipe: str = typer.Option(..., "--recipe", "-r", help="built-in recipe name or a YAML path"),
@@ -77,8 +95,8 @@ def lock(
     mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
 ) -> None:
     """Pin every upstream file of a recipe (Hub commit, sha256, size) into its lock file."""
-    from medmix.build import BuildOptions
     from medmix.lock import default_lock_path, lock_recipe
+    from medmix.planning import BuildOptions
     from medmix.recipe import load_recipe
     from medmix.writer import atomic_write_json
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from medmix import __version__
 from medmix.errors import MedmixError
+from medmix.planning import BuildOptions, plan_sources
+from medmix.recipe import Recipe
 from medmix.sources.base import Remote, Source
 
 LOCK_VERSION = 1
@@ -69,14 +71,13 @@ def apply_lock(source: Source, adapter: str, lock: dict) -> int:
     return pinned
 
 
-def lock_recipe(recipe, opts, *, offline: bool) -> dict:
+def lock_recipe(recipe: Recipe, opts: BuildOptions, *, offline: bool) -> dict:
     """Resolve every upstream of a recipe (training and decontamination sources) into a lock.
 
     Online, each file is fetched (Hub files resolve to their commit; URLs are hashed as they
     stream into the cache, which a following build reuses); manual files are not locked — they
     are the user's. Offline, the adapters' own pins are written and the rest stays null.
     """
-    from medmix.build import plan_sources
     from medmix.fetch import fetch_files
 
     per_source: dict[str, dict[str, dict[str, Any]]] = {}

@@ -34,7 +34,9 @@ def source_rng(seed: int, name: str, purpose: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode()), zlib.crc32(purpose.encode())])
 
 
-def resolve_counts(recipe: Recipe, available: dict[str, int]) -> dict[str, int]:
+def allocate_counts(recipe: Recipe, available: dict[str, int]) -> dict[str, int]:
+    """Rows each source contributes, given the rows it has: the arithmetic alone, shared by the build
+    and `medmix build --plan` (which passes the declared split sizes) so the two never disagree."""
     counts: dict[str, int] = {}
     weighted = [s for s in recipe.sources if s.mode == "weight"]
     for s in recipe.sources:
@@ -57,6 +59,12 @@ def resolve_counts(recipe: Recipe, available: dict[str, int]) -> dict[str, int]:
             floors[i] += 1
         for s, n in zip(weighted, floors):
             counts[s.name] = n
+    return counts
+
+
+def resolve_counts(recipe: Recipe, available: dict[str, int]) -> dict[str, int]:
+    """`allocate_counts`, refusing a source asked for rows when none of its rows are left."""
+    counts = allocate_counts(recipe, available)
     for s in recipe.sources:
         if counts[s.name] > 0 and available[s.name] == 0:
             raise RecipeError(f"{recipe.path}:{s.line}: sources.{s.name}: asks for {counts[s.name]} rows but none "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medmix.build import BuildOptions, plan_sources
+from medmix.planning import BuildOptions, plan_sources
 from medmix.errors import LicenseRefused, MedmixError, RecipeError
 from medmix.mix import resolve_counts, select, source_rng
 from medmix.recipe import load_recipe, parse_recipe

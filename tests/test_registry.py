@@ -45,8 +45,8 @@ def test_plan_of_openmedq_totals_about_3_35m_offline(tmp_path):
     res = CliRunner().invoke(app, ["build", "--recipe", "openmedq-3.35m", "--plan", "--out", str(tmp_path / "o"),
                                    "--cache", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output
-    from medmix.build import BuildOptions
-    from medmix.plan import expected_rows
+    from medmix.planning import BuildOptions
+    from medmix.preview import expected_rows
     from medmix.recipe import load_recipe
 
     rows = expected_rows(load_recipe("openmedq-3.35m"), BuildOptions(out=tmp_path / "o", cache=tmp_path / "c"))
@@ -58,7 +58,7 @@ def test_plan_of_openmedq_totals_about_3_35m_offline(tmp_path):
 
 
 def test_openmedq_open_accepts_nothing_restricted(tmp_path):
-    from medmix.build import BuildOptions, plan_sources
+    from medmix.planning import BuildOptions, plan_sources
     from medmix.licenses import terms
     from medmix.recipe import load_recipe
 
