@@ -8,31 +8,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from medmix.cli_common import err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproducible, license-aware medical vision-language pretraining mixtures.")
-console = Console(stderr=True)
-out_console = Console()
-
-
-def _parse_from(values: list[str] | None) -> dict[str, Path]:
-    result = {}
-    for v in values or []:
-        if "=" not in v:
-            raise typer.BadParameter(f"--from takes SOURCE=DIR, got {v!r}")
-        k, d = v.split("=", 1)
-        result[k] = Path(d).expanduser()
-    return result
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
 
 @app.command()
 def build(
@@ -53,18 +35,17 @@ def build(
 
     try:
         r = load_recipe(recipe)
-        opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=_parse_from(from_),
+        opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=parse_from(from_),
                             accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror)
         if plan:
             from medmix.preview import expected_rows
             _print_plan(r.name, expected_rows(r, opts))
             return
         from medmix.progress import BuildProgress
-        with BuildProgress(console) as progress:
-            manifest = run_build(r, opts, progress=progress.update, log=lambda m: console.print(m, style="yellow"))
+        with BuildProgress(err_console) as progress:
+            manifest = run_build(r, opts, progress=progress.update, log=lambda m: err_console.print(m, style="yellow"))
     except MedmixError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     from medmix.report import print_build_summary
     print_build_summary(manifest, out, out_console)
 
@@ -104,13 +85,12 @@ def lock(
         r = load_recipe(recipe)
         result = lock_recipe(r, BuildOptions(out=Path("."), cache=cache, mirror=mirror), offline=offline)
     except MedmixError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     target = out or default_lock_path(r.name)
     atomic_write_json(target, result)
     files = [e for s in result["sources"].values() for e in s.values()]
     unpinned = sum(1 for e in files if not e["sha256"])
-    console.print(f"wrote {target}: {len(files)} upstream file(s), {unpinned} without sha256"
+    err_console.print(f"wrote {target}: {len(files)} upstream file(s), {unpinned} without sha256"
                   + (" (run without --offline on a machine with network to fill them)" if unpinned else ""))
 
 
@@ -136,7 +116,8 @@ def sources(as_json: bool = typer.Option(False, "--json", help="print the regist
 def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras)."""
     from medmix.evaluation.cli import eval_classify, eval_vqa
-    from medmix.stats_cli import push_command, stats_command
+    from medmix.hub_cli import push_command
+    from medmix.stats_cli import stats_command
     from trainer.cli import train_command
 
     app.command("stats")(stats_command)

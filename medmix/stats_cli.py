@@ -1,7 +1,7 @@
-"""`medmix stats` and `medmix push`: typer-compatible command functions and their rich tables.
+"""`medmix stats`: a typer-compatible command function and its rich tables.
 
-The lead registers them in cli.py (`app.command("stats")(stats_command)`); they stay here so the
-commands, their printing and their tests live next to each other. Errors a user can act on
+cli.py registers it (`app.command("stats")(stats_command)`); it stays here so the
+command, its printing and its tests live next to each other. Errors a user can act on
 (`MedmixError`) print one line on stderr and exit with status 2, as every medmix command does.
 """
 
@@ -17,20 +17,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from medmix.cli_common import err_console, fail, out_console
 from medmix.errors import MedmixError
 from medmix.layout import FUNNEL_COLUMNS
 
-err_console = Console(stderr=True)
-
-
 CATEGORIES = (("by_source", "source"), ("by_domain", "domain"), ("by_task", "task"), ("by_license", "license"))
 FUNNEL_HEADERS = tuple((key, header) for key, header, _ in FUNNEL_COLUMNS)
-
-
-def _fail(exc: Exception) -> None:
-    # soft wrap: a path in the message stays one line a user can copy
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _pct(n: int, total: int) -> str:
@@ -174,7 +166,6 @@ def stats_command(
     """Composition, image sizes, text lengths, dedup/decontamination/quarantine counts of a mixture."""
     from medmix.stats import compare_stats, compute_stats
 
-    out = Console()
     try:
         stats = compute_stats(path, tokenizer)
         other = compute_stats(compare, tokenizer) if compare is not None else None
@@ -183,56 +174,16 @@ def stats_command(
             from medmix.plots import plot_all
             written = plot_all(stats, plot)
     except MedmixError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     if as_json:
         payload = stats if other is None else {"a": stats, "b": other, "diff": compare_stats(stats, other)}
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     elif other is not None:
-        print_compare(compare_stats(stats, other), out)
+        print_compare(compare_stats(stats, other), out_console)
     else:
-        print_stats(stats, out)
+        print_stats(stats, out_console)
     if written:
         err_console.print(f"wrote {len(written)} chart(s) to {plot}: {', '.join(p.name for p in written)}",
                           highlight=False)
     if stats["problems"] or (other is not None and other["problems"]):
         raise typer.Exit(1)
-
-
-def push_command(
-    path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
-    repo_id: str = typer.Argument(..., help="Hub dataset repository, e.g. my-org/medmix-demo"),
-    private: bool = typer.Option(False, "--private", help="create the repository as private"),
-    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
-    message: str = typer.Option("Upload medmix mixture", "--message", "-m", help="commit message"),
-    dry_run: Optional[Path] = typer.Option(None, "--dry-run",
-                                           help="write the folder that would be uploaded here; upload nothing"),
-    exclude_nonredistributable: bool = typer.Option(
-        False, "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution"),
-    force_nonredistributable: bool = typer.Option(
-        False, "--force-nonredistributable", help="push them anyway (you hold the rights; loud warning)"),
-) -> None:
-    """Upload a mixture to the Hugging Face Hub with a license-aware dataset card (Parquet, one config per source)."""
-    from medmix import hub
-
-    if exclude_nonredistributable and force_nonredistributable:
-        _fail(MedmixError("--exclude-nonredistributable and --force-nonredistributable contradict each other; "
-                          "pick one"))
-    policy = "exclude" if exclude_nonredistributable else "force" if force_nonredistributable else "refuse"
-    out = Console()
-    try:
-        if dry_run is not None:
-            layout = hub.prepare(path, dry_run, repo_id=repo_id, policy=policy, log=_log)
-            out.print(f"dry run: {len(layout.files)} file(s), {layout.bytes:,} bytes in {dry_run} "
-                      f"(nothing uploaded)", highlight=False)
-            return
-        url = hub.push(path, repo_id, policy=policy, private=private, revision=revision, message=message, log=_log)
-    except MedmixError as exc:
-        _fail(exc)
-        return
-    out.print(f"pushed to {url}", highlight=False)
-
-
-def _log(message: str) -> None:
-    style = "bold red" if message.startswith("WARNING") else None
-    err_console.print(message, style=style, highlight=False, soft_wrap=True)

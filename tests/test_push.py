@@ -28,7 +28,7 @@ from medmix.card import hub_license
 from medmix.errors import MedmixError
 from medmix.recipe import load_recipe
 from medmix.sources import get_source
-from medmix.stats_cli import push_command
+from medmix.hub_cli import push_command
 
 FAKE_TOKEN = "hf_FAKEtoken1234567890abcdefGHIJKLmnop"
 QUILT = "LicenseRef-Quilt-1M"

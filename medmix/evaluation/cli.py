@@ -10,28 +10,14 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.console import Console
 
+from medmix.cli_common import err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
-
-console = Console(stderr=True)
-out_console = Console()
 
 CacheOpt = Annotated[Path, typer.Option("--cache", help="download + decoded-benchmark cache")]
 FromOpt = Annotated[Optional[List[str]], typer.Option("--from", help="SOURCE=DIR: local upstream files for a source")]
 MirrorOpt = Annotated[Optional[str], typer.Option("--mirror", help="fetch https://host/path from MIRROR/host/path")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")]
-
-
-def _from_dirs(values: list[str] | None) -> dict[str, Path]:
-    from medmix.cli import _parse_from
-
-    return _parse_from(values)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
-    raise typer.Exit(2)
 
 
 def eval_classify(
@@ -58,20 +44,19 @@ def eval_classify(
 
     try:
         recipe = Recipe(mode=mode, max_train=max_train, epochs=epochs, batch_size=batch_size, seed=seed)
-        from_dirs = _from_dirs(from_)
+        from_dirs = parse_from(from_)
 
         def files_for(source, splits):  # type: ignore[no-untyped-def]
             return fetch_split_files(source, splits, cache_dir=cache, from_dir=from_dirs.get(source.name),
                                      mirror=mirror)
 
         report = run_classification(list(encoders), list(benchmarks or BENCHMARKS), recipe, files_for=files_for,
-                                    cache_dir=cache, device=device, log=lambda m: console.print(m, style="dim"))
+                                    cache_dir=cache, device=device, log=lambda m: err_console.print(m, style="dim"))
         paths = write_reports(report, out)
     except MedmixError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     out_console.print(rich_table(report))
-    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    err_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def eval_vqa(
@@ -95,19 +80,18 @@ def eval_vqa(
 
     names = [dataset] if isinstance(dataset, str) else list(dataset)
     try:
-        from_dirs = _from_dirs(from_)
+        from_dirs = parse_from(from_)
         sources = [vqa_source(name) for name in names]  # unknown names fail before the model loads
         generate = load_generate(model, device)
         results = []
         for source in sources:
             files = fetch_split_files(source, (split,), cache_dir=cache, from_dir=from_dirs.get(source.name),
                                       mirror=mirror)
-            console.print(f"{source.name}: answering {split} questions", style="dim")
+            err_console.print(f"{source.name}: answering {split} questions", style="dim")
             results.append(evaluate_dataset(generate, source, files=files, split=split, batch_size=batch_size,
                                             max_new_tokens=max_new_tokens, limit=limit, out_dir=out,
                                             config={"model": str(model)}))
     except MedmixError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     out_console.print(rich_table(results))
-    console.print(f"wrote {out}")
+    err_console.print(f"wrote {out}")

@@ -1,0 +1,52 @@
+"""`medmix push`: a typer-compatible command function over `medmix.hub`, which it sits beside.
+
+Registered by cli.py (`app.command("push")(push_command)`). Hub warnings (a forced push of rows
+that may not be redistributed) print in bold red on stderr; errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medmix.cli_common import err_console, fail, out_console
+from medmix.errors import MedmixError
+
+
+def push_command(
+    path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
+    repo_id: str = typer.Argument(..., help="Hub dataset repository, e.g. my-org/medmix-demo"),
+    private: bool = typer.Option(False, "--private", help="create the repository as private"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
+    message: str = typer.Option("Upload medmix mixture", "--message", "-m", help="commit message"),
+    dry_run: Optional[Path] = typer.Option(None, "--dry-run",
+                                           help="write the folder that would be uploaded here; upload nothing"),
+    exclude_nonredistributable: bool = typer.Option(
+        False, "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution"),
+    force_nonredistributable: bool = typer.Option(
+        False, "--force-nonredistributable", help="push them anyway (you hold the rights; loud warning)"),
+) -> None:
+    """Upload a mixture to the Hugging Face Hub with a license-aware dataset card (Parquet, one config per source)."""
+    from medmix import hub
+
+    if exclude_nonredistributable and force_nonredistributable:
+        fail(MedmixError("--exclude-nonredistributable and --force-nonredistributable contradict each other; "
+                          "pick one"))
+    policy = "exclude" if exclude_nonredistributable else "force" if force_nonredistributable else "refuse"
+    try:
+        if dry_run is not None:
+            layout = hub.prepare(path, dry_run, repo_id=repo_id, policy=policy, log=_log)
+            out_console.print(f"dry run: {len(layout.files)} file(s), {layout.bytes:,} bytes in {dry_run} "
+                      f"(nothing uploaded)", highlight=False)
+            return
+        url = hub.push(path, repo_id, policy=policy, private=private, revision=revision, message=message, log=_log)
+    except MedmixError as exc:
+        fail(exc)
+    out_console.print(f"pushed to {url}", highlight=False)
+
+
+def _log(message: str) -> None:
+    style = "bold red" if message.startswith("WARNING") else None
+    err_console.print(message, style=style, highlight=False, soft_wrap=True)

@@ -1,0 +1,38 @@
+"""Every command group fails alike: one red line on stderr, exit status 2, a long path unbroken."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from medmix.cli import app
+from medmix.cli_common import fail, parse_from
+from medmix.errors import MedmixError
+
+
+def test_fail_keeps_a_long_path_on_one_line(capsys):
+    path = "/very/long/" + "deeply-nested-folder/" * 10 + "recipe.yaml"
+    with pytest.raises(typer.Exit) as exc:
+        fail(MedmixError(f"{path}: cannot be read"))
+    assert exc.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert path in err and len(err.strip().splitlines()) == 1
+
+
+def test_parse_from_splits_on_the_first_equals_sign():
+    assert parse_from(["a=/x=y", "b=~/d"]) == {"a": Path("/x=y"), "b": Path("~/d").expanduser()}
+    assert parse_from(None) == {}
+    with pytest.raises(typer.BadParameter, match="SOURCE=DIR"):
+        parse_from(["nodir"])
+
+
+@pytest.mark.parametrize("args", [["build", "--recipe", "/nonexistent/r.yaml"],
+                                  ["stats", "/nonexistent/mixture"],
+                                  ["eval", "classify", "-e", "scratch", "-b", "no-such-benchmark"]])
+def test_every_command_group_exits_2_with_one_error_line(args, tmp_path):
+    res = CliRunner().invoke(app, args + ([] if args[0] == "stats" else ["--cache", str(tmp_path / "c")]))
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output
