@@ -70,7 +70,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     # fetch (network-bound, one source at a time) and cut into units
     from medmix.fetch import fetch_files
     from medmix.index import build_eval_index, build_index
-    from medmix.mixture import plan_mixture
+    from medmix.mixture import mixture_rows
     from medmix.shards import write_shards
 
     check_manual_files(planned)
@@ -128,7 +128,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     idx = build_index(unit_files, [p.name for p in planned if not p.evaluation],
                       bands=recipe.dedup["text_threshold"] is not None,
                       text_threshold=recipe.dedup["text_threshold"], ngrams=ngrams)
-    plan = plan_mixture(recipe, idx, eval_index)
+    plan = mixture_rows(recipe, idx, eval_index)
     progress("mix", "index", 1, 1)
     shards = write_shards(opts.out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
                           progress=lambda stage, n: progress("write", stage, n, None))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from medmix.errors import MedmixError, UnsafeArchiveError
+from medmix.writer import publish_dir
 
 CHUNK = 1 << 20
 _SINGLE_FILE = {  # magic bytes → (opener, suffixes dropped from the output name)
@@ -288,11 +289,5 @@ def safe_extract(archive: Path, dest: Path, *, max_member_bytes: int = 8 << 30, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        # Another process finished the same extraction first; its folder is as good as ours.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not dest.is_dir():
-            raise
+    publish_dir(tmp, dest)  # or another process finished the same extraction first
     return dest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -32,6 +33,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def publish_dir(tmp: Path, dest: Path) -> bool:
+    """Move a complete folder `tmp` to `dest` in one rename, unless another process finished first.
+
+    Returns True if `tmp` became `dest`; False if `dest` already existed as a folder (another
+    process built the same content-keyed folder first; its bytes are as good as ours), in which
+    case `tmp` is removed. Any other failure removes `tmp` and raises.
+    """
+    try:
+        os.rename(tmp, dest)
+        return True
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not Path(dest).is_dir():
+            raise
+        return False
 
 
 def _tmp_name(path: Path) -> Path:

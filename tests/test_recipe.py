@@ -8,7 +8,7 @@ import pytest
 
 from medmix.planning import BuildOptions, plan_sources
 from medmix.errors import LicenseRefused, MedmixError, RecipeError
-from medmix.mix import resolve_counts, select, source_rng
+from medmix.mixture import resolve_counts, select, source_rng
 from medmix.recipe import load_recipe, parse_recipe
 
 BASE = """name: t

@@ -27,6 +27,7 @@ import numpy as np
 
 from medmix.errors import MedmixError, RowError
 from medmix.sources.base import Bad, Record, Source
+from medmix.writer import publish_dir
 
 STORE_VERSION = "1"
 LOG_EVERY = 10_000
@@ -201,10 +202,7 @@ def materialize(source: Source, split: str, files: Mapping[str, Path], *, size: 
         np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
         (tmp / "store.json").write_text(json.dumps({"source": source.name, "split": split, "size": size, "ids": ids,
                                                     "skipped": skipped, "key": key_doc}, default=str))
-        if final.exists():  # another process finished first; its bytes are the same
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
+        publish_dir(tmp, final)  # or another process finished first; its bytes are the same
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
