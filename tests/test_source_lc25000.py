@@ -10,15 +10,15 @@ from fixtures import lc25000 as fx
 from fixtures import read_split
 
 from medmix.errors import ManualFilesMissing, MedmixError
-from medmix.evaluation.lc25000_split import (
+from medmix.fetch import fetch_files
+from medmix.sources import get_source
+from medmix.sources._lc25000_split import (
     SPLIT_EDGES,
     dihedral_hashes,
     near_duplicate_groups,
     split_class_folder,
     split_of_key,
 )
-from medmix.fetch import fetch_files
-from medmix.sources import get_source
 from medmix.sources.lc25000_colon import LC25000Colon
 from medmix.sources.lc25000_lung import LC25000Lung
 

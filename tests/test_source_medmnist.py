@@ -10,8 +10,8 @@ from fixtures import assert_matches_remotes, decodes, local_files, read_split, r
 from fixtures import medmnist as fx
 
 from medmix.errors import MedmixError
-from medmix.evaluation.native import iter_npz_rows
 from medmix.sources import get_source
+from medmix.sources._native import iter_npz_rows
 from medmix.sources.bloodmnist import BloodMNIST
 from medmix.sources.breastmnist import BreastMNIST
 from medmix.sources.dermamnist import DermaMNIST

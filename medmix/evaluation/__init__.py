@@ -1,5 +1,6 @@
 """Downstream evaluation: medical VQA on held-out test splits, and frozen-encoder classification.
 
-Kept import-light on purpose (no torch, sklearn or transformers here): benchmark adapters under
-`medmix.sources` import `medmix.evaluation.benchmarks`, and the source registry must stay fast.
+Evaluation reads sources; sources never import evaluation (the benchmark adapters and their
+native-layout readers live in `medmix.sources`, a test holds the line). Kept import-light
+(no torch, sklearn or transformers here) so `medmix eval --help` stays fast.
 """

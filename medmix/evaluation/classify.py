@@ -32,10 +32,11 @@ import torch
 from torch import nn
 
 from medmix.errors import MedmixError
-from medmix.evaluation.benchmarks import BENCHMARKS, ClassificationBenchmark
+from medmix.evaluation.benchmarks import BENCHMARKS
 from medmix.evaluation.data import ImageStore, materialize
 from medmix.evaluation.encoders import Encoder, default_architecture, load_encoder, scratch_encoder
 from medmix.evaluation.metrics import accuracy, macro_f1
+from medmix.sources._benchmarks import ClassificationBenchmark
 
 MODES = ("linear", "finetune")
 

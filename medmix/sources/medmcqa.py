@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
 from medmix.sources._common import iter_parquet_slice, slice_units
+from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 _REPO = "openlifescienceai/medmcqa"
 _SPLITS = ("train", "validation", "test")

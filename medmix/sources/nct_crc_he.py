@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from medmix.errors import MedmixError
-from medmix.evaluation.benchmarks import ClassificationBenchmark
-from medmix.evaluation.native import find_class_root, list_images
+from medmix.sources._benchmarks import ClassificationBenchmark
+from medmix.sources._native import find_class_root, list_images
 from medmix.sources.base import Bad, Record, Remote, Unit
 
 # Upstream folder → class index; names as in MedMNIST's PathMNIST, which is built from these images.

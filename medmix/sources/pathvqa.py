@@ -17,8 +17,8 @@ from typing import Iterator, Mapping
 
 import pyarrow.parquet as pq
 
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
 from medmix.sources._common import iter_parquet
+from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 _REPO = "flaviagiammarino/path-vqa"
 # The shard set on `main` (the same 13 names in two independent listings; see docs/datasets/pathvqa.md).

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from medmix.errors import MedmixError
-from medmix.evaluation.benchmarks import ClassificationBenchmark
-from medmix.evaluation.native import encode_png, h5_dataset, open_h5
+from medmix.sources._benchmarks import ClassificationBenchmark
+from medmix.sources._native import encode_png, h5_dataset, open_h5
 from medmix.sources.base import Bad, Record, Remote, Unit
 
 _UPSTREAM_SPLIT = {"train": "train", "validation": "valid", "test": "test"}

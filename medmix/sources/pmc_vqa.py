@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from medmix.errors import MedmixError
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
 from medmix.sources._common import image_root, resolve_image
+from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 _REPO = "xmcmic/PMC-VQA"
 # A commit whose tree lists every file below (huggingface.co/datasets/xmcmic/PMC-VQA/tree/ff2098c...).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medmix.evaluation.benchmarks import MedMNISTBenchmark
+from medmix.sources._benchmarks import MedMNISTBenchmark
 
 
 class PneumoniaMNIST(MedMNISTBenchmark):

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-
 from medmix.sources._common import iter_parquet_slice, slice_units
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 

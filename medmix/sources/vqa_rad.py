@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Mapping
 
-
 from medmix.sources._common import iter_parquet
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from medmix.errors import MedmixError
-from medmix.evaluation.native import list_images
+from medmix.sources._native import list_images
 
 SPLIT_EDGES: tuple[tuple[str, float], ...] = (("train", 0.7), ("validation", 0.8), ("test", 1.0))
 MAX_HAMMING = 8
