@@ -56,7 +56,8 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                                  allow_eval=tuple(sorted(set(recipe.allow_eval) | set(opts.allow_eval))))
     opts.out.mkdir(parents=True, exist_ok=True)
     planned = plan_sources(recipe, opts, log)
-    policy = ImagePolicy(**recipe.image)
+    policy = ImagePolicy(max_side=recipe.image.max_side, encode=recipe.image.encode,
+                         jpeg_quality=recipe.image.jpeg_quality, frame=recipe.image.frame)
     _claim_output(opts.out, recipe)
     for folder in (opts.out, opts.cache / "normalized"):
         if folder.exists():
@@ -120,14 +121,14 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
         from medmix.decontam import NgramIndex
         eval_index = build_eval_index([(f"{type(j.planned.source).name}:{j.unit.split}",
                                         UnitPaths.at(norm, j.planned.name, j.key).rows) for j, _ in evals],
-                                      recipe.decontaminate["ngram"])
+                                      recipe.decontaminate.ngram)
         if eval_index.texts:
-            ngrams = NgramIndex(eval_index.texts, n=recipe.decontaminate["ngram"])
+            ngrams = NgramIndex(eval_index.texts, n=recipe.decontaminate.ngram)
     unit_files = [UnitPaths.at(norm, j.planned.name, j.key).rows for j, _ in train]
     progress("mix", "index", 0, None)
     idx = build_index(unit_files, [p.name for p in planned if not p.evaluation],
-                      bands=recipe.dedup["text_threshold"] is not None,
-                      text_threshold=recipe.dedup["text_threshold"], ngrams=ngrams)
+                      bands=recipe.dedup.text_threshold is not None,
+                      text_threshold=recipe.dedup.text_threshold, ngrams=ngrams)
     plan = mixture_rows(recipe, idx, eval_index)
     progress("mix", "index", 1, 1)
     shards = write_shards(opts.out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,

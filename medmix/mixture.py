@@ -117,7 +117,7 @@ def global_order(n: int, seed: int) -> np.ndarray:
 
 def _rank(recipe: Recipe, idx: Index) -> np.ndarray:
     """Lexicographic survivor rank: (source priority, id)."""
-    order = list(recipe.dedup.get("priority") or []) + [s.name for s in recipe.sources]
+    order = list(recipe.dedup.priority or ()) + [s.name for s in recipe.sources]
     prio = {name: order.index(name) for name in dict.fromkeys(order)}
     src_prio = np.array([prio.get(s, len(prio)) for s in idx.sources], np.int64)[idx.source]
     by_id = np.argsort(np.array(idx.ids, dtype=object), kind="stable")
@@ -173,20 +173,20 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     has = idx.has_image & alive
     if has.any():
         rows = np.flatnonzero(has)
-        if d["image_distance"] is None:
+        if d.image_distance is None:
             img_key[rows] = rows[exact_clusters([idx.sha[r] for r in rows])]
         else:
-            labels = image_clusters(idx.phash[rows], d["image_distance"])
+            labels = image_clusters(idx.phash[rows], d.image_distance)
             img_key[rows] = rows[labels]
-    if d["text_threshold"] is not None and idx.bands is not None:
+    if d.text_threshold is not None and idx.bands is not None:
         txt_key = clusters_from_bands(idx.bands, idx.sketch).astype(np.int64)
     else:
         txt_key = idx.text.view(np.int64)
-    if d["exact"] or d["image_distance"] is not None or d["text_threshold"] is not None:
+    if d.exact or d.image_distance is not None or d.text_threshold is not None:
         surv = _group_dups([img_key, txt_key], alive, rank)
         dup = surv != np.arange(n)
         drop(dup, "duplicates", "duplicate", [idx.ids[s] for s in surv[dup & alive]])
-    if d["images"] == "unique":
+    if d.images == "unique":
         img_rows = (img_key >= 0) & alive
         surv = _group_dups([img_key], img_rows, rank)
         dup = (surv != np.arange(n)) & img_rows
@@ -202,9 +202,9 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
                 decon[s][key] = decon[s].get(key, 0) + 1
 
     if evals is not None and evals.ids:
-        if recipe.decontaminate["image_distance"] is not None and len(evals.phash):
+        if recipe.decontaminate.image_distance is not None and len(evals.phash):
             rows = np.flatnonzero(idx.has_image & alive)
-            which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate["image_distance"])
+            which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate.image_distance)
             hit = which >= 0
             rows, eval_rows = rows[hit], evals.phash_row[which[hit]]
             count_decon(rows, eval_rows, "image")
@@ -217,7 +217,7 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
             count_decon(rows, eval_rows, "text")
             mask = np.zeros(n, bool)
             mask[rows] = True
-            drop(mask, "contaminated", f"shares a {recipe.decontaminate['ngram']}-gram with an evaluation question",
+            drop(mask, "contaminated", f"shares a {recipe.decontaminate.ngram}-gram with an evaluation question",
                  [evals.ids[e] for e in eval_rows])
     chosen.decontamination = {k: dict(sorted(v.items())) for k, v in decon.items() if v}
 

@@ -74,8 +74,7 @@ def plan_sources(recipe: Recipe, opts: BuildOptions,
         log(warning)
     seen = {p.name for p in planned}
     eval_splits: dict[str, list[str]] = {}
-    for item in recipe.decontaminate["against"]:
-        name, split = item.split(":", 1)
+    for name, split in recipe.decontaminate.splits():
         eval_splits.setdefault(name, []).append(split)
     for name, splits in eval_splits.items():
         try:

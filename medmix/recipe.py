@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,7 @@ from medmix.errors import RecipeError
 TOP_KEYS = {"name", "description", "seed", "target_samples", "shard_rows", "image", "licenses", "dedup",
             "decontaminate", "sources"}
 SOURCE_KEYS = {"adapter", "splits", "samples", "weight", "all", "from", "options"}
-IMAGE_KEYS = {"max_side", "encode", "jpeg_quality", "frame"}
 LICENSE_KEYS = {"accept", "allow_eval"}
-DEDUP_KEYS = {"exact", "image_distance", "text_threshold", "images", "priority"}
-DECON_KEYS = {"against", "image_distance", "ngram"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,97 @@ class SourceSpec:
     line: int
 
 
+Fail = Callable[[str, str, str], RecipeError]  # (dotted key, problem, fix) → an error naming file and line
+
+
+# The three settings sections are frozen dataclasses validated field by field. Field order is the
+# order `resolved()` writes them in, and values are kept as written (an int threshold stays an
+# int), so the manifest and the recipe hash are the same bytes as when these were plain dicts.
+
+
+@dataclass(frozen=True)
+class ImageSection:
+    """`image:` — how every image is normalized (`medmix.imaging.ImagePolicy` is built from it)."""
+
+    max_side: int | None = 1024
+    encode: str = "keep"
+    jpeg_quality: int = 90
+    frame: str = "middle"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], fail: Fail) -> ImageSection:
+        image = cls(**raw)
+        if image.max_side is not None and (not isinstance(image.max_side, int) or image.max_side < 16):
+            raise fail("image.max_side", f"{image.max_side!r} is not an integer >= 16", "use e.g. 1024, or null")
+        if image.encode not in ("keep", "png", "jpeg"):
+            raise fail("image.encode", f"{image.encode!r} is not keep|png|jpeg", "use `encode: keep`")
+        if image.frame not in ("middle", "first"):
+            raise fail("image.frame", f"{image.frame!r} is not middle|first", "use `frame: middle`")
+        if not isinstance(image.jpeg_quality, int) or not 1 <= image.jpeg_quality <= 100:
+            raise fail("image.jpeg_quality", f"{image.jpeg_quality!r} is not 1..100", "use e.g. 90")
+        return image
+
+
+@dataclass(frozen=True)
+class DedupSection:
+    """`dedup:` — which rows count as one (see `medmix.mixture` for the survivor rule)."""
+
+    exact: bool = True
+    image_distance: int | None = 8
+    text_threshold: float | None = 0.9
+    images: str = "shared"
+    priority: tuple[str, ...] | None = ()   # sources whose rows survive a duplicate group first
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], fail: Fail) -> DedupSection:
+        priority = raw.get("priority", ())
+        if priority is not None and (not isinstance(priority, (list, tuple)) or not all(isinstance(p, str) for p in priority)):
+            raise fail("dedup.priority", "must be a list of source names", "use e.g. `priority: [pmc_vqa, rocov2]`")
+        dedup = cls(**{**raw, "priority": tuple(priority) if priority is not None else None})
+        _check_distance(dedup.image_distance, "dedup.image_distance", fail)
+        t = dedup.text_threshold
+        if t is not None and (not isinstance(t, (int, float)) or not 0 < t <= 1):
+            raise fail("dedup.text_threshold", f"{t!r} is not in (0, 1]",
+                       "use e.g. 0.9, or null to turn text near-dup off")
+        if dedup.images not in ("shared", "unique"):
+            raise fail("dedup.images", f"{dedup.images!r} is not shared|unique", "use `images: shared`")
+        if not isinstance(dedup.exact, bool):
+            raise fail("dedup.exact", "must be true or false", "use `exact: true`")
+        return dedup
+
+
+@dataclass(frozen=True)
+class DecontaminateSection:
+    """`decontaminate:` — the evaluation splits no training row may copy, and how a copy is recognised."""
+
+    against: tuple[str, ...] = ()           # `source:split` entries
+    image_distance: int | None = 10
+    ngram: int = 13
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], fail: Fail) -> DecontaminateSection:
+        against = raw.get("against", [])
+        if not isinstance(against, list) or not all(isinstance(a, str) and ":" in a for a in against):
+            against = None  # reported below, after the fields before it, as before
+        decon = cls(**{**raw, "against": tuple(against or ())})
+        _check_distance(decon.image_distance, "decontaminate.image_distance", fail)
+        if not isinstance(decon.ngram, int) or decon.ngram < 1:
+            raise fail("decontaminate.ngram", f"{decon.ngram!r} is not a positive integer", "use `ngram: 13`")
+        if against is None:
+            raise fail("decontaminate.against", "must be a list of `source:split` strings",
+                       "use e.g. `against: [pathvqa:test, vqa_rad:test]`")
+        return decon
+
+    def splits(self) -> list[tuple[str, str]]:
+        """(source, split) pairs, in recipe order."""
+        return [(item.split(":", 1)[0], item.split(":", 1)[1]) for item in self.against]
+
+
+IMAGE_KEYS = {f.name for f in fields(ImageSection)}
+DEDUP_KEYS = {f.name for f in fields(DedupSection)}
+DECON_KEYS = {f.name for f in fields(DecontaminateSection)}
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -46,11 +135,11 @@ class Recipe:
     seed: int
     target_samples: int | None
     shard_rows: int
-    image: dict[str, Any]
+    image: ImageSection
     accept: tuple[str, ...]
     allow_eval: tuple[str, ...]
-    dedup: dict[str, Any]
-    decontaminate: dict[str, Any]
+    dedup: DedupSection
+    decontaminate: DecontaminateSection
     sources: tuple[SourceSpec, ...]
     description: str = ""
     lines: dict[str, int] = field(default_factory=dict, compare=False)
@@ -69,11 +158,6 @@ class Recipe:
 
     def base_dir(self) -> Path:
         return Path(self.path).parent
-
-
-DEFAULT_DEDUP = {"exact": True, "image_distance": 8, "text_threshold": 0.9, "images": "shared", "priority": []}
-DEFAULT_DECON = {"against": [], "image_distance": 10, "ngram": 13}
-DEFAULT_IMAGE = {"max_side": 1024, "encode": "keep", "jpeg_quality": 90, "frame": "middle"}
 
 
 class _Lines:
@@ -159,39 +243,15 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
     if not isinstance(shard_rows, int) or shard_rows <= 0:
         raise fail("shard_rows", f"{shard_rows!r} is not a positive integer", "use e.g. `shard_rows: 2000`")
 
-    image = _section(data, "image", IMAGE_KEYS, DEFAULT_IMAGE, fail)
-    if image["max_side"] is not None and (not isinstance(image["max_side"], int) or image["max_side"] < 16):
-        raise fail("image.max_side", f"{image['max_side']!r} is not an integer >= 16", "use e.g. 1024, or null")
-    if image["encode"] not in ("keep", "png", "jpeg"):
-        raise fail("image.encode", f"{image['encode']!r} is not keep|png|jpeg", "use `encode: keep`")
-    if image["frame"] not in ("middle", "first"):
-        raise fail("image.frame", f"{image['frame']!r} is not middle|first", "use `frame: middle`")
-    if not isinstance(image["jpeg_quality"], int) or not 1 <= image["jpeg_quality"] <= 100:
-        raise fail("image.jpeg_quality", f"{image['jpeg_quality']!r} is not 1..100", "use e.g. 90")
+    image = ImageSection.parse(_section(data, "image", IMAGE_KEYS, fail), fail)
 
-    lic = _section(data, "licenses", LICENSE_KEYS, {"accept": [], "allow_eval": []}, fail)
+    lic = {"accept": [], "allow_eval": [], **_section(data, "licenses", LICENSE_KEYS, fail)}
     for k in ("accept", "allow_eval"):
         if not isinstance(lic[k], list) or not all(isinstance(x, str) for x in lic[k]):
             raise fail(f"licenses.{k}", "must be a list of strings", f"use e.g. `{k}: [CC-BY-NC-SA-4.0]`")
 
-    dedup = _section(data, "dedup", DEDUP_KEYS, DEFAULT_DEDUP, fail)
-    _check_distance(dedup["image_distance"], "dedup.image_distance", fail)
-    t = dedup["text_threshold"]
-    if t is not None and (not isinstance(t, (int, float)) or not 0 < t <= 1):
-        raise fail("dedup.text_threshold", f"{t!r} is not in (0, 1]", "use e.g. 0.9, or null to turn text near-dup off")
-    if dedup["images"] not in ("shared", "unique"):
-        raise fail("dedup.images", f"{dedup['images']!r} is not shared|unique", "use `images: shared`")
-    if not isinstance(dedup["exact"], bool):
-        raise fail("dedup.exact", "must be true or false", "use `exact: true`")
-
-    decon = _section(data, "decontaminate", DECON_KEYS, DEFAULT_DECON, fail)
-    _check_distance(decon["image_distance"], "decontaminate.image_distance", fail)
-    if not isinstance(decon["ngram"], int) or decon["ngram"] < 1:
-        raise fail("decontaminate.ngram", f"{decon['ngram']!r} is not a positive integer", "use `ngram: 13`")
-    against = decon["against"]
-    if not isinstance(against, list) or not all(isinstance(a, str) and ":" in a for a in against):
-        raise fail("decontaminate.against", "must be a list of `source:split` strings",
-                   "use e.g. `against: [pathvqa:test, vqa_rad:test]`")
+    dedup = DedupSection.parse(_section(data, "dedup", DEDUP_KEYS, fail), fail)
+    decon = DecontaminateSection.parse(_section(data, "decontaminate", DECON_KEYS, fail), fail)
 
     raw_sources = data.get("sources")
     if not isinstance(raw_sources, dict) or not raw_sources:
@@ -253,17 +313,18 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
                   lines=dict(lines.map))
 
 
-def _section(data: dict, name: str, keys: set[str], defaults: dict, fail) -> dict:
+def _section(data: dict, name: str, keys: set[str], fail: Fail) -> dict:
+    """The keys a section gives (defaults are the section dataclass's), refusing unknown ones."""
     raw = data.get(name) or {}
     if not isinstance(raw, dict):
         raise fail(name, "must be a mapping", f"use keys {sorted(keys)}")
     for k in raw:
         if k not in keys:
             raise fail(f"{name}.{k}", "unknown key", f"use one of {sorted(keys)}")
-    return {**defaults, **raw}
+    return dict(raw)
 
 
-def _check_distance(value: Any, key: str, fail) -> None:
+def _check_distance(value: Any, key: str, fail: Fail) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 16):
         raise fail(key, f"{value!r} is not an integer in 0..16 (bits of a 64-bit perceptual hash)",
                    "use e.g. 4, or null to turn it off")

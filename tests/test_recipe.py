@@ -30,7 +30,7 @@ def _err(text: str) -> str:
 def test_valid_recipe_resolves_defaults():
     r = parse_recipe(BASE, "r.yaml")
     assert r.seed == 3 and r.sources[0].adapter == "local" and r.sources[0].mode == "all"
-    assert r.dedup["image_distance"] == 8 and r.decontaminate["ngram"] == 13
+    assert r.dedup.image_distance == 8 and r.decontaminate.ngram == 13
     assert len(r.sha256()) == 64 and r.sha256() == parse_recipe(BASE, "other.yaml").sha256()
 
 
