@@ -86,7 +86,7 @@ def test_checkpoint_vision_tower_is_a_classification_encoder(trained, tmp_path):
 
     raw = write_tree(tmp_path / "pcam", pcam.build(counts={"train": 8, "validation": 2, "test": 6}))
     report = cl.run_classification(
-        [f"medmix:{run}", "scratch"], ["pcam"], cl.Recipe(epochs=1, batch_size=8), cache_dir=tmp_path,
+        [f"medmix:{run}", "scratch"], ["pcam"], cl.ProbeRecipe(epochs=1, batch_size=8), cache_dir=tmp_path,
         files_for=lambda source, splits: fetch_split_files(source, splits, cache_dir=tmp_path, from_dir=raw))
     assert set(report.scores) == {f"medmix:{run}", "scratch"}
     assert report.scores["scratch"]["pcam"].n_test == 6

@@ -113,7 +113,7 @@ def test_same_inputs_give_byte_identical_reports(tiny_vit, bench_dirs, tmp_path)
 
     outputs = []
     for run in ("a", "b"):  # separate caches: nothing is reused between the two runs
-        recipe = cl.Recipe(epochs=1, batch_size=8)
+        recipe = cl.ProbeRecipe(epochs=1, batch_size=8)
         report = cl.run_classification([str(tiny_vit), "scratch"], ["pcam"], recipe,
                                        files_for=_files_for(bench_dirs, tmp_path / run), cache_dir=tmp_path / run)
         paths = write_reports(report, tmp_path / run / "out")
@@ -150,7 +150,7 @@ def test_probe_and_finetune_never_train_on_test_rows(tiny_vit, bench_dirs, tmp_p
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
     try:
-        recipe = cl.Recipe(epochs=1, batch_size=8)
+        recipe = cl.ProbeRecipe(epochs=1, batch_size=8)
         report = cl.run_classification([str(tiny_vit), "scratch"], ["pneumoniamnist"], recipe,
                                        files_for=_files_for(bench_dirs, tmp_path), cache_dir=tmp_path)
     finally:
@@ -186,7 +186,7 @@ def test_split_discipline_guard_refuses_overlap_and_swapped_splits(tiny_vit, ben
     files = _files_for(bench_dirs, tmp_path)(PCam(), ("train", "test"))
     train = materialize(PCam(), "train", files, size=32, cache_dir=tmp_path)
     test = materialize(PCam(), "test", files, size=32, cache_dir=tmp_path)
-    recipe = cl.Recipe()
+    recipe = cl.ProbeRecipe()
     cl.check_split_discipline(train, test, recipe)
     with pytest.raises(MedmixError, match="recipe says fit 'train', score 'test'"):
         cl.check_split_discipline(test, train, recipe)
@@ -194,9 +194,9 @@ def test_split_discipline_guard_refuses_overlap_and_swapped_splits(tiny_vit, ben
     with pytest.raises(MedmixError, match=r"1 row id\(s\) are in both 'train' and 'test'.*test/000000"):
         cl.check_split_discipline(leaky, test, recipe)
     with pytest.raises(MedmixError, match="fits and scores on the same split"):
-        cl.Recipe(train_split="test")
+        cl.ProbeRecipe(train_split="test")
     with pytest.raises(MedmixError, match="mode must be one of"):
-        cl.Recipe(mode="zero-shot")
+        cl.ProbeRecipe(mode="zero-shot")
 
 
 def test_bad_names_fail_clearly_before_any_work(tiny_vit, tmp_path):

@@ -42,7 +42,9 @@ MODES = ("linear", "finetune")
 
 
 @dataclass(frozen=True)
-class Recipe:
+class ProbeRecipe:
+    """The one transfer protocol every encoder is scored under (a probe's settings, not a mixture `Recipe`)."""
+
     mode: str = "linear"
     train_split: str = "train"
     test_split: str = "test"
@@ -78,7 +80,7 @@ class BenchmarkScore:
 
 @dataclass
 class ClassifyReport:
-    recipe: Recipe
+    recipe: ProbeRecipe
     benchmarks: list[str]
     encoders: list[str]
     scores: dict[str, dict[str, BenchmarkScore]]
@@ -131,7 +133,7 @@ def extract_features(encoder: Encoder, store: ImageStore, *, batch_size: int, de
     return np.concatenate(out) if out else np.zeros((0, encoder.feature_dim()), np.float32)
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, recipe: Recipe) -> np.ndarray:
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, recipe: ProbeRecipe) -> np.ndarray:
     """Standardize on the training rows, fit logistic regression, predict the test rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -154,7 +156,7 @@ class _Classifier(nn.Module):
         return self.head(self.backbone(pixel_values))
 
 
-def finetune(encoder: Encoder, n_classes: int, train: ImageStore, test: ImageStore, recipe: Recipe,
+def finetune(encoder: Encoder, n_classes: int, train: ImageStore, test: ImageStore, recipe: ProbeRecipe,
              device: torch.device) -> np.ndarray:
     """Train a copy of the encoder plus a linear head on `train`, then predict `test`.
 
@@ -188,7 +190,7 @@ def finetune(encoder: Encoder, n_classes: int, train: ImageStore, test: ImageSto
     return np.concatenate(preds)
 
 
-def check_split_discipline(train: ImageStore, test: ImageStore, recipe: Recipe) -> None:
+def check_split_discipline(train: ImageStore, test: ImageStore, recipe: ProbeRecipe) -> None:
     """Refuse to fit on anything that is, or overlaps, the scored split."""
     if train.split != recipe.train_split or test.split != recipe.test_split:
         raise MedmixError(f"{train.source}: fitting on split {train.split!r} and scoring {test.split!r}, but the "
@@ -200,7 +202,7 @@ def check_split_discipline(train: ImageStore, test: ImageStore, recipe: Recipe) 
 
 
 def evaluate(encoder: Encoder, benchmark: ClassificationBenchmark, train: ImageStore, test: ImageStore,
-             recipe: Recipe, device: torch.device) -> BenchmarkScore:
+             recipe: ProbeRecipe, device: torch.device) -> BenchmarkScore:
     check_split_discipline(train, test, recipe)
     mode = "finetune" if encoder.from_scratch else recipe.mode
     if mode == "linear":
@@ -244,7 +246,7 @@ def build_encoders(names: Sequence[str], *, seed: int) -> list[Encoder]:
     return out
 
 
-def run_classification(encoders: Sequence[str], benchmarks: Sequence[str], recipe: Recipe, *,
+def run_classification(encoders: Sequence[str], benchmarks: Sequence[str], recipe: ProbeRecipe, *,
                        files_for: Callable[[ClassificationBenchmark, tuple[str, ...]], Mapping[str, Path]],
                        cache_dir: Path, device: str | None = None,
                        benchmark_options: Mapping[str, Mapping[str, Any]] | None = None,

@@ -38,12 +38,12 @@ def eval_classify(
 ) -> None:
     """Transfer encoders to the classification benchmarks under one fixed recipe; macro-F1 side by side."""
     from medmix.evaluation.benchmarks import BENCHMARKS
-    from medmix.evaluation.classify import Recipe, run_classification
+    from medmix.evaluation.classify import ProbeRecipe, run_classification
     from medmix.evaluation.data import fetch_split_files
     from medmix.evaluation.report import rich_table, write_reports
 
     try:
-        recipe = Recipe(mode=mode, max_train=max_train, epochs=epochs, batch_size=batch_size, seed=seed)
+        recipe = ProbeRecipe(mode=mode, max_train=max_train, epochs=epochs, batch_size=batch_size, seed=seed)
         from_dirs = parse_from(from_)
 
         def files_for(source, splits):  # type: ignore[no-untyped-def]
