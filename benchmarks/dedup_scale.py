@@ -105,7 +105,8 @@ def part_images(seed: int = 0) -> None:
         dedup._brute_self_pairs(np.unique(sample), d)
     brute_rate = (len(sample) ** 2 / 2) / t_brute.cpu
 
-    row(f"plan for d={d}", f"{plan}: {len(design)} tables of {k}-nibble keys (design built in {t_design.cpu:.2f} s CPU)")
+    row(f"plan for d={d}", f"{plan}: {len(design)} tables of {k}-nibble keys "
+                           f"(design built in {t_design.cpu:.2f} s CPU)")
     row("near_pairs", str(t_pairs))
     row("  per table", f"{1000 * t_pairs.cpu / max(1, len(design)):.0f} ms CPU")
     row("image_clusters (same search + components)", str(t_clusters))
@@ -126,7 +127,21 @@ def part_images(seed: int = 0) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
-_WORDS = ["patient", "presents", "with", "fever", "cough", "chest", "pain", "dyspnea", "history", "hypertension", "diabetes", "mellitus", "smoker", "weight", "loss", "night", "sweats", "haemoptysis", "jaundice", "pruritus", "ascites", "oedema", "syncope", "palpitations", "headache", "vomiting", "diarrhoea", "rash", "arthralgia", "fatigue", "pallor", "anaemia", "lymphadenopathy", "splenomegaly", "hepatomegaly", "murmur", "crackles", "wheeze", "tachycardia", "hypotension", "confusion", "seizure", "weakness", "numbness", "biopsy", "shows", "granulomas", "necrosis", "atypia", "mitoses", "dysplasia", "fibrosis", "inflammation", "infiltrate", "eosinophils", "neutrophils", "lymphocytes", "plasma", "cells", "macrophages", "giant", "cells", "keratin", "mucin", "amyloid", "serum", "sodium", "potassium", "calcium", "creatinine", "bilirubin", "albumin", "troponin", "lactate", "glucose", "ferritin", "radiograph", "ultrasound", "tomography", "resonance", "opacity", "consolidation", "effusion", "nodule", "mass", "cavity", "left", "right", "upper", "lower", "lobe", "kidney", "liver", "spleen", "pancreas", "colon", "stomach", "brain", "heart", "lung", "skin", "bone", "marrow", "thyroid", "adrenal", "prostate", "breast", "ovary", "uterus", "bladder", "artery", "vein", "nerve", "muscle"]
+_WORDS = [
+    "patient", "presents", "with", "fever", "cough", "chest", "pain", "dyspnea", "history", "hypertension",
+    "diabetes", "mellitus", "smoker", "weight", "loss", "night", "sweats", "haemoptysis", "jaundice", "pruritus",
+    "ascites", "oedema", "syncope", "palpitations", "headache", "vomiting", "diarrhoea", "rash", "arthralgia",
+    "fatigue", "pallor", "anaemia", "lymphadenopathy", "splenomegaly", "hepatomegaly", "murmur", "crackles",
+    "wheeze", "tachycardia", "hypotension", "confusion", "seizure", "weakness", "numbness", "biopsy", "shows",
+    "granulomas", "necrosis", "atypia", "mitoses", "dysplasia", "fibrosis", "inflammation", "infiltrate",
+    "eosinophils", "neutrophils", "lymphocytes", "plasma", "cells", "macrophages", "giant", "cells", "keratin",
+    "mucin", "amyloid", "serum", "sodium", "potassium", "calcium", "creatinine", "bilirubin", "albumin",
+    "troponin", "lactate", "glucose", "ferritin", "radiograph", "ultrasound", "tomography", "resonance",
+    "opacity", "consolidation", "effusion", "nodule", "mass", "cavity", "left", "right", "upper", "lower", "lobe",
+    "kidney", "liver", "spleen", "pancreas", "colon", "stomach", "brain", "heart", "lung", "skin", "bone",
+    "marrow", "thyroid", "adrenal", "prostate", "breast", "ovary", "uterus", "bladder", "artery", "vein", "nerve",
+    "muscle"
+]
 _QUESTIONS = ("Which of the following is the most likely diagnosis?", "What is the next best step in management?",
               "Which investigation is most appropriate?", "What is the most likely underlying mechanism?",
               "Which drug is the treatment of choice?", "What is the most likely complication?")
@@ -143,7 +158,7 @@ def generate_texts(n: int, n_dups: int, seed: int = 0) -> tuple[list[str], np.nd
     rng = np.random.default_rng(seed)
     words = np.array(_WORDS)
     rows = []
-    for i in range(n - n_dups):
+    for _ in range(n - n_dups):
         age = int(rng.integers(1, 95))
         vignette = f"A {age}-year-old {'man' if rng.random() < 0.5 else 'woman'} " + " ".join(
             rng.choice(words, int(rng.integers(18, 45)))) + "."
@@ -174,7 +189,8 @@ def part_text(seed: int = 0) -> None:
     avg_chars = sum(map(len, texts)) / len(texts)
     bands_n, rows_n = textsim.lsh_params()
     print(f"text: {N_TEXTS:,} MCQ-like texts (avg {avg_chars:.0f} chars), {N_TEXT_DUPS:,} planted near-duplicates; "
-          f"threshold {textsim.DEFAULT_THRESHOLD}, {textsim.DEFAULT_NUM_PERM} permutations = {bands_n} bands x {rows_n} rows")
+          f"threshold {textsim.DEFAULT_THRESHOLD}, {textsim.DEFAULT_NUM_PERM} permutations = "
+          f"{bands_n} bands x {rows_n} rows")
     rss0 = peak_rss_mib()
     bands_parts, sketch_parts = [], []
     with Timer() as t_bands:
@@ -193,7 +209,8 @@ def part_text(seed: int = 0) -> None:
 
     row("signatures + band keys + sketches (20k batches)", str(t_bands))
     row("  per text", f"{1e6 * t_bands.cpu / N_TEXTS:.0f} us CPU")
-    row("kept per row for the corpus", f"bands {bands.nbytes / N_TEXTS:.0f} B + sketch {sketch.nbytes / N_TEXTS:.0f} B "
+    row("kept per row for the corpus",
+        f"bands {bands.nbytes / N_TEXTS:.0f} B + sketch {sketch.nbytes / N_TEXTS:.0f} B "
         f"= {(bands.nbytes + sketch.nbytes) / 2**20:.0f} MiB")
     row("  Jaccard of planted pairs (3k sample)", f"min {min(js):.3f} median {np.median(js):.3f}")
     for name, lab, t in (("clusters_from_bands (LSH only)", plain, t_plain),
@@ -246,7 +263,8 @@ def part_thresholds() -> None:
         row(f"planted copy: {edit}", f"max {dist.max():2d}  histogram(0..) {np.bincount(dist).tolist()}")
     single = np.concatenate([distances[e] for e in SINGLE_EDITS])
     row("all single edits", f"max {single.max()}  (margin {DEFAULT_IMAGE_DISTANCE - single.max()} below default)")
-    row("distinct pairs", f"{len(between)} pairs, min {between.min()} (margin {between.min() - DEFAULT_IMAGE_DISTANCE} "
+    margin = between.min() - DEFAULT_IMAGE_DISTANCE
+    row("distinct pairs", f"{len(between)} pairs, min {between.min()} (margin {margin} "
         f"above default), 1st percentile {np.percentile(between, 1):.0f}, median {np.median(between):.0f}")
     hist = np.bincount(between, minlength=65)
     row("distinct histogram 0..30", str(hist[:31].tolist()))

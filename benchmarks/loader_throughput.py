@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="best of N runs (the machine may be shared)")
     parser.add_argument("--hf-limit", type=int, default=30_000,
                         help="rows timed for HF streaming (rates are per second; this keeps the run short)")
-    parser.add_argument("--generate-only", type=Path, metavar="DIR", help="write the generated sources to DIR, then exit")
+    parser.add_argument("--generate-only", type=Path, metavar="DIR",
+                        help="write the generated sources to DIR, then exit")
     parser.add_argument("--only", choices=["raw", "mixture", "weighted"],
                         help="iterate once with one reader, no timing (for profilers: valgrind --tool=callgrind)")
     args = parser.parse_args(argv)

@@ -214,7 +214,9 @@ def _report(r: dict[str, Any]) -> None:
     table = Table(title=f"trainer throughput: {r['config']} on {r['device']} x{r['world_size']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    pct = lambda v: "n/a (no peak FLOP/s for this device)" if v is None else f"{100 * v:.1f}%"
+    def pct(v: float | None) -> str:
+        return "n/a (no peak FLOP/s for this device)" if v is None else f"{100 * v:.1f}%"
+
     rows = [("precision", r["precision"]), ("gradient checkpointing", str(r["gradient_checkpointing"])),
             ("batch x accum, seq len", f"{r['batch_size']} x {r['grad_accum']}, {r['seq_len']}"),
             ("trainable params", ", ".join(f"{k} {v:,}" for k, v in r["trainable"].items())),

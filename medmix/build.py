@@ -149,7 +149,8 @@ def _claim_output(out: Path, recipe: Recipe) -> None:
     if marker.exists():
         have = json.loads(marker.read_text())
         if have != want:
-            raise MedmixError(f"{out} holds a build of another recipe or version ({have.get('recipe_sha256', '?')[:12]}); "
+            other = have.get("recipe_sha256", "?")[:12]
+            raise MedmixError(f"{out} holds a build of another recipe or version ({other}); "
                               f"choose an empty --out folder or delete it")
     else:
         stray = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
@@ -196,7 +197,8 @@ def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, remo
                     for k, v in s["quarantined"].items():
                         reasons[k] = reasons.get(k, 0) + v
                         quarantined += v
-            entry["counts"] = {"read": read, "quarantined": quarantined, "quarantine_reasons": dict(sorted(reasons.items())),
+            entry["counts"] = {"read": read, "quarantined": quarantined,
+                               "quarantine_reasons": dict(sorted(reasons.items())),
                                **plan.counts[p.name]}
             entry["decontamination"] = plan.decontamination.get(p.name, {})
         sources[p.name] = entry

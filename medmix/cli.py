@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,18 +15,27 @@ from medmix.errors import MedmixError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproducible, license-aware medical vision-language pretraining mixtures.")
+FromOpt = Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local files for a gated/manual source")]
+MirrorOpt = Annotated[str | None, typer.Option("--mirror",
+                                                help="fetch https://host/path from MIRROR/host/path instead")]
+
 
 @app.command()
 def build(
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="built-in recipe name or a YAML path (default: demo)"),
-    out: Path = typer.Option(Path("mixture"), "--out", "-o", help="output folder for shards + manifest"),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="processes for normalize and shard writing"),
-    cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download + normalized-source cache"),
-    from_: Optional[List[str]] = typer.Option(None, "--from", help="SOURCE=DIR: local files for a gated/manual source"),
-    accept_license: Optional[List[str]] = typer.Option(None, "--accept-license", help="accept a non-commercial/gated license id"),
-    allow_eval: Optional[List[str]] = typer.Option(None, "--allow-eval", help="SOURCE:SPLIT benchmark split to allow in training"),
-    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
-    plan: bool = typer.Option(False, "--plan", help="print sources, upstreams, licenses and expected rows; download nothing"),
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path "
+                                               "(default: demo)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder for shards + manifest")] = Path("mixture"),
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1,
+                                         help="processes for normalize and shard writing")] = 1,
+    cache: Annotated[Path, typer.Option("--cache", help="download + normalized-source cache")] = Path(".medmix-cache"),
+    from_: FromOpt = None,
+    accept_license: Annotated[list[str] | None, typer.Option("--accept-license",
+                                                             help="accept a non-commercial/gated license id")] = None,
+    allow_eval: Annotated[list[str] | None, typer.Option("--allow-eval", help="SOURCE:SPLIT benchmark split to "
+                                                         "allow in training")] = None,
+    mirror: MirrorOpt = None,
+    plan: Annotated[bool, typer.Option("--plan", help="print sources, upstreams, licenses and expected rows; "
+                                       "download nothing")] = False,
 ) -> None:
     """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
     from medmix.build import build as run_build
@@ -69,11 +78,14 @@ def _print_plan(recipe_name: str, rows: list[dict]) -> None:
 
 @app.command()
 def lock(
-    recipe: str = typer.Option(..., "--recipe", "-r", help="built-in recipe name or a YAML path"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="lock file to write (default: manifests/<recipe>.lock.json)"),
-    cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download cache (a following build reuses it)"),
-    offline: bool = typer.Option(False, "--offline", help="write the adapters' own pins; null where unknown"),
-    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="lock file to write (default: "
+                                             "manifests/<recipe>.lock.json)")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="download cache (a following build reuses "
+                                        "it)")] = Path(".medmix-cache"),
+    offline: Annotated[bool, typer.Option("--offline", help="write the adapters' own pins; null where "
+                                          "unknown")] = False,
+    mirror: MirrorOpt = None,
 ) -> None:
     """Pin every upstream file of a recipe (Hub commit, sha256, size) into its lock file."""
     from medmix.lock import default_lock_path, lock_recipe
@@ -95,7 +107,7 @@ def lock(
 
 
 @app.command()
-def sources(as_json: bool = typer.Option(False, "--json", help="print the registry as JSON")) -> None:
+def sources(as_json: Annotated[bool, typer.Option("--json", help="print the registry as JSON")] = False) -> None:
     """List every source adapter: license, domain, tasks, evaluation status, upstream."""
     from medmix.sources import registry
 

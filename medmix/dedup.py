@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .errors import MedmixError
+from medmix.errors import MedmixError
 
 DEFAULT_IMAGE_DISTANCE = 8
 

@@ -45,7 +45,8 @@ def summary_table() -> str:
         rows = " · ".join(f"{k} {v:,}" if v else f"{k} ?" for k, v in cls.splits.items())
         ev = "benchmark" if cls.benchmark else ", ".join(sorted(cls.eval_splits)) or "—"
         allows = "per row (see section)" if cls.per_row_license else terms(cls.license).summary()
-        lines.append(f"| `{name}` | {cls.domain} | {', '.join(cls.tasks)} | {cls.license} | {allows} | {rows} | {ev} |")
+        tasks = ", ".join(cls.tasks)
+        lines.append(f"| `{name}` | {cls.domain} | {tasks} | {cls.license} | {allows} | {rows} | {ev} |")
     return "\n".join(lines)
 
 

@@ -142,7 +142,8 @@ def _extract_zip(archive: Path, root: Path, budget: _Budget, links: _Links) -> N
                 (root / rel).mkdir(parents=True, exist_ok=True)
             elif stat.S_ISLNK(mode):
                 if info.file_size > 4096:
-                    raise UnsafeArchiveError(f"{archive}: member {name!r} is a symlink with a {info.file_size}-byte target")
+                    raise UnsafeArchiveError(f"{archive}: member {name!r} is a symlink with a "
+                                             f"{info.file_size}-byte target")
                 target = zf.read(info).decode("utf-8", "surrogateescape")
                 links.items.append((rel, _link_target(archive, name, rel, target, symbolic=True), "symlink"))
             elif mode not in (0, stat.S_IFREG):

@@ -235,7 +235,8 @@ class _WindowReader:
         self.stats.row_groups += len(parts)
         self.stats.rows += table.num_rows
 
-    def _take_window(self, order: _Order, window: int, positions: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
+    def _take_window(self, order: _Order, window: int,
+                     positions: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
         self._load(order, window)
         picked = self._perm[positions - order.offsets[window]]
         if self._dicts is None:

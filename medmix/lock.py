@@ -38,7 +38,8 @@ def entry_for(item: Remote, record: dict[str, Any] | None = None) -> dict[str, A
 
 def make_lock(recipe_name: str, recipe_sha256: str, per_source: dict[str, dict[str, dict[str, Any]]]) -> dict:
     return {"lock_version": LOCK_VERSION, "recipe": recipe_name, "recipe_sha256": recipe_sha256,
-            "medmix_version": __version__, "sources": {k: dict(sorted(v.items())) for k, v in sorted(per_source.items())}}
+            "medmix_version": __version__,
+            "sources": {k: dict(sorted(v.items())) for k, v in sorted(per_source.items())}}
 
 
 def read_lock(path: Path) -> dict:

@@ -64,8 +64,8 @@ def plan_sources(recipe: Recipe, opts: BuildOptions,
         known = set(src.splits)
         for split in spec.splits:
             if known and split not in known:
-                raise RecipeError(f"{recipe.path}:{spec.line}: sources.{spec.name}.splits: {split!r} is not a split of "
-                                  f"{spec.adapter} (it has {sorted(known)})")
+                raise RecipeError(f"{recipe.path}:{spec.line}: sources.{spec.name}.splits: {split!r} is not a "
+                                  f"split of {spec.adapter} (it has {sorted(known)})")
         from_dir = opts.from_dirs.get(spec.name)
         if from_dir is None and spec.from_dir is not None:
             from_dir = _resolve_from(recipe, spec.from_dir)

@@ -81,7 +81,8 @@ class DedupSection:
     @classmethod
     def parse(cls, raw: dict[str, Any], fail: Fail) -> DedupSection:
         priority = raw.get("priority", ())
-        if priority is not None and (not isinstance(priority, (list, tuple)) or not all(isinstance(p, str) for p in priority)):
+        if priority is not None and (not isinstance(priority, (list, tuple))
+                                     or not all(isinstance(p, str) for p in priority)):
             raise fail("dedup.priority", "must be a list of source names", "use e.g. `priority: [pmc_vqa, rocov2]`")
         dedup = cls(**{**raw, "priority": tuple(priority) if priority is not None else None})
         _check_distance(dedup.image_distance, "dedup.image_distance", fail)
@@ -278,7 +279,8 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
                 raise fail(f"{key}.samples", f"{value!r} is not a positive integer", "use e.g. `samples: 10000`")
         elif mode == "weight":
             value = spec["weight"]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0
+                    or not math.isfinite(value)):
                 raise fail(f"{key}.weight", f"{value!r} is not a positive number", "use e.g. `weight: 0.2`")
         elif mode == "all" and spec.get("all", True) is not True:
             raise fail(f"{key}.all", "must be true", "use `all: true`, or give samples/weight instead")

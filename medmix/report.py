@@ -20,7 +20,8 @@ def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
         if "counts" in s:
             table.add_row(name, *[str(s["counts"].get(c, "")) for c, _, _ in FUNNEL_COLUMNS])
     console.print(table)
-    decon = [(name, ev, n) for name, s in manifest["sources"].items() for ev, n in s.get("decontamination", {}).items()]
+    decon = [(name, ev, n) for name, s in manifest["sources"].items()
+             for ev, n in s.get("decontamination", {}).items()]
     if decon:
         t = Table(title="decontamination: training rows removed per evaluation set")
         for c in ("source", "evaluation set (match)", "rows"):

@@ -55,7 +55,7 @@ def write_shards(out: Path, unit_files: Sequence[Path], unit: np.ndarray, row: n
         shutil.rmtree(spill, ignore_errors=True)
     (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
     records = []
-    for i, name in enumerate(names):
+    for name in names:
         rows = pq.ParquetFile(out / name).metadata.num_rows
         records.append({"path": name, "rows": rows, "sha256": sha256_file(out / name)})
     return records
@@ -84,7 +84,8 @@ def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.
                 a, b = np.searchsorted(r_sel[lo:hi], [off, off + batch.num_rows]) + lo
                 if a < b:
                     part = pa.Table.from_batches([batch]).take(pa.array(r_sel[a:b] - off)).cast(ARROW_SCHEMA)
-                    part = part.append_column("_pos", pa.array(p_sel[a:b])).append_column("_copy", pa.array(c_sel[a:b]))
+                    part = (part.append_column("_pos", pa.array(p_sel[a:b]))
+                            .append_column("_copy", pa.array(c_sel[a:b])))
                     shards = p_sel[a:b] // shard_rows
                     for s in np.unique(shards):
                         if s not in writers:

@@ -195,7 +195,8 @@ def test_weights_sum_exactly_and_seed_changes_selection(tmp_path, demo):
 def test_images_unique_keeps_the_priority_source(tmp_path, demo):
     out, ref = demo
     demo_cache = next(p for p in out.parent.iterdir() if p.name == "cache-a")
-    _, m = _variant(tmp_path, demo_cache, "u", lambda t: t.replace("images: shared", "images: unique\n  priority: [slake]"))
+    unique = lambda t: t.replace("images: shared", "images: unique\n  priority: [slake]")  # noqa: E731
+    _, m = _variant(tmp_path, demo_cache, "u", unique)
     removed = pq.read_table(tmp_path / "u" / "removed.parquet").to_pylist()
     same_image = [r for r in removed if r["reason"].startswith("same image")]
     assert same_image, "rows sharing an image with another task are dropped under images: unique"
@@ -212,5 +213,6 @@ def test_exact_image_dedup_without_perceptual_hashing(tmp_path, demo):
     edit = lambda t: t.replace("  image_distance: 8\n", "  image_distance: null\n", 1)  # noqa: E731
     _, m = _variant(tmp_path, demo_cache, "x", edit)
     removed = pq.read_table(tmp_path / "x" / "removed.parquet").to_pylist()
-    assert {"id": "dicom_demo/mr/MR_small_RLE.dcm", "reason": "duplicate", "other": "dicom_demo/mr/MR_small.dcm"} in removed
+    pair = {"id": "dicom_demo/mr/MR_small_RLE.dcm", "reason": "duplicate", "other": "dicom_demo/mr/MR_small.dcm"}
+    assert pair in removed
     assert m["recipe"]["dedup"]["image_distance"] is None

@@ -32,7 +32,7 @@ def built(tmp_path_factory):
         real = load_recipe("openmedq-3.35m")
         text = "\n".join(
             ["name: all14", "seed: 1", "shard_rows: 50",
-             "licenses: {accept: [%s]}" % ", ".join(real.accept),
+             f"licenses: {{accept: [{', '.join(real.accept)}]}}",
              "decontaminate: {against: [vqa_rad:test, pathvqa:test, slake:test, pubmedqa:pqa_labeled]}",
              "sources:"]
             + [f"  {s.name}: {{splits: [{', '.join(s.splits)}], all: true}}" for s in real.sources])

@@ -246,8 +246,8 @@ def test_image_clusters_label_is_smallest_row_and_partition_ignores_order():
     perm = np.random.default_rng(0).permutation(len(h))
     relabelled = image_clusters(h[perm], 8)
     # same partition: rows together before are together after
-    before = {frozenset(np.flatnonzero(labels == l)) for l in np.unique(labels)}
-    after = {frozenset(perm[np.flatnonzero(relabelled == l)]) for l in np.unique(relabelled)}
+    before = {frozenset(np.flatnonzero(labels == k)) for k in np.unique(labels)}
+    after = {frozenset(perm[np.flatnonzero(relabelled == k)]) for k in np.unique(relabelled)}
     assert before == after
 
 
@@ -375,7 +375,8 @@ def test_raw_strings_with_reordered_options_still_merge_when_long():
 
 def test_text_clusters_deterministic_across_batching_and_order():
     rng = np.random.default_rng(4)
-    vocab = ["fever", "cough", "pain", "lesion", "biopsy", "nodule", "opacity", "carcinoma", "infarct", "embolism", "cell", "nuclei"]
+    vocab = ["fever", "cough", "pain", "lesion", "biopsy", "nodule", "opacity", "carcinoma", "infarct", "embolism",
+             "cell", "nuclei"]
     base = [" ".join(rng.choice(vocab, 30)) for _ in range(60)]
     texts = base + [t.replace(t.split()[5], "mass", 1) for t in base[:30]] + [None, "", "  !! "]
     labels = textsim.text_clusters(texts)
@@ -384,13 +385,14 @@ def test_text_clusters_deterministic_across_batching_and_order():
     assert np.array_equal(textsim.text_clusters(iter(texts)), labels)
     perm = rng.permutation(len(texts))
     relabelled = textsim.text_clusters([texts[i] for i in perm])
-    before = {frozenset(np.flatnonzero(labels == l)) for l in np.unique(labels)}
-    after = {frozenset(perm[np.flatnonzero(relabelled == l)]) for l in np.unique(relabelled)}
+    before = {frozenset(np.flatnonzero(labels == k)) for k in np.unique(labels)}
+    after = {frozenset(perm[np.flatnonzero(relabelled == k)]) for k in np.unique(relabelled)}
     assert before == after
     # texts without content never join each other or anything else
     assert labels[-3:].tolist() == [len(texts) - 3, len(texts) - 2, len(texts) - 1]
     bands = textsim.minhash_bands(texts)
-    assert np.array_equal(np.concatenate([textsim.minhash_bands(texts[:41]), textsim.minhash_bands(texts[41:])]), bands)
+    halves = [textsim.minhash_bands(texts[:41]), textsim.minhash_bands(texts[41:])]
+    assert np.array_equal(np.concatenate(halves), bands)
     assert bands.dtype == np.uint64 and bands.shape == (len(texts), textsim.lsh_params()[0])
     assert not np.array_equal(textsim.minhash_bands(texts, seed=2), bands)
 

@@ -110,7 +110,9 @@ def test_scratch_is_the_same_architecture_with_seeded_fresh_weights(tmp_path):
     a = scratch_encoder("scratch", template.architecture, seed=0, template=template)
     b = scratch_encoder("scratch", template.architecture, seed=0, template=template)
     c = scratch_encoder("scratch", template.architecture, seed=1, template=template)
-    weights = lambda e: torch.cat([p.flatten() for p in e.module.parameters()])
+    def weights(e):
+        return torch.cat([p.flatten() for p in e.module.parameters()])
+
     assert torch.equal(weights(a), weights(b)) and not torch.equal(weights(a), weights(c))
     assert not torch.equal(weights(a), weights(template))
     assert a.from_scratch and (a.image_size, a.mean, a.std) == (32, (0.1,) * 3, (0.2,) * 3)

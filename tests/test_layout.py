@@ -38,7 +38,8 @@ def test_manifest_written_with_format_version_first_and_read_back(tmp_path):
     text = (root / "manifest.json").read_text()
     assert next(iter(json.loads(text))) == "format_version"
     assert layout.read_manifest(root)["format_version"] == layout.FORMAT_VERSION
-    assert [s.rel for s in layout.manifest_shards(root, layout.read_manifest(root))] == ["data/train-00000-of-00001.parquet"]
+    shards = layout.manifest_shards(root, layout.read_manifest(root))
+    assert [s.rel for s in shards] == ["data/train-00000-of-00001.parquet"]
 
 
 def test_unknown_format_version_is_refused_with_the_fix(tmp_path):

@@ -31,7 +31,8 @@ def test_values_resolve_as_written_in_the_section_order():
                             "decontaminate: {ngram: 5, against: [vqa_rad:test]}\n", "r.yaml")
     d = r.resolved()
     assert list(d["image"]) == ["max_side", "encode", "jpeg_quality", "frame"]
-    assert d["dedup"] == {"exact": True, "image_distance": 8, "text_threshold": 1, "images": "unique", "priority": None}
+    assert d["dedup"] == {"exact": True, "image_distance": 8, "text_threshold": 1, "images": "unique",
+                          "priority": None}
     assert isinstance(d["dedup"]["text_threshold"], int)  # 1 stays 1, not 1.0: the hash sees what was written
     assert d["decontaminate"] == {"against": ("vqa_rad:test",), "image_distance": 10, "ngram": 5}
 

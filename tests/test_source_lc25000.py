@@ -50,7 +50,7 @@ def test_missing_folder_names_what_to_place(tmp_path):
 
 def test_splits_partition_each_organ_and_keep_augmented_copies_together(tree):
     root, groups = tree
-    for cls, organ in ((LC25000Lung, "lung_image_sets"), (LC25000Colon, "colon_image_sets")):
+    for cls in (LC25000Lung, LC25000Colon):
         by_split = _all(cls(), root)
         assert all(bads == [] for _, bads in by_split.values())
         seen: dict[str, str] = {}

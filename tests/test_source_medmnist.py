@@ -71,7 +71,8 @@ def test_missing_array_stops_the_unit_naming_file_and_key(tmp_path):
 def test_images_and_labels_of_different_length_stop_the_unit(tmp_path):
     data = fx.arrays(2, counts={"train": 4, "validation": 1, "test": 2}, size=28, gray=True, bad_label=False)
     data["test_labels"] = data["test_labels"][:1]
-    upstream = {"breastmnist.npz": fx.Served("breastmnist.npz", fx.npz_bytes(data), url=fx.URL.format(file="breastmnist.npz"))}
+    upstream = {"breastmnist.npz": fx.Served("breastmnist.npz", fx.npz_bytes(data),
+                                             url=fx.URL.format(file="breastmnist.npz"))}
     with pytest.raises(MedmixError, match=r"test_images has 2 rows but test_labels has 1"):
         _read(tmp_path, BreastMNIST(), upstream, "test")
 

@@ -138,7 +138,7 @@ def mark_trainable(model: VLM, parts: Sequence[str]) -> dict[str, int]:
     unknown = set(parts) - set(TRAINABLE_PARTS)
     if unknown:
         raise ConfigError(f"unknown trainable part(s) {sorted(unknown)}")
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         param.requires_grad_(False)
     for param in model.projector.parameters():
         param.requires_grad_("projector" in parts)

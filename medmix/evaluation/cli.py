@@ -7,7 +7,7 @@ Plain functions with `Annotated` typer metadata, so the main CLI registers them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,21 +15,21 @@ from medmix.cli_common import err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
 
 CacheOpt = Annotated[Path, typer.Option("--cache", help="download + decoded-benchmark cache")]
-FromOpt = Annotated[Optional[List[str]], typer.Option("--from", help="SOURCE=DIR: local upstream files for a source")]
-MirrorOpt = Annotated[Optional[str], typer.Option("--mirror", help="fetch https://host/path from MIRROR/host/path")]
+FromOpt = Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local upstream files for a source")]
+MirrorOpt = Annotated[str | None, typer.Option("--mirror", help="fetch https://host/path from MIRROR/host/path")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")]
 
 
 def eval_classify(
-    encoders: Annotated[List[str], typer.Option("--encoder", "-e", help="encoder name: hf:NAME|PATH, medmix:CKPT, "
+    encoders: Annotated[list[str], typer.Option("--encoder", "-e", help="encoder name: hf:NAME|PATH, medmix:CKPT, "
                                                  "open_clip:MODEL@PRETRAINED, scratch[:NAME], or a local folder")],
-    benchmarks: Annotated[Optional[List[str]], typer.Option("--benchmark", "-b", help="default: all 8")] = None,
+    benchmarks: Annotated[list[str] | None, typer.Option("--benchmark", "-b", help="default: all 8")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for classification.{json,md,png}")] = Path("eval"),
     cache: CacheOpt = Path(".medmix-cache"),
     from_: FromOpt = None,
     mirror: MirrorOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="linear (frozen + logistic regression) or finetune")] = "linear",
-    max_train: Annotated[Optional[int], typer.Option("--max-train", min=1, help="about this many training rows "
+    max_train: Annotated[int | None, typer.Option("--max-train", min=1, help="about this many training rows "
                                                      "per benchmark (seeded); default: all")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="fine-tuning epochs (finetune, scratch)")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
@@ -61,7 +61,7 @@ def eval_classify(
 
 def eval_vqa(
     model: Annotated[Path, typer.Argument(help="a medmix checkpoint folder (or a run folder holding checkpoints/)")],
-    dataset: Annotated[List[str], typer.Option("--dataset", "-d", help="pathvqa, vqa_rad, slake or vqa_med_2019; "
+    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="pathvqa, vqa_rad, slake or vqa_med_2019; "
                                                 "repeat for several")],
     split: Annotated[str, typer.Option("--split", help="an evaluation split of the dataset")] = "test",
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for <dataset>-<split>.vqa.json and "
@@ -71,7 +71,7 @@ def eval_vqa(
     mirror: MirrorOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="score only the first N questions")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="score only the first N questions")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Greedy VQA on held-out test splits: BLEU-1, closed-question accuracy, open-question recall."""

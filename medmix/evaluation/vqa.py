@@ -101,7 +101,8 @@ def model_image(record: Record) -> Any:
     return Image.open(io.BytesIO(normalized.data)).convert("RGB")
 
 
-def _batches(items: Iterable[Record | Bad], size: int, skipped: list[dict[str, str]]) -> Iterator[list[tuple[Record, Any]]]:
+def _batches(items: Iterable[Record | Bad], size: int,
+             skipped: list[dict[str, str]]) -> Iterator[list[tuple[Record, Any]]]:
     batch: list[tuple[Record, Any]] = []
     for item in items:
         if isinstance(item, Bad):

@@ -23,9 +23,11 @@ def registry() -> dict[str, type[Source]]:
             continue
         module = importlib.import_module(f"{__name__}.{mod.name}")
         for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, Source) and obj is not Source and obj.__module__ == module.__name__:
+            own = isinstance(obj, type) and obj.__module__ == module.__name__
+            if own and issubclass(obj, Source) and obj is not Source:
                 if obj.name in found:
-                    raise MedmixError(f"two adapters are named {obj.name!r}: {found[obj.name].__module__} and {module.__name__}")
+                    raise MedmixError(f"two adapters are named {obj.name!r}: {found[obj.name].__module__} and "
+                                      f"{module.__name__}")
                 found[obj.name] = obj
     return dict(sorted(found.items()))
 

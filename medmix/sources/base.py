@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Union
+from typing import Any, ClassVar, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Manual:
     splits: tuple[str, ...] | None = None
 
 
-Upstream = Union[Remote, Manual]
+Upstream = Remote | Manual
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ class BloodMNIST(MedMNISTBenchmark):
     citation = MedMNISTBenchmark.citation_medmnist + """
 @article{acevedo2020dataset,
   title={A dataset of microscopic peripheral blood cell images for development of automatic recognition systems},
-  author={Acevedo, Andrea and Merino, Anna and Alf{\\'e}rez, Santiago and Molina, {\\'A}ngel and Bold{\\'u}, Laura and Rodellar, Jos{\\'e}},
+  author={Acevedo, Andrea and Merino, Anna and Alf{\\'e}rez, Santiago and Molina, {\\'A}ngel and Bold{\\'u}, Laura
+    and Rodellar, Jos{\\'e}},
   journal={Data in Brief}, volume={30}, pages={105474}, year={2020}
 }"""
     notes = ("Acevedo et al. 2020 blood smears (centre-cropped, resized by MedMNIST). The uBench microscopy "

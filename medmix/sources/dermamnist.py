@@ -21,7 +21,8 @@ class DermaMNIST(MedMNISTBenchmark):
     splits = {"train": 7007, "validation": 1003, "test": 2005}
     citation = MedMNISTBenchmark.citation_medmnist + """
 @article{tschandl2018ham10000,
-  title={The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions},
+  title={The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin
+    lesions},
   author={Tschandl, Philipp and Rosendahl, Cliff and Kittler, Harald},
   journal={Scientific Data}, volume={5}, pages={180161}, year={2018}
 }"""

@@ -125,7 +125,8 @@ def _read_metadata(root: Path) -> tuple[dict[str, dict], list[Bad]]:
                 bad.append(Bad(None, f"malformed text: metadata.jsonl line {i} is not UTF-8", file="metadata.jsonl"))
                 continue
             except json.JSONDecodeError as exc:
-                bad.append(Bad(None, f"malformed JSON line: metadata.jsonl line {i}: {exc.msg}", file="metadata.jsonl"))
+                bad.append(Bad(None, f"malformed JSON line: metadata.jsonl line {i}: {exc.msg}",
+                               file="metadata.jsonl"))
                 continue
             if not isinstance(row, dict) or not row.get("file_name"):
                 bad.append(Bad(None, f"metadata row without file_name (line {i})", file="metadata.jsonl"))

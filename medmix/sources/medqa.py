@@ -28,7 +28,8 @@ class MedQA(Source):
     homepage = "https://github.com/jind11/MedQA"
     citation = """
 @article{jin2021disease,
-  title   = {What Disease Does This Patient Have? A Large-Scale Open Domain Question Answering Dataset from Medical Exams},
+  title   = {What Disease Does This Patient Have? A Large-Scale Open Domain Question Answering Dataset from
+    Medical Exams},
   author  = {Jin, Di and Pan, Eileen and Oufattole, Nassim and Weng, Wei-Hung and Fang, Hanyi and Szolovits, Peter},
   journal = {Applied Sciences},
   volume  = {11},

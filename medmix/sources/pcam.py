@@ -35,8 +35,10 @@ class PCam(ClassificationBenchmark):
   booktitle={MICCAI}, pages={210--218}, year={2018}, doi={10.1007/978-3-030-00934-2_24}
 }
 @article{bejnordi2017diagnostic,
-  title={Diagnostic Assessment of Deep Learning Algorithms for Detection of Lymph Node Metastases in Women With Breast Cancer},
-  author={Ehteshami Bejnordi, Babak and others}, journal={JAMA}, volume={318}, number={22}, pages={2199--2210}, year={2017}
+  title={Diagnostic Assessment of Deep Learning Algorithms for Detection of Lymph Node Metastases in Women With
+    Breast Cancer},
+  author={Ehteshami Bejnordi, Babak and others}, journal={JAMA}, volume={318}, number={22}, pages={2199--2210},
+    year={2017}
 }"""
     license = "CC0-1.0"
     domain = "pathology"
@@ -46,7 +48,8 @@ class PCam(ClassificationBenchmark):
     splits = {"train": 262144, "validation": 32768, "test": 32768}
     native_size = 96
     files = tuple(
-        Remote(name=_file(split, part), url=f"https://zenodo.org/records/2546921/files/{_file(split, part)}?download=1",
+        Remote(name=_file(split, part),
+               url=f"https://zenodo.org/records/2546921/files/{_file(split, part)}?download=1",
                extract=True, splits=(split,))
         for split in _UPSTREAM_SPLIT for part in ("x", "y")
     )

@@ -126,7 +126,8 @@ class PubMedVision(Source):
     citation = """
 @misc{chen2024huatuogptvision,
   title={HuatuoGPT-Vision, Towards Injecting Medical Visual Knowledge into Multimodal LLMs at Scale},
-  author={Junying Chen and Chi Gui and Ruyi Ouyang and Anningzhe Gao and Shunian Chen and Guiming Hardy Chen and Xidong Wang and Ruifei Zhang and Zhenyang Cai and Ke Ji and Guangjun Yu and Xiang Wan and Benyou Wang},
+  author={Junying Chen and Chi Gui and Ruyi Ouyang and Anningzhe Gao and Shunian Chen and Guiming Hardy Chen and
+    Xidong Wang and Ruifei Zhang and Zhenyang Cai and Ke Ji and Guangjun Yu and Xiang Wan and Benyou Wang},
   year={2024},
   eprint={2406.19280},
   archivePrefix={arXiv},

@@ -69,7 +69,8 @@ class Quilt1M(Source):
     citation = """
 @inproceedings{ikezogwo2023quilt1m,
   title={Quilt-1M: One Million Image-Text Pairs for Histopathology},
-  author={Ikezogwo, Wisdom Oluchi and Seyfioglu, Mehmet Saygin and Ghezloo, Fatemeh and Geva, Dylan Stefan Chan and Mohammed, Fatwir Sheikh and Anand, Pavan Kumar and Krishna, Ranjay and Shapiro, Linda},
+  author={Ikezogwo, Wisdom Oluchi and Seyfioglu, Mehmet Saygin and Ghezloo, Fatemeh and Geva, Dylan Stefan Chan
+    and Mohammed, Fatwir Sheikh and Anand, Pavan Kumar and Krishna, Ranjay and Shapiro, Linda},
   booktitle={Advances in Neural Information Processing Systems (NeurIPS) Datasets and Benchmarks Track},
   year={2023},
   eprint={2306.11207}
@@ -78,7 +79,8 @@ class Quilt1M(Source):
     domain = "pathology"
     modality = "histopathology"
     tasks = ("caption",)
-    splits = {"train": 1_000_000, "val": None}  # approximate (paper: ~1M pairs); the lookup's `split` column; counts unverified
+    # approximate (paper: ~1M pairs); the lookup's `split` column; counts unverified
+    splits = {"train": 1_000_000, "val": None}
     redistributable = False
     files = (
         Manual(LOOKUP, how=HOW.format(what=f"{LOOKUP} (the lookup table)")),

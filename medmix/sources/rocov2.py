@@ -64,7 +64,10 @@ class ROCOv2(Source):
     citation = """
 @article{ruckert2024rocov2,
   title={ROCOv2: Radiology Objects in COntext Version 2, an Updated Multimodal Image Dataset},
-  author={R{\\"u}ckert, Johannes and Bloch, Louise and Br{\\"u}ngel, Raphael and Idrissi-Yaghir, Ahmad and Sch{\\"a}fer, Henning and Schmidt, Cynthia S. and Koitka, Sven and Pelka, Obioma and Ben Abacha, Asma and Garc{\\'i}a Seco de Herrera, Alba and M{\\"u}ller, Henning and Horn, Peter A. and Nensa, Felix and Friedrich, Christoph M.},
+  author={R{\\"u}ckert, Johannes and Bloch, Louise and Br{\\"u}ngel, Raphael and Idrissi-Yaghir, Ahmad and
+    Sch{\\"a}fer, Henning and Schmidt, Cynthia S. and Koitka, Sven and Pelka, Obioma and Ben Abacha, Asma and
+    Garc{\\'i}a Seco de Herrera, Alba and M{\\"u}ller, Henning and Horn, Peter A. and Nensa, Felix and Friedrich,
+    Christoph M.},
   journal={Scientific Data},
   volume={11},
   pages={688},

@@ -89,7 +89,8 @@ class VQAMed2019(Source):
     homepage = "https://github.com/abachaa/VQA-Med-2019"
     citation = """
 @inproceedings{ImageCLEFVQA-Med2019,
-  author={Asma {Ben Abacha} and Sadid A. Hasan and Vivek V. Datla and Joey Liu and Dina Demner-Fushman and Henning M{\\"u}ller},
+  author={Asma {Ben Abacha} and Sadid A. Hasan and Vivek V. Datla and Joey Liu and Dina Demner-Fushman and Henning
+    M{\\"u}ller},
   title={VQA-Med: Overview of the Medical Visual Question Answering Task at ImageCLEF 2019},
   booktitle={CLEF 2019 Working Notes},
   series={{CEUR} Workshop Proceedings},
