@@ -25,9 +25,10 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from medmix.errors import MedmixError, UnsafeArchiveError
 from medmix.writer import publish_dir

@@ -28,10 +28,11 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from medmix import __version__
@@ -447,7 +448,7 @@ def _extracted(archive: Path, digest: str, cache_dir: Path) -> Path:
     return safe_extract(archive, Path(cache_dir) / "extracted" / digest)
 
 
-def missing_manual(manuals: list["Manual"], from_dir: Path | None) -> list[str]:
+def missing_manual(manuals: list[Manual], from_dir: Path | None) -> list[str]:
     problems = []
     for item in manuals:
         if from_dir is None:
@@ -464,7 +465,7 @@ def missing_manual(manuals: list["Manual"], from_dir: Path | None) -> list[str]:
     return problems
 
 
-def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, from_dir: Path | None = None,
+def fetch_files(source: Source, splits: tuple[str, ...], *, cache_dir: Path, from_dir: Path | None = None,
                 mirror: str | None = None, hf_endpoint: str | None = None) -> FetchResult:
     """Make every upstream file that `splits` of `source` need available locally.
 
@@ -499,7 +500,7 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
     return result
 
 
-def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _fetch_manual(item: Manual, from_dir: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
     target = (from_dir / item.name).resolve()
     record: dict[str, Any] = {"name": item.name, "upstream": f"manual:{target}", "sha256": None, "size": None,
                               "pinned": False, "revision": None}
@@ -510,7 +511,7 @@ def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path) -> tuple[Path
     return (_extracted(target, digest, cache_dir) if item.extract else target), record
 
 
-def _fetch_remote(item: "Remote", cache_dir: Path, from_dir: Path | None, mirror: str | None,
+def _fetch_remote(item: Remote, cache_dir: Path, from_dir: Path | None, mirror: str | None,
                   hf_endpoint: str | None) -> tuple[Path, dict[str, Any]]:
     record: dict[str, Any] = {"name": item.name, "upstream": item.upstream, "sha256": item.sha256,
                               "size": item.size, "pinned": item.sha256 is not None, "revision": item.revision}

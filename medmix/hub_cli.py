@@ -7,7 +7,6 @@ that may not be redistributed) print in bold red on stderr; errors exit with sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,9 +18,9 @@ def push_command(
     path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
     repo_id: str = typer.Argument(..., help="Hub dataset repository, e.g. my-org/medmix-demo"),
     private: bool = typer.Option(False, "--private", help="create the repository as private"),
-    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
+    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
     message: str = typer.Option("Upload medmix mixture", "--message", "-m", help="commit message"),
-    dry_run: Optional[Path] = typer.Option(None, "--dry-run",
+    dry_run: Path | None = typer.Option(None, "--dry-run",
                                            help="write the folder that would be uploaded here; upload nothing"),
     exclude_nonredistributable: bool = typer.Option(
         False, "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution"),

@@ -8,16 +8,22 @@ Columns are read from the unit Parquet files batch by batch.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from medmix.decontam import NgramIndex
-from medmix.textsim import (bands_from_signatures, lsh_params, minhash_signatures, normalize_text, qa_text,
-                            sketch_from_signatures)
+from medmix.textsim import (
+    bands_from_signatures,
+    lsh_params,
+    minhash_signatures,
+    normalize_text,
+    qa_text,
+    sketch_from_signatures,
+)
 
 INDEX_COLUMNS = ["id", "source", "task", "license", "image_sha256", "image_phash", "question", "options",
                  "answer", "context"]
@@ -54,7 +60,7 @@ def iter_batches(path: Path, columns: list[str], batch_size: int = 4096) -> Iter
 
 
 def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bool,
-                text_threshold: float | None, ngrams: "NgramIndex | None" = None) -> Index:
+                text_threshold: float | None, ngrams: NgramIndex | None = None) -> Index:
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
     text is at hand, so the index never holds training text."""
     code = {s: i for i, s in enumerate(sources)}

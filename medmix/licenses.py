@@ -9,8 +9,8 @@ that exact id. Evaluation benchmarks are refused in a pretraining recipe unless 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 # Commercial use and redistribution allowed (share-alike obligations are recorded, not refused).
 PERMISSIVE = frozenset({

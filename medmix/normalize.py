@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -35,7 +36,7 @@ class UnitPaths:
     summary: Path
 
     @classmethod
-    def at(cls, out_dir: Path, source: str, key: str) -> "UnitPaths":
+    def at(cls, out_dir: Path, source: str, key: str) -> UnitPaths:
         base = Path(out_dir) / source
         return cls(base / f"{key}.parquet", base / f"{key}.quarantine.parquet", base / f"{key}.json")
 
@@ -152,7 +153,7 @@ def run_unit(source: Source, unit: Unit, files: Mapping[str, Path], policy: Imag
                     writer.write_row(record_to_row(source, unit, item, policy))
                 except RowError as exc:
                     quarantine(item.native_id, exc.reason, exc.file or item.image_name)
-        except (RowError,) as exc:
+        except RowError as exc:
             raise MedmixError(f"source {source.name!r}, unit {unit.split}/{unit.part}: {exc}") from exc
         except MedmixError:
             raise

@@ -12,7 +12,7 @@ class BuildProgress:
                                   MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
         self._tasks: dict[str, int] = {}
 
-    def __enter__(self) -> "BuildProgress":
+    def __enter__(self) -> BuildProgress:
         self._progress.__enter__()
         return self
 

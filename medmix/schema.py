@@ -12,7 +12,8 @@ The layout follows Hugging Face `datasets` features (`Image` is a struct of byte
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import datasets
 import pyarrow as pa

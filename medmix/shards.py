@@ -13,9 +13,9 @@ a killed build resumes with only the missing shards.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa

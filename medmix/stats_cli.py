@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich import box
@@ -158,9 +158,9 @@ def print_compare(cmp: dict[str, Any], console: Console) -> None:
 def stats_command(
     path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
     as_json: bool = typer.Option(False, "--json", help="print every figure as JSON instead of tables"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write PNG charts into this folder"),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="another mixture folder to compare against"),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer",
+    plot: Path | None = typer.Option(None, "--plot", help="write PNG charts into this folder"),
+    compare: Path | None = typer.Option(None, "--compare", help="another mixture folder to compare against"),
+    tokenizer: str | None = typer.Option(None, "--tokenizer",
                                             help="also count tokens with this tokenizer (Hub name or local folder)"),
 ) -> None:
     """Composition, image sizes, text lengths, dedup/decontamination/quarantine counts of a mixture."""

@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -137,7 +138,7 @@ class ParquetAtomicWriter:
         finally:
             self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ParquetAtomicWriter":
+    def __enter__(self) -> ParquetAtomicWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -56,7 +56,7 @@ class FixtureServer:
         self.hf_endpoint = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "FixtureServer":
+    def start(self) -> FixtureServer:
         if self._httpd is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"fixture": self})
@@ -81,7 +81,7 @@ class FixtureServer:
         self._httpd = None
         self._thread = None
 
-    def __enter__(self) -> "FixtureServer":
+    def __enter__(self) -> FixtureServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,9 +8,24 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures import (
+    arch,
+    medmcqa,
+    medqa,
+    medquad,
+    pathvqa,
+    pmc_oa,
+    pmc_vqa,
+    pubmedqa,
+    pubmedvision,
+    quilt1m,
+    rocov2,
+    serve,
+    slake,
+    vqa_med_2019,
+    vqa_rad,
+)
 
-from fixtures import (arch, medmcqa, medqa, medquad, pathvqa, pmc_oa, pmc_vqa, pubmedqa, pubmedvision, quilt1m,
-                      rocov2, serve, slake, vqa_med_2019, vqa_rad)
 from medmix.build import BuildOptions, build
 from medmix.recipe import load_recipe, parse_recipe
 

@@ -26,9 +26,9 @@ from medmix import hub
 from medmix.build import BuildOptions, build
 from medmix.card import hub_license
 from medmix.errors import MedmixError
+from medmix.hub_cli import push_command
 from medmix.recipe import load_recipe
 from medmix.sources import get_source
-from medmix.hub_cli import push_command
 
 FAKE_TOKEN = "hf_FAKEtoken1234567890abcdefGHIJKLmnop"
 QUILT = "LicenseRef-Quilt-1M"

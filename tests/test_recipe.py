@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from medmix.planning import BuildOptions, plan_sources
 from medmix.errors import LicenseRefused, MedmixError, RecipeError
 from medmix.mixture import resolve_counts, select, source_rng
+from medmix.planning import BuildOptions, plan_sources
 from medmix.recipe import load_recipe, parse_recipe
 
 BASE = """name: t

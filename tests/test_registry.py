@@ -58,8 +58,8 @@ def test_plan_of_openmedq_totals_about_3_35m_offline(tmp_path):
 
 
 def test_openmedq_open_accepts_nothing_restricted(tmp_path):
-    from medmix.planning import BuildOptions, plan_sources
     from medmix.licenses import terms
+    from medmix.planning import BuildOptions, plan_sources
     from medmix.recipe import load_recipe
 
     planned = plan_sources(load_recipe("openmedq-open"), BuildOptions(out=tmp_path / "o", cache=tmp_path / "c"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import json
 
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import arch as fx
 from fixtures import assert_matches_remotes, local_files, read_split, serve
+from PIL import Image
+
 from medmix.sources import get_source
 from medmix.sources.arch import ARCH
 

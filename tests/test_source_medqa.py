@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fixtures import assert_matches_remotes, local_files, read_split, run_twice
 from fixtures import medqa as fx
+
 from medmix.sources import get_source
 from medmix.sources.medqa import MedQA
 

@@ -7,6 +7,7 @@ import json
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, serve
 from fixtures import medquad as fx
+
 from medmix.sources import get_source
 from medmix.sources.medquad import COMMIT, MedQuAD
 

@@ -6,11 +6,11 @@ import io
 import json
 
 import pytest
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, serve
 from fixtures import pmc_oa as fx
+from PIL import Image
+
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.pmc_oa import PMCOA, pmc_license_to_spdx

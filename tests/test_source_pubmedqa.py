@@ -7,6 +7,7 @@ from pathlib import Path
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, run_twice
 from fixtures import pubmedqa as fx
+
 from medmix.sources import get_source
 from medmix.sources.pubmedqa import PubMedQA
 

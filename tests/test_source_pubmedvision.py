@@ -6,11 +6,11 @@ import io
 import json
 
 import pytest
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, serve
 from fixtures import pubmedvision as fx
+from PIL import Image
+
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.pubmedvision import PubMedVision, iter_json_array

@@ -6,11 +6,11 @@ import io
 import json
 
 import pytest
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import quilt1m as fx
 from fixtures import read_split
+from PIL import Image
+
 from medmix.errors import ManualFilesMissing
 from medmix.fetch import fetch_files
 from medmix.licenses import terms

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
-
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import slake as fx
+
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.slake import Slake
@@ -124,6 +123,7 @@ def test_demo_folder_builds_offline(tmp_path):
 def test_demo_plants_cross_source_duplicates_and_matches_its_generator(tmp_path):
     """The committed demo is what make_demo.py generates, and holds the duplicates it documents."""
     from fixtures import make_demo
+
     from medmix.sources.vqa_rad import VqaRad
 
     generated = make_demo.build_all()

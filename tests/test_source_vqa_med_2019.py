@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import json
 
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, serve, write_tree
 from fixtures import vqa_med_2019 as fx
+from PIL import Image
+
 from medmix.sources import get_source
 from medmix.sources.vqa_med_2019 import VQAMed2019
 

@@ -6,11 +6,11 @@ import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import vqa_rad as fx
+from PIL import Image
+
 from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.vqa_rad import VqaRad
@@ -79,8 +79,8 @@ def test_test_split_reads_its_own_file(tmp_path):
 
 
 def test_changed_upstream_columns_stop_the_unit_with_the_file_name(tmp_path):
-    from datasets import Image as HFImage, Value
-
+    from datasets import Image as HFImage
+    from datasets import Value
     from fixtures import Served, hf_parquet
 
     data = hf_parquet([{"img": None, "question": "q", "answer": "a"}],

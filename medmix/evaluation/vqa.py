@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from medmix.errors import MedmixError, RowError
 from medmix.evaluation.data import iter_records

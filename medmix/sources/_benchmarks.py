@@ -12,8 +12,9 @@ recipe can say "fit on train, score on test" for all eight.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 from medmix.errors import MedmixError
 from medmix.sources._lc25000_split import split_class_folder

@@ -6,8 +6,9 @@ slicing of big Parquet files reaches every source that uses it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 

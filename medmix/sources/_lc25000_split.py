@@ -20,9 +20,9 @@ each tile came from, so no split can be proven leak-free. What this split does:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

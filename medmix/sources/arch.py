@@ -19,8 +19,9 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.errors import MedmixError
 from medmix.sources.base import Bad, Record, Remote, Source, Unit

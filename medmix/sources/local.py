@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.errors import RecipeError
 from medmix.schema import DOMAINS, TASKS

@@ -11,8 +11,9 @@ test row can become a training row; they are quarantined with that reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.sources._common import iter_parquet_slice, slice_units
 from medmix.sources.base import Bad, Record, Remote, Source, Unit

@@ -10,8 +10,9 @@ Fetched from `GBaker/MedQA-USMLE-4-options`, the JSON-lines copy of the original
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 

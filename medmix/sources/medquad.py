@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.errors import MedmixError
 from medmix.sources.base import Bad, Record, Remote, Source, Unit

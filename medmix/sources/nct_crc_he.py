@@ -7,8 +7,8 @@ intended, so there is no patient overlap between the two splits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from medmix.errors import MedmixError
 from medmix.sources._benchmarks import ClassificationBenchmark

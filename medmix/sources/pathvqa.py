@@ -12,8 +12,8 @@ belong to the books' publishers and authors and to PEIR. Rows therefore carry
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pyarrow.parquet as pq
 

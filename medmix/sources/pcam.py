@@ -8,8 +8,8 @@ inflated (fetch's extractor turns a lone `.gz` into a folder holding the `.h5`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from medmix.errors import MedmixError
 from medmix.sources._benchmarks import ClassificationBenchmark

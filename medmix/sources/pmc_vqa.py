@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from medmix.errors import MedmixError
 from medmix.sources._common import image_root, resolve_image

@@ -9,8 +9,9 @@ Labelled rows become 3-way multiple choice with the abstract as context and the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.sources._common import iter_parquet_slice, slice_units
 from medmix.sources.base import Bad, Record, Remote, Source, Unit

@@ -12,8 +12,9 @@ an English LLaMA; `languages: [en, zh]` keeps the Chinese half too.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.errors import MedmixError
 from medmix.sources._common import image_root, resolve_image

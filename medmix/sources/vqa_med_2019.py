@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import re
 import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from medmix.errors import MedmixError
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
@@ -75,7 +76,7 @@ class _TestImages:
             raise MedmixError(f"VQAMed2019_Test_Images.zip/{member} claims more than {MAX_IMAGE_BYTES} bytes")
         return self.zip.read(member)
 
-    def __enter__(self) -> "_TestImages":
+    def __enter__(self) -> _TestImages:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -128,7 +129,7 @@ class VQAMed2019(Source):
                                   f"{zip_name}/{top}/{image_folder}", with_category_column=cat_suffix is None)
 
     def _rows(self, split: str, qa_path: Path, qa_where: str, categories: dict[tuple[str, str], str],
-              images: "_TestImages | Path", image_where: str, with_category_column: bool) -> Iterator[Record | Bad]:
+              images: _TestImages | Path, image_where: str, with_category_column: bool) -> Iterator[Record | Bad]:
         seen: dict[str, int] = {}
         n_fields = 4 if with_category_column else 3
         for line_no, text in _lines(qa_path):

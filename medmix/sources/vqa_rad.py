@@ -8,8 +8,8 @@ also circulates, which is why the revision is pinned rather than left at `main`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from medmix.sources._common import iter_parquet
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
