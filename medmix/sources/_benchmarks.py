@@ -112,7 +112,7 @@ class MedMNISTBenchmark(ClassificationBenchmark):
 
 
 class LC25000Benchmark(ClassificationBenchmark):
-    """One organ of LC25000: a folder per class of 768x768 JPEGs, split by `lc25000_split` (read it)."""
+    """One organ of LC25000: a folder per class of 768x768 JPEGs, split by `_lc25000_split` (read it)."""
 
     organ_dir: ClassVar[str]
     class_dirs: ClassVar[tuple[str, ...]]
