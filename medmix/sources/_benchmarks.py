@@ -1,4 +1,4 @@
-"""What the 8 downstream classification benchmarks share: the adapter base classes and the paper's numbers.
+"""What the 8 downstream classification benchmark adapters share: the base classes that make them sources.
 
 A benchmark adapter is a normal `Source` (so `medmix sources` lists it, decontamination can hash
 its test split, and the same fetch code downloads it) with `benchmark = True`, task
