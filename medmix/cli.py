@@ -45,6 +45,8 @@ def build(
     allow_eval: Optional[List[str]] = typer.Option(None, "--allow-eval", help="SOURCE:SPLIT benchmark split to allow in training"),
     mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
     plan: bool = typer.Option(False, "--plan", help="print sources, upstreams, licenses and expected rows; download nothing"),
+    verify: bool = typer.Option(False, "--verify", help="hash every file of --from/local folders, not only metadata, "
+                                "so same-size same-mtime replacements are seen"),
 ) -> None:
     """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
     from medmix.build import BuildOptions, build as run_build
@@ -53,7 +55,8 @@ def build(
     try:
         r = load_recipe(recipe)
         opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=_parse_from(from_),
-                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror)
+                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror,
+                            verify=verify)
         if plan:
             from medmix.plan import print_plan
             print_plan(r, opts, out_console)

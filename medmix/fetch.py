@@ -431,6 +431,9 @@ class FetchResult:
 
     paths: dict[str, Path] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    # name → what the bytes under that name are, for unit cache keys: the sha256 of a file, or a
+    # folder's `medmix.fileid.fingerprint` key (resolved path, every file's size, mtime, hashes)
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
 
 
 def _check_pin(what: str, path: Path, sha256: str | None, size: int | None) -> tuple[str, int]:
@@ -465,13 +468,16 @@ def missing_manual(manuals: list["Manual"], from_dir: Path | None) -> list[str]:
 
 
 def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, from_dir: Path | None = None,
-                mirror: str | None = None, hf_endpoint: str | None = None) -> FetchResult:
+                mirror: str | None = None, hf_endpoint: str | None = None, verify: bool = False) -> FetchResult:
     """Make every upstream file that `splits` of `source` need available locally.
 
     Manual files are checked first, all of them, so a user learns every file to place in one
     message instead of one per run, and before any long download starts. A `Remote` whose
     name is present under `from_dir` is used from there (still sha256-checked when pinned):
     that is how offline mirrors and the offline demo recipe run without network.
+
+    `verify=True` hashes every file of a hand-placed folder, not only its metadata files (see
+    `medmix.fileid`); files are always hashed.
     """
     from medmix.sources.base import Manual, Remote
 
@@ -489,21 +495,28 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
     result = FetchResult()
     for item in upstreams:
         if isinstance(item, Manual):
-            path, record = _fetch_manual(item, Path(from_dir), cache_dir)  # type: ignore[arg-type]
+            path, record = _fetch_manual(item, Path(from_dir), cache_dir, verify)  # type: ignore[arg-type]
         elif isinstance(item, Remote):
             path, record = _fetch_remote(item, cache_dir, from_dir, mirror, hf_endpoint)
         else:  # pragma: no cover - the Upstream union has two members
             raise MedmixError(f"source {source.name!r}: unknown upstream {item!r}")
         result.paths[item.name] = path
+        result.fingerprints[item.name] = record.pop("fingerprint", None) or record.get("sha256")
         result.provenance.append(record)
     return result
 
 
-def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path, verify: bool = False) -> tuple[Path, dict[str, Any]]:
+    from medmix.fileid import fingerprint
+
     target = (from_dir / item.name).resolve()
     record: dict[str, Any] = {"name": item.name, "upstream": f"manual:{target}", "sha256": None, "size": None,
                               "pinned": False, "revision": None}
     if item.is_dir:
+        fp = fingerprint(target, verify=verify)
+        # the manifest gets what is equal for equal folders anywhere; the key also gets path and mtimes
+        record.update(files=fp["files"], size=fp["bytes"], content_sha256=fp["content_sha256"],
+                      fingerprint=fp["key"])
         return target, record
     digest, size = _check_pin(f"manual file {target}", target, None, None)
     record.update(sha256=digest, size=size)
