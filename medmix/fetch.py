@@ -506,7 +506,8 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
     return result
 
 
-def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path, verify: bool = False) -> tuple[Path, dict[str, Any]]:
+def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path,
+                  verify: bool = False) -> tuple[Path, dict[str, Any]]:
     from medmix.fileid import fingerprint
 
     target = (from_dir / item.name).resolve()
