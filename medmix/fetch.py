@@ -40,7 +40,7 @@ from medmix.extract import safe_extract
 from medmix.writer import sha256_file  # noqa: F401  (re-exported: fetch.sha256_file)
 
 if TYPE_CHECKING:
-    from medmix.sources.base import Manual, Remote, Source
+    from medmix.sources.base import Derived, Manual, Remote, Source
 
 try:  # POSIX advisory locks keep two processes from appending to the same .part file
     import fcntl
@@ -479,7 +479,7 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
     `verify=True` hashes every file of a hand-placed folder, not only its metadata files (see
     `medmix.fileid`); files are always hashed.
     """
-    from medmix.sources.base import Manual, Remote
+    from medmix.sources.base import Derived, Manual, Remote
 
     cache_dir = Path(cache_dir)
     upstreams = source.files_for(tuple(splits))
@@ -493,8 +493,11 @@ def fetch_files(source: "Source", splits: tuple[str, ...], *, cache_dir: Path, f
             + f"\nPlace them under one folder DIR and pass --from {source.name}=DIR")
 
     result = FetchResult()
-    for item in upstreams:
-        if isinstance(item, Manual):
+    # derived tables last: they are computed from the other files
+    for item in sorted(upstreams, key=lambda u: isinstance(u, Derived)):
+        if isinstance(item, Derived):
+            path, record = _fetch_derived(item, result.paths, cache_dir, from_dir, mirror)
+        elif isinstance(item, Manual):
             path, record = _fetch_manual(item, Path(from_dir), cache_dir, verify)  # type: ignore[arg-type]
         elif isinstance(item, Remote):
             path, record = _fetch_remote(item, cache_dir, from_dir, mirror, hf_endpoint)
@@ -522,6 +525,45 @@ def _fetch_manual(item: "Manual", from_dir: Path, cache_dir: Path,
     digest, size = _check_pin(f"manual file {target}", target, None, None)
     record.update(sha256=digest, size=size)
     return (_extracted(target, digest, cache_dir) if item.extract else target), record
+
+
+def _fetch_derived(item: "Derived", inputs: dict[str, Path], cache_dir: Path, from_dir: Path | None,
+                   mirror: str | None) -> tuple[Path, dict[str, Any]]:
+    """A table computed from fetched files (see `Derived`): from the lock when pinned there, else a
+    copy under `--from`, else built by `item.make`, then kept in the content-addressed cache."""
+    import importlib
+
+    record: dict[str, Any] = {"name": item.name, "upstream": item.upstream, "sha256": item.sha256,
+                              "size": item.size, "pinned": item.sha256 is not None, "revision": None}
+    local = Path(from_dir) / item.name if from_dir is not None else None
+    if item.sha256 is not None and (hit := _cached(cache_dir, item.sha256.lower(), item.name)) is not None:
+        path = hit
+    elif local is not None and local.is_file():
+        local = local.resolve()
+        _check_pin(f"{local} (local copy of the table from {item.upstream})", local, item.sha256, item.size)
+        record.update(upstream=f"local:{local}", original_upstream=item.upstream)
+        path = local
+    else:
+        tmp = cache_dir / "derived" / f"{item.name}.{os.getpid()}.tmp"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        if item.table is not None:  # pinned in the lock: no request at all
+            from medmix.pmc_licenses import canonical
+            tmp.write_bytes(canonical(item.table))
+        else:
+            module, func = item.make.split(":")
+            built = getattr(importlib.import_module(module), func)(
+                {k: inputs[k] for k in item.inputs}, cache_dir / "derived", from_dir=from_dir, mirror=mirror)
+            os.replace(built, tmp)
+        digest, size = _check_pin(f"{item.name} built from {item.upstream} (pinned in the lock)", tmp,
+                                  item.sha256, item.size)
+        path = _publish(tmp, cache_dir, digest, item.name)
+    digest, size = path.parent.name if _HEX64.match(path.parent.name) else sha256_file(path), path.stat().st_size
+    record.update(sha256=digest, size=size)
+    with contextlib.suppress(OSError, ValueError):
+        meta = json.loads(path.read_bytes())
+        record.update(fetched=meta.get("fetched"), articles=len(meta.get("articles", {})),
+                      etags_sha256=meta.get("etags_sha256"), table_source=meta.get("source"))
+    return path, record
 
 
 def _fetch_remote(item: "Remote", cache_dir: Path, from_dir: Path | None, mirror: str | None,
