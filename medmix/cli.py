@@ -126,6 +126,8 @@ def _register_extensions() -> None:
 
     app.command("stats")(stats_command)
     app.command("push")(push_command)
+    from medmix.doctor import make_command as doctor_command
+    app.command("doctor")(doctor_command())
     app.command("train")(train_command)
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
     eval_app.command("vqa")(eval_vqa)
