@@ -207,8 +207,8 @@ def check_recipe(recipe: Any, opts: Any, *, workers: int = 8) -> list[Check]:
                 continue
             if local is not None and local.exists():
                 base = Check(p.name, item.name, f"local:{local}", "ok")
-                tasks.append(lambda b=base, path=local, s=getattr(item, "size", None), h=item.sha256:
-                             _local(b, path, s, want_sha=h))
+                size, sha = getattr(item, "size", None), item.sha256
+                tasks.append(lambda b=base, path=local, s=size, h=sha: _local(b, path, s, want_sha=h))
                 continue
             if isinstance(item, Remote) and item.hf_repo is not None:
                 url = _hub_url(endpoint, item)

@@ -72,7 +72,8 @@ def apply_lock(source: Source, adapter: str, lock: dict) -> int:
         if isinstance(item, Derived):
             entry = entries.get(item.name)
             if entry and entry.get("upstream") == item.upstream and item.sha256 is None and entry.get("sha256"):
-                item = dataclasses.replace(item, sha256=entry["sha256"], size=entry.get("size"), table=entry.get("table"))
+                item = dataclasses.replace(item, sha256=entry["sha256"], size=entry.get("size"),
+                                           table=entry.get("table"))
                 pinned += 1
             files.append(item)
             continue

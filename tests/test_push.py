@@ -149,7 +149,8 @@ def test_card_metadata_and_body_follow_the_rows(demo, tmp_path):
     has_han = df.filter(pl.col("question").str.contains(r"\p{Han}").fill_null(False)
                         | pl.col("answer").str.contains(r"\p{Han}").fill_null(False)).height > 0
     assert ("zh" in meta["language"]) == has_han and "en" in meta["language"]
-    assert meta["configs"][0] == {"config_name": "default", "data_files": [{"split": "train", "path": "data/*/train-*"}],
+    default_files = [{"split": "train", "path": "data/*/train-*"}]
+    assert meta["configs"][0] == {"config_name": "default", "data_files": default_files,
                                   "default": True}
     assert meta["pretty_name"] and "medical" in meta["tags"]
 

@@ -64,7 +64,7 @@ def test_end_to_end_rows_carry_their_article_license_and_refusals_are_counted(ht
     latest = json.loads(by_image["PMC212319_Fig3_4.jpg"]["meta"])
     assert latest["pmc_version"] == 2 and latest["pmc_license"] == "CC BY"  # v1 was CC BY-NC
     counts = Counter(reason_class(b["reason"]) for b in bad)
-    for _name, (_caption, why) in fx.REFUSED.items():
+    for _caption, why in fx.REFUSED.values():
         assert counts[f"license refused ({why})"] == 1, (why, counts)
     assert counts["image file missing"] == 1 and counts["missing field"] == 1
     assert all(r["id"].startswith("pmc_oa/L") for r in rows)
@@ -99,7 +99,8 @@ def test_a_killed_lookup_resumes_without_asking_again(http_server, tmp_path):
     table = fetch_table(["PMC1064097", "PMC3000777"], partial, base=base)
     assert set(table["articles"]) == {"PMC1064097", "PMC3000777"}
     assert not any("PMC1064097" in p for _m, p, _r in http_server.requests)
-    assert table == fetch_table(["PMC1064097", "PMC3000777"], partial, base=base)  # canonical: same answers, same table
+    # canonical: the same answers give the same table
+    assert table == fetch_table(["PMC1064097", "PMC3000777"], partial, base=base)
 
 
 def test_a_bucket_that_refuses_listing_is_probed_by_version(http_server, tmp_path):
