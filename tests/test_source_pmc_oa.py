@@ -170,3 +170,35 @@ def test_ids_do_not_depend_on_unit_size_and_units_seek(tmp_path, monkeypatch):
     assert [r.native_id for r in sliced] == whole
     assert len(whole) == len(set(whole)) == len(fx.GOOD)
     assert len(bads) == 5 + len(fx.REFUSED)
+
+
+def test_medmix_lock_then_a_build_without_ncbi(http_server, tmp_path):
+    """`medmix lock` pins the table in the lock; a later build with the bucket gone gives the same rows."""
+    import pyarrow.parquet as pq
+
+    from medmix.build import BuildOptions, build
+    from medmix.lock import lock_recipe
+    from medmix.recipe import parse_recipe
+
+    serve(http_server, fx.build(bad=False))
+    fx.serve_bucket(http_server)
+    recipe = parse_recipe("name: pmc\nlicenses: {accept: [CC-BY-NC-4.0]}\n"
+                          "decontaminate: {against: []}\nsources:\n  pmc_oa: {}\n", str(tmp_path / "pmc.yaml"))
+    opts = dict(mirror=http_server.url, hf_endpoint=http_server.hf_endpoint)
+    lock = lock_recipe(recipe, BuildOptions(out=tmp_path, cache=tmp_path / "c1", **opts), offline=False)
+    entry = lock["sources"]["pmc_oa"]["pmc_licenses.json"]
+    assert entry["sha256"] and entry["fetched"] and entry["table"]["articles"]["PMC212319"]["version"] == 2
+    lock_file = tmp_path / "pmc.lock.json"
+    lock_file.write_text(json.dumps(lock))
+
+    http_server.requests.clear()
+    http_server._entries = {k: v for k, v in http_server._entries.items() if "pmc-oa-opendata" not in k}  # NCBI gone
+    manifest = build(recipe, BuildOptions(out=tmp_path / "out", cache=tmp_path / "c2", lock=lock_file, **opts),
+                     log=lambda m: None)
+    assert not any("pmc-oa-opendata" in p for _m, p, _r in http_server.requests)
+    upstream = {u["name"]: u for u in manifest["sources"]["pmc_oa"]["upstream"]}["pmc_licenses.json"]
+    assert upstream["pinned"] and upstream["sha256"] == entry["sha256"]
+    rows = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    assert sorted(r["license"] for r in rows) == sorted(spdx for _c, spdx in fx.GOOD.values())
+    reasons = manifest["sources"]["pmc_oa"]["counts"]["quarantine_reasons"]
+    assert sum(v for k, v in reasons.items() if k.startswith("license refused")) == len(fx.REFUSED)

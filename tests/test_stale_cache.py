@@ -185,3 +185,18 @@ def test_unpinned_remote_contributes_the_sha256_computed_at_download(http_server
     second = fetch_files(_Unpinned(), ("train",), cache_dir=tmp_path / "c2")
     assert first.fingerprints["table.csv"] == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
     assert second.fingerprints["table.csv"] == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
+
+
+def test_manual_folders_of_a_gated_source_are_fingerprinted(tmp_path):
+    """Quilt-1M's hand-placed image folder: replacing one image changes what the units are keyed on."""
+    from fixtures import quilt1m
+
+    from medmix.sources.quilt1m import Quilt1M
+
+    root = quilt1m.write(tmp_path / "quilt")
+    before = fetch_files(Quilt1M(), ("train",), cache_dir=tmp_path / "c", from_dir=root).fingerprints
+    image = root / "quilt_1m" / quilt1m.image_name(0)
+    image.write_bytes(image.read_bytes() + b"\0")
+    after = fetch_files(Quilt1M(), ("train",), cache_dir=tmp_path / "c", from_dir=root).fingerprints
+    assert before["quilt_1M_lookup.csv"] == after["quilt_1M_lookup.csv"]  # the table is a file: its sha256
+    assert before["quilt_1m"] != after["quilt_1m"]
