@@ -546,19 +546,18 @@ def _fetch_derived(item: "Derived", inputs: dict[str, Path], cache_dir: Path, fr
     else:
         tmp = cache_dir / "derived" / f"{item.name}.{os.getpid()}.tmp"
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        if item.table is not None:  # pinned in the lock: no request at all
-            from medmix.pmc_licenses import canonical
-            tmp.write_bytes(canonical(item.table))
+        if item.table is not None:  # pinned in the lock: no request at all. Derived tables are canonical JSON.
+            tmp.write_bytes(json.dumps(item.table, sort_keys=True, separators=(",", ":")).encode())
         else:
             module, func = item.make.split(":")
             built = getattr(importlib.import_module(module), func)(
                 {k: inputs[k] for k in item.inputs}, cache_dir / "derived", from_dir=from_dir, mirror=mirror)
             os.replace(built, tmp)
-        digest, size = _check_pin(f"{item.name} built from {item.upstream} (pinned in the lock)", tmp,
-                                  item.sha256, item.size)
+        digest, _ = _check_pin(f"{item.name} built from {item.upstream} (pinned in the lock)", tmp,
+                               item.sha256, item.size)
         path = _publish(tmp, cache_dir, digest, item.name)
-    digest, size = path.parent.name if _HEX64.match(path.parent.name) else sha256_file(path), path.stat().st_size
-    record.update(sha256=digest, size=size)
+    in_cache = path.parent.parent.name == "sha256" and _HEX64.match(path.parent.name)
+    record.update(sha256=path.parent.name if in_cache else sha256_file(path), size=path.stat().st_size)
     with contextlib.suppress(OSError, ValueError):
         meta = json.loads(path.read_bytes())
         record.update(fetched=meta.get("fetched"), articles=len(meta.get("articles", {})),

@@ -180,6 +180,7 @@ def lookup(pmcid: str, base: str = BUCKET_URL, get: Callable = http_get) -> dict
 
 # -- the table -------------------------------------------------------------------------------------
 def canonical(table: Mapping[str, Any]) -> bytes:
+    """The table's bytes: sorted keys, no spaces (what `medmix.fetch` writes back from a lock, too)."""
     return json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
 
 
