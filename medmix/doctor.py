@@ -285,12 +285,8 @@ def make_command() -> Callable[..., None]:
         lock: Path | None = typer.Option(None, "--lock", help="lock file (default: the recipe's, when there is one)"),
     ) -> None:
         """Check every upstream of a recipe (answers? moved? changed? manual files there?) without downloading."""
-        from_dirs = {}
-        for v in from_ or []:
-            if "=" not in v:
-                raise typer.BadParameter(f"--from takes SOURCE=DIR, got {v!r}")
-            k, d = v.split("=", 1)
-            from_dirs[k] = Path(d).expanduser()
-        raise typer.Exit(_doctor(recipe, as_json, mirror, from_dirs, lock))
+        from medmix.cli import _parse_from  # the one parser of SOURCE=DIR, shared with `build`
+
+        raise typer.Exit(_doctor(recipe, as_json, mirror, _parse_from(from_), lock))
 
     return doctor
