@@ -80,11 +80,12 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     for p in planned:
         progress("fetch", p.name, 0, None)
         res = fetch_files(p.source, p.splits, cache_dir=opts.cache / "downloads", from_dir=p.from_dir,
-                          mirror=opts.mirror, hf_endpoint=opts.hf_endpoint)
+                          mirror=opts.mirror, hf_endpoint=opts.hf_endpoint, verify=opts.verify)
         provenance[p.name] = res.provenance
+        # "inputs" names every byte a unit may read: file sha256s (pinned, computed at download or
+        # over a local copy) and hand-placed folders' fingerprints (path, sizes, mtimes, hashes)
         salt = {"adapter": type(p.source).name, "adapter_version": p.source.version, "options": p.source.options,
-                "policy": policy.salt(), "schema": SCHEMA_VERSION,
-                "files": sorted((d["name"], d.get("sha256")) for d in res.provenance)}
+                "policy": policy.salt(), "schema": SCHEMA_VERSION, "inputs": sorted(res.fingerprints.items())}
         for split in p.splits:
             for unit in p.source.units(split, res.paths):
                 jobs.append(UnitJob(p, unit, unit.key(salt), res.paths))
@@ -137,8 +138,10 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     quarantine = _write_quarantine(opts.out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
     removed = _write_removed(opts.out, plan.removed)
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
+    # reuse counts differ between a fresh and a resumed build of the same inputs: build_info, not the rest
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
-                              "workers": opts.workers}
+                              "workers": opts.workers,
+                              "normalize": {"units": len(jobs), "reused": len(jobs) - len(todo)}}
     return write_manifest(opts.out, manifest)  # exactly what a reader of manifest.json sees
 
 

@@ -206,12 +206,16 @@ def body(inp: CardInputs) -> str:
         out += ["\n>\n".join(notices), ""]
 
     out += ["## Loading", "", "```python", "from datasets import load_dataset", "",
-            f'mixture = load_dataset("{inp.repo_id}", split="train")  # all sources, in the mixture\'s order']
+            f'mixture = load_dataset("{inp.repo_id}", split="train")  # every row once, grouped by source']
     first_source = next((c for c in inp.configs if c != "default"), None)
     if first_source:
         out.append(f'one = load_dataset("{inp.repo_id}", "{first_source}", split="train")  # config = a source name')
     out += ["```", "", ("Images decode to PIL images; `options` holds multiple-choice options, `meta` a JSON "
-                        "string of source-specific fields."), ""]
+                        "string of source-specific fields."), "",
+            ("Each data file holds the rows of one source (`data/<source>/train-*.parquet`): the per-source configs "
+             "list their own folder and the default config lists them all, so no image is stored twice. The default "
+             "config therefore reads source after source (sorted by name; the build's order within a source): "
+             "shuffle it (`mixture.shuffle(seed=0)`) before training on it as a mixture."), ""]
 
     out += ["## Composition", ""]
     comp = []

@@ -36,6 +36,8 @@ def build(
     mirror: MirrorOpt = None,
     plan: Annotated[bool, typer.Option("--plan", help="print sources, upstreams, licenses and expected rows; "
                                        "download nothing")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="hash every file of --from/local folders, not only "
+                                         "metadata, so same-size same-mtime replacements are seen")] = False,
 ) -> None:
     """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
     from medmix.build import build as run_build
@@ -45,7 +47,8 @@ def build(
     try:
         r = load_recipe(recipe)
         opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=parse_from(from_),
-                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror)
+                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror,
+                            verify=verify)
         if plan:
             from medmix.preview import expected_rows
             _print_plan(r.name, expected_rows(r, opts))
@@ -134,6 +137,8 @@ def _register_extensions() -> None:
 
     app.command("stats")(stats_command)
     app.command("push")(push_command)
+    from medmix.doctor import make_command as doctor_command
+    app.command("doctor")(doctor_command())
     app.command("train")(train_command)
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
     eval_app.command("vqa")(eval_vqa)

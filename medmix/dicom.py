@@ -102,7 +102,7 @@ def _decode(data: bytes, *, name: str, frame: str, max_pixels: int) -> Image.Ima
     arr, photometric = _decode_frame(ds, index, photometric, name=name)
     try:
         if photometric == "PALETTE COLOR":
-            rgb = apply_color_lut(arr, ds)
+            rgb = apply_color_lut(arr, _little_endian_luts(ds))
             out = _color_to_8bit(rgb, 16 if rgb.dtype.itemsize > 1 else 8)
         elif spp == 3 or photometric.startswith(("RGB", "YBR")):
             if photometric.startswith("YBR_FULL"):
@@ -119,6 +119,32 @@ def _decode(data: bytes, *, name: str, frame: str, max_pixels: int) -> Image.Ima
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise RowError(f"DICOM LUT/colour transform failed: {_brief(exc)}", file=name) from None
     return Image.fromarray(np.ascontiguousarray(out))  # uint8 (H, W) → L, (H, W, 3) → RGB
+
+
+# (0028,1201-1204) palette LUT data and (0028,1221-1223) segmented palette LUT data: OW words
+_LUT_DATA_TAGS = (0x00281201, 0x00281202, 0x00281203, 0x00281204, 0x00281221, 0x00281222, 0x00281223)
+
+
+def _little_endian_luts(ds: Dataset) -> Dataset:
+    """`ds`, with its palette LUT words in little-endian order when the file is big-endian.
+
+    Why: pydicom keeps OW values as the file's raw bytes, and `apply_color_lut` reads them as
+    little-endian whatever the transfer syntax, so an explicit big-endian PALETTE COLOR file got
+    entries like 0xFF00 read as 0x00FF, i.e. an all-black image (its little-endian twin was right).
+    Only the image-pixel group (0028) is copied; the caller's dataset is left alone.
+    """
+    encoding = getattr(ds, "original_encoding", None)
+    little = encoding[1] if encoding and encoding[1] is not None else getattr(ds, "is_little_endian", True)
+    if little is not False:
+        return ds
+    fixed = Dataset()
+    for elem in ds.group_dataset(0x0028):
+        fixed.add(elem)
+    for tag in _LUT_DATA_TAGS:
+        if tag in fixed and isinstance(fixed[tag].value, (bytes, bytearray)):
+            words = np.frombuffer(fixed[tag].value, dtype=">u2")
+            fixed.add_new(tag, "OW", words.astype("<u2").tobytes())
+    return fixed
 
 
 def _why_no_pixels(ds: Dataset) -> str:

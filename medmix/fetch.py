@@ -41,7 +41,7 @@ from medmix.extract import safe_extract
 from medmix.writer import sha256_file  # noqa: F401  (re-exported: fetch.sha256_file)
 
 if TYPE_CHECKING:
-    from medmix.sources.base import Manual, Remote, Source
+    from medmix.sources.base import Derived, Manual, Remote, Source
 
 try:  # POSIX advisory locks keep two processes from appending to the same .part file
     import fcntl
@@ -432,6 +432,9 @@ class FetchResult:
 
     paths: dict[str, Path] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    # name → what the bytes under that name are, for unit cache keys: the sha256 of a file, or a
+    # folder's `medmix.fileid.fingerprint` key (resolved path, every file's size, mtime, hashes)
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
 
 
 def _check_pin(what: str, path: Path, sha256: str | None, size: int | None) -> tuple[str, int]:
@@ -466,15 +469,18 @@ def missing_manual(manuals: list[Manual], from_dir: Path | None) -> list[str]:
 
 
 def fetch_files(source: Source, splits: tuple[str, ...], *, cache_dir: Path, from_dir: Path | None = None,
-                mirror: str | None = None, hf_endpoint: str | None = None) -> FetchResult:
+                mirror: str | None = None, hf_endpoint: str | None = None, verify: bool = False) -> FetchResult:
     """Make every upstream file that `splits` of `source` need available locally.
 
     Manual files are checked first, all of them, so a user learns every file to place in one
     message instead of one per run, and before any long download starts. A `Remote` whose
     name is present under `from_dir` is used from there (still sha256-checked when pinned):
     that is how offline mirrors and the offline demo recipe run without network.
+
+    `verify=True` hashes every file of a hand-placed folder, not only its metadata files (see
+    `medmix.fileid`); files are always hashed.
     """
-    from medmix.sources.base import Manual, Remote
+    from medmix.sources.base import Derived, Manual, Remote
 
     cache_dir = Path(cache_dir)
     upstreams = source.files_for(tuple(splits))
@@ -488,27 +494,76 @@ def fetch_files(source: Source, splits: tuple[str, ...], *, cache_dir: Path, fro
             + f"\nPlace them under one folder DIR and pass --from {source.name}=DIR")
 
     result = FetchResult()
-    for item in upstreams:
-        if isinstance(item, Manual):
-            path, record = _fetch_manual(item, Path(from_dir), cache_dir)  # type: ignore[arg-type]
+    # derived tables last: they are computed from the other files
+    for item in sorted(upstreams, key=lambda u: isinstance(u, Derived)):
+        if isinstance(item, Derived):
+            path, record = _fetch_derived(item, result.paths, cache_dir, from_dir, mirror)
+        elif isinstance(item, Manual):
+            path, record = _fetch_manual(item, Path(from_dir), cache_dir, verify)  # type: ignore[arg-type]
         elif isinstance(item, Remote):
             path, record = _fetch_remote(item, cache_dir, from_dir, mirror, hf_endpoint)
         else:  # pragma: no cover - the Upstream union has two members
             raise MedmixError(f"source {source.name!r}: unknown upstream {item!r}")
         result.paths[item.name] = path
+        result.fingerprints[item.name] = record.pop("fingerprint", None) or record.get("sha256")
         result.provenance.append(record)
     return result
 
 
-def _fetch_manual(item: Manual, from_dir: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _fetch_manual(item: Manual, from_dir: Path, cache_dir: Path,
+                  verify: bool = False) -> tuple[Path, dict[str, Any]]:
+    from medmix.fileid import fingerprint
+
     target = (from_dir / item.name).resolve()
     record: dict[str, Any] = {"name": item.name, "upstream": f"manual:{target}", "sha256": None, "size": None,
                               "pinned": False, "revision": None}
     if item.is_dir:
+        fp = fingerprint(target, verify=verify)
+        # the manifest gets what is equal for equal folders anywhere; the key also gets path and mtimes
+        record.update(files=fp["files"], size=fp["bytes"], content_sha256=fp["content_sha256"],
+                      fingerprint=fp["key"])
         return target, record
     digest, size = _check_pin(f"manual file {target}", target, None, None)
     record.update(sha256=digest, size=size)
     return (_extracted(target, digest, cache_dir) if item.extract else target), record
+
+
+def _fetch_derived(item: Derived, inputs: dict[str, Path], cache_dir: Path, from_dir: Path | None,
+                   mirror: str | None) -> tuple[Path, dict[str, Any]]:
+    """A table computed from fetched files (see `Derived`): from the lock when pinned there, else a
+    copy under `--from`, else built by `item.make`, then kept in the content-addressed cache."""
+    import importlib
+
+    record: dict[str, Any] = {"name": item.name, "upstream": item.upstream, "sha256": item.sha256,
+                              "size": item.size, "pinned": item.sha256 is not None, "revision": None}
+    local = Path(from_dir) / item.name if from_dir is not None else None
+    if item.sha256 is not None and (hit := _cached(cache_dir, item.sha256.lower(), item.name)) is not None:
+        path = hit
+    elif local is not None and local.is_file():
+        local = local.resolve()
+        _check_pin(f"{local} (local copy of the table from {item.upstream})", local, item.sha256, item.size)
+        record.update(upstream=f"local:{local}", original_upstream=item.upstream)
+        path = local
+    else:
+        tmp = cache_dir / "derived" / f"{item.name}.{os.getpid()}.tmp"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        if item.table is not None:  # pinned in the lock: no request at all. Derived tables are canonical JSON.
+            tmp.write_bytes(json.dumps(item.table, sort_keys=True, separators=(",", ":")).encode())
+        else:
+            module, func = item.make.split(":")
+            built = getattr(importlib.import_module(module), func)(
+                {k: inputs[k] for k in item.inputs}, cache_dir / "derived", from_dir=from_dir, mirror=mirror)
+            os.replace(built, tmp)
+        digest, _ = _check_pin(f"{item.name} built from {item.upstream} (pinned in the lock)", tmp,
+                               item.sha256, item.size)
+        path = _publish(tmp, cache_dir, digest, item.name)
+    in_cache = path.parent.parent.name == "sha256" and _HEX64.match(path.parent.name)
+    record.update(sha256=path.parent.name if in_cache else sha256_file(path), size=path.stat().st_size)
+    with contextlib.suppress(OSError, ValueError):
+        meta = json.loads(path.read_bytes())
+        record.update(fetched=meta.get("fetched"), articles=len(meta.get("articles", {})),
+                      etags_sha256=meta.get("etags_sha256"), table_source=meta.get("source"))
+    return path, record
 
 
 def _fetch_remote(item: Remote, cache_dir: Path, from_dir: Path | None, mirror: str | None,

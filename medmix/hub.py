@@ -3,8 +3,16 @@
 Layout (what `--dry-run DIR` writes, byte for byte what is uploaded):
   README.md                          dataset card (medmix.card): YAML configs + license notices
   manifest.json                      the build's manifest, unchanged (its sha256 is on the card)
-  data/train-XXXXX-of-YYYYY.parquet  the mixture (config `default`), shards verified against the manifest
-  data/<source>/train-*.parquet      the same rows split per source (one config per source)
+  data/<source>/train-*.parquet      every row once, in shards that each hold one source: config
+                                     `<source>` lists its own folder, config `default` lists them all
+
+Why no `data/train-*` copy of the mixture next to the per-source files: that stored every image
+twice (a 3.35M-row push would upload the whole mixture two times). A Hub config is only a list of
+`data_files`, it cannot filter rows, so per-source configs without duplicated bytes need shards that
+hold one source each. `load_dataset(repo)` still yields the whole mixture (every row once); its order
+is by source (sorted by name), then the build's order within a source; shuffle, or use
+`medmix.load` on a local build, for the mixed order. The input shards are verified against the
+manifest's sha256 before they are read.
 
 Why refuse by default: a mixture may hold rows whose terms forbid redistribution (gated sources
 such as Quilt-1M, licenses medmix cannot classify). That is checked per row, on the `source` and
@@ -58,7 +66,7 @@ Policy = Literal["refuse", "exclude", "force"]
 Log = Callable[[str], None]
 REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-DEFAULT_GLOB = f"{DATA_DIR}/{shard_glob()}"
+DEFAULT_GLOB = f"{DATA_DIR}/*/{shard_glob()}"
 BATCH_FILES = 64
 BATCH_BYTES = 4 << 30  # one commit carries at most ~4 GiB: a failed commit loses little, a resumed push skips it
 COPY_CHUNK = 8 << 20
@@ -187,19 +195,11 @@ class _ShardSeries:
             self.writer.abort()
 
 
-def _copy_verified(src: Path, dst: Path, sha256: str | None, link: bool) -> None:
-    """Copy (or hard-link) one shard, refusing it if its bytes are not the ones the manifest recorded."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _verify(src: Path, sha256: str | None) -> None:
+    """Refuse a shard whose bytes are not the ones the manifest recorded."""
     if sha256 is not None and sha256_file(src) != sha256:
         raise MedmixError(f"{src}: sha256 differs from the manifest's; the shard changed after the build. Rebuild "
                           f"the mixture before pushing it")
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass  # another filesystem, or links not allowed: copy instead
-    shutil.copyfile(src, dst)
 
 
 def _check_out(out: Path) -> None:
@@ -209,8 +209,7 @@ def _check_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse", log: Log = print,
-            link: bool = False) -> Layout:
+def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse", log: Log = print) -> Layout:
     """Write the folder that `push` uploads (the whole of `--dry-run DIR`); returns what it holds."""
     mixture, out = Path(mixture), Path(out)
     _check_repo_id(repo_id)
@@ -256,31 +255,19 @@ def prepare(mixture: Path, out: Path, *, repo_id: str, policy: Policy = "refuse"
     if not sum(kept_pairs.values()):
         why = "once the non-redistributable rows are excluded" if drop else "(the mixture is empty)"
         raise MedmixError(f"{mixture}: no row left to push {why}")
+    per_source: Counter[str] = Counter()
+    for (source, _), n in kept_pairs.items():
+        per_source[source] += n
     try:
-        if not drop:
-            for i, (path, shard) in enumerate(zip(shards, manifest["shards"], strict=True)):
-                dst = data / shard_name(i, len(shards))
-                _copy_verified(path, dst, shard.get("sha256"), link)
-            default_files = sorted(data.glob(f"{shard_glob()}.parquet"))
-        else:
-            series = _ShardSeries(data, sum(kept_pairs.values()), per_file)
-            try:
-                for batch in iter_batches(shards, ARROW_SCHEMA.names, ROW_GROUP_ROWS):
-                    series.add(batch.filter(_keep_mask(batch, drop)))
-                default_files = series.close()
-            except BaseException:
-                series.abort()
-                raise
-        per_source: Counter[str] = Counter()
-        for (source, _), n in kept_pairs.items():
-            per_source[source] += n
-        _write_per_source(default_files, data, per_source, per_file)
+        for path, shard in zip(shards, manifest["shards"], strict=True):
+            _verify(path, shard.get("sha256"))
+        files_written = _write_per_source(shards, data, per_source, per_file, drop)
     except OSError as exc:
         raise MedmixError(f"{out}: cannot write the push layout ({exc.strerror or exc})") from None
 
     configs = {"default": DEFAULT_GLOB}
     configs.update({s: f"{DATA_DIR}/{s}/{shard_glob()}" for s in sorted(per_source) if per_source[s]})
-    stats = scan_shards(default_files)
+    stats = scan_shards(files_written)
     stats["manifest"] = manifest_figures(manifest)
     inputs = CardInputs(repo_id=repo_id, manifest=manifest, manifest_sha256=manifest_sha256(mixture), stats=stats,
                         sources={n: source_info(n, e) for n, e in manifest["sources"].items()}, configs=configs,
@@ -298,20 +285,24 @@ def _keep_mask(batch: pa.RecordBatch, drop: set[tuple[str, str]]) -> pa.Array:
     return pa.array(np.fromiter(((s, lic_) not in drop for s, lic_ in zip(src, lic, strict=True)), bool, len(src)))
 
 
-def _write_per_source(default_files: list[Path], data: Path, per_source: Counter[str], per_file: int) -> None:
-    """One pass over the default shards, appending each row to its source's series (one open file each)."""
+def _write_per_source(shards: list[Path], data: Path, per_source: Counter[str], per_file: int,
+                      drop: set[tuple[str, str]]) -> list[Path]:
+    """One pass over the mixture's shards, appending each kept row to its source's series (one open file
+    each); returns every file written, sorted by path (the default config's order)."""
     series = {s: _ShardSeries(data / s, n, per_file) for s, n in sorted(per_source.items()) if n}
     try:
-        for batch in iter_batches(default_files, ARROW_SCHEMA.names, ROW_GROUP_ROWS):
+        for batch in iter_batches(shards, ARROW_SCHEMA.names, ROW_GROUP_ROWS):
+            if drop:
+                batch = batch.filter(_keep_mask(batch, drop))
             sources = batch.column("source")
             for s in pc.unique(sources).to_pylist():
                 series[s].add(batch.filter(pc.equal(sources, s)))
-        for s in series.values():
-            s.close()
+        written = [p for s in series.values() for p in s.close()]
     except BaseException:
         for s in series.values():
             s.abort()
         raise
+    return sorted(written)
 
 
 # --- upload ---------------------------------------------------------------------------------------
@@ -439,8 +430,7 @@ def push(mixture: Path, repo_id: str, *, policy: Policy = "refuse", private: boo
         parent = mixture if os.access(mixture, os.W_OK) else Path(tempfile.gettempdir())
     folder = Path(tempfile.mkdtemp(prefix=".medmix-push-", dir=parent))
     try:
-        # hard links: the default config costs no copy when the staging folder shares the mixture's disk
-        layout = prepare(mixture, folder / "layout", repo_id=repo_id, policy=policy, log=log, link=True)
+        layout = prepare(mixture, folder / "layout", repo_id=repo_id, policy=policy, log=log)
         log(f"uploading {len(layout.files)} file(s), {layout.bytes:,} bytes to {repo_id}"
             + (f" (branch {revision})" if revision else "") + (" as a private repository" if private else ""))
         upload(layout, repo_id, api, private=private, revision=revision, message=message, log=log, token=token)

@@ -32,6 +32,7 @@ class BuildOptions:
     mirror: str | None = None
     hf_endpoint: str | None = None
     lock: Path | None = None        # default: the recipe's lock in manifests/, when there is one
+    verify: bool = False            # hash every file of hand-placed folders for the unit keys (medmix.fileid)
 
 
 @dataclass

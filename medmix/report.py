@@ -31,6 +31,10 @@ def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
         console.print(t)
     if manifest["quarantine"]["rows"]:
         console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: {out / QUARANTINE}")
+    norm = manifest.get("build_info", {}).get("normalize")
+    if norm:
+        console.print(f"normalize: {norm['units']} unit(s), {norm['reused']} reused from the cache, "
+                      f"{norm['units'] - norm['reused']} normalized")
     if manifest["unpinned_upstreams"]:
         console.print(f"[yellow]{len(manifest['unpinned_upstreams'])} upstream file(s) are not pinned by sha256 "
                       f"(recorded in the manifest; `medmix lock` pins them)[/]")

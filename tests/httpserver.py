@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote, urlsplit
 
-FAIL_KINDS = ("500", "drop", "wrong_body")
+FAIL_KINDS = ("500", "drop", "wrong_body", "429", "503")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -49,6 +49,7 @@ class FixtureServer:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._failures: dict[str, list[str]] = {}
+        self._redirects: dict[str, tuple[int, str]] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -139,10 +140,16 @@ class FixtureServer:
         for rev in {revision, commit}:
             self.add(f"{prefix}/{repo_id}/resolve/{rev}/{filename}", data, headers=headers)
 
+    def redirect(self, path: str, location: str, status: int = 301) -> None:
+        """Answer GET and HEAD of `path` with `status` and `Location: location` (a moved file or Hub repo)."""
+        with self._lock:
+            self._redirects[self._path_of(path)] = (status, location)
+
     def fail(self, path: str, kind: str, times: int = 1) -> None:
         """Make the next `times` GETs of `path` fail in the way `kind` says.
 
-        "500": answer HTTP 500; "drop": send the headers and half the body, then close the
+        "500": answer HTTP 500; "429"/"503": throttle with `Retry-After: 0` (S3's SlowDown);
+        "drop": send the headers and half the body, then close the
         connection; "wrong_body": send other bytes of the same length (a corrupting proxy).
         HEAD requests are never failed, so metadata probes do not eat the injected faults.
         """
@@ -190,6 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, *, body: bool) -> None:
         range_header = self.headers.get("Range")
         self.fixture._log(self.command, self.path, range_header)
+        moved = self.fixture._redirects.get(_normalize(self.path))
+        if moved is not None:
+            self._plain(moved[0], b"moved\n", {"Location": moved[1]}, body)
+            return
         key, entry = self.fixture._lookup(self.path)
         if entry is None:
             self._plain(404, b"not found\n", {"X-Error-Code": "EntryNotFound"}, body)
@@ -197,6 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
         failure = self.fixture._take_failure(key) if body else None
         if failure == "500":
             self._plain(500, b"injected server error\n", {}, body)
+            return
+        if failure in ("429", "503"):
+            self._plain(int(failure), b"SlowDown: please reduce your request rate\n", {"Retry-After": "0"}, body)
             return
 
         data = entry.data

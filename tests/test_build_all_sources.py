@@ -41,6 +41,7 @@ def built(tmp_path_factory):
     with FixtureServer() as server:
         for module in FIXTURES:
             serve(server, module.build())
+        pmc_oa.serve_bucket(server)  # PMC-OA's per-article licenses
         quilt_dir = quilt1m.write(tmp / "quilt")
         # the real recipe's sources, splits and license acceptances; decontamination against the
         # fixtures' own evaluation splits (the downstream benchmarks have their own tests)

@@ -112,6 +112,29 @@ def test_palette_color_goes_through_its_lut():
     assert not np.array_equal(arr[..., 0], arr[..., 1])  # really colour, not grey
 
 
+def test_big_endian_palette_color_renders_like_its_little_endian_twin():
+    """pydicom's palette example rewritten as explicit VR big endian (LUT words swapped, as the
+    standard stores OW in big-endian files): the same picture, not an all-black one."""
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ds = dataset("examples_palette.dcm")
+    words = [ds[f"{colour}PaletteColorLookupTableData"] for colour in ("Red", "Green", "Blue")]
+    if ds["PixelData"].VR == "OW":  # 8-bit pixels in OW words: each pair swaps too
+        words.append(ds["PixelData"])
+    for elem in words:
+        elem.value = np.frombuffer(elem.value, dtype="<u2").astype(">u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    twin = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    assert twin.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    assert np.array_equal(twin.pixel_array, dataset("examples_palette.dcm").pixel_array)  # a faithful conversion
+    out = normalize_image(buf.getvalue(), name="palette_be.dcm", policy=ImagePolicy())
+    big, little = pixels(out.data), normalize("examples_palette.dcm")[1]
+    assert big.max() > 0 and np.array_equal(big, little)
+
+
 def linear_window(x: np.ndarray, center: float, width: float) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2.1, written out independently of pydicom, to 0..1."""
     y = (x - (center - 0.5)) / (width - 1) + 0.5

@@ -110,13 +110,17 @@ def test_dry_run_layout_loads_default_and_every_source_config(demo, tmp_path, of
     assert result.exit_code == 0, result.output
     dry = tmp_path / "dry"
     assert (dry / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
-    shards = sorted((dry / "data").glob("train-*.parquet"))
-    assert [_sha(p) for p in shards] == [s["sha256"] for s in manifest["shards"]]  # shards pushed as built
+    assert not list((dry / "data").glob("train-*.parquet"))  # no mixture-wide copy next to the per-source files
+    files = sorted((dry / "data").glob("*/train-*.parquet"))
+    assert all(set(pl.read_parquet(f, columns=["source"])["source"]) == {f.parent.name} for f in files)
+    stored = pl.read_parquet([str(f) for f in files], columns=["id"])["id"].to_list()
+    assert len(stored) == len(set(stored)) == manifest["total_rows"]  # every row stored exactly once
 
     full = _load(dry, offline)
     assert len(full) == manifest["total_rows"]
-    built = pl.read_parquet([str(out / s["path"]) for s in manifest["shards"]], columns=["id"])["id"].to_list()
-    assert full["id"] == built  # same rows, same order
+    built = pl.read_parquet([str(out / s["path"]) for s in manifest["shards"]], columns=["id", "source"])
+    assert sorted(full["id"]) == sorted(built["id"].to_list())  # the whole mixture
+    assert full["id"] == [i for s in sorted(set(built["source"])) for i, src in built.iter_rows() if src == s]
     assert any(isinstance(r["image"], Image.Image) for r in full.select(range(20)))
 
     meta = _front_matter((dry / "README.md").read_text())
@@ -127,7 +131,7 @@ def test_dry_run_layout_loads_default_and_every_source_config(demo, tmp_path, of
     for name, n in sources.items():
         part = _load(dry, offline, name)
         assert len(part) == n and set(part["source"]) == {name}
-        assert part["id"] == [i for i, s in zip(full["id"], full["source"], strict=True) if s == name]
+        assert part["id"] == [i for i, s in built.iter_rows() if s == name]  # the build's order within a source
 
 
 def test_card_metadata_and_body_follow_the_rows(demo, tmp_path):
@@ -145,7 +149,8 @@ def test_card_metadata_and_body_follow_the_rows(demo, tmp_path):
     has_han = df.filter(pl.col("question").str.contains(r"\p{Han}").fill_null(False)
                         | pl.col("answer").str.contains(r"\p{Han}").fill_null(False)).height > 0
     assert ("zh" in meta["language"]) == has_han and "en" in meta["language"]
-    assert meta["configs"][0] == {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}],
+    default_files = [{"split": "train", "path": "data/*/train-*"}]
+    assert meta["configs"][0] == {"config_name": "default", "data_files": default_files,
                                   "default": True}
     assert meta["pretty_name"] and "medical" in meta["tags"]
 

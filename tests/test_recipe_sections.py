@@ -16,7 +16,8 @@ BASE = "name: t\nsources:\n  mine: {adapter: local, from: /x}\n"
 # (commit 2b01405): a change here changes every manifest, so it must be deliberate.
 SHA256_BEFORE = {
     "demo": "2e83b970b615a2029529469edc3f74f689a30cc792d2fb50264451c9e05dce97",
-    "openmedq-3.35m": "50bc0052d70196f7507b9670f5a924c2626fd7750c5efbd068dba5c3d8255ca1",
+    # changed on purpose with issue 11: LicenseRef-PMC-OA-unknown left the accept list (no default licenses)
+    "openmedq-3.35m": "d23f831ad200ce8f7defc889c038725d444ef3956b2e07954d48db82e681223e",
     "openmedq-open": "726c8bcff80f9873907696f5f58710088a2e1f1b57735411093b45784abce2d1",
 }
 

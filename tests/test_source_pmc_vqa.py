@@ -1,4 +1,4 @@
-"""PMC-VQA adapter against fixture CSVs and image zips in the real `xmcmic/PMC-VQA` layout."""
+"""PMC-VQA adapter against fixture CSVs and image zips in the real `RadGenome/PMC-VQA` layout."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ def test_version_2_reads_its_own_csv_and_archive(tmp_path):
     records, bads = _read(tmp_path, fx.build(bad=False), "train_2")
     assert bads == [] and len(records) == 4
     assert all(r.meta["version"] == 2 and r.image.parent.name == "figures" for r in records)
+    # the real v2 header: the letter in Answer, no Answer_label, a Caption column
+    header = fx.build(bad=False)["train_2.csv"].data.split(b"\n", 1)[0].decode()
+    assert header == "index,Figure_path,Caption,Question,Choice A,Choice B,Choice C,Choice D,Answer,split"
+    for i, rec in enumerate(records):
+        _q, choices, answer = fx.QUESTIONS[i % len(fx.QUESTIONS)]
+        assert rec.meta["answer_letter"] == "ABCD"[answer] and rec.answer == choices[answer]
+        assert rec.meta["caption"].startswith("Figure ")
 
 
 def test_bad_rows_are_quarantined_with_reasons(tmp_path):

@@ -73,7 +73,35 @@ class Manual:
     splits: tuple[str, ...] | None = None
 
 
-Upstream = Remote | Manual
+@dataclass(frozen=True)
+class Derived:
+    """A table medmix computes from other upstream files plus small look-ups, then treats like a file.
+
+    Why its own kind: some facts a source needs are not in any one file upstream. PMC-OA's
+    per-article licenses live in ~1 KB JSON documents in NCBI's cloud bucket, one per article
+    version; medmix fetches only those its rows cite and writes them into one table
+    (`medmix.pmc_licenses`). `make` ("module:function") builds it from the already fetched
+    `inputs`; `url` is where the look-ups go (shown by `--plan` and checked by `medmix doctor`).
+    `medmix lock` pins the table (sha256, size, date) and stores it in the lock (`table`), so a
+    rebuild reads it from there and needs no request; a copy under `--from SOURCE=DIR/<name>` is
+    used as is (the place for an archived input the builder also accepts, see the adapter).
+    """
+
+    name: str
+    make: str
+    url: str
+    inputs: tuple[str, ...] = ()
+    sha256: str | None = None
+    size: int | None = None
+    table: Any = None  # the pinned table itself, from the lock
+    splits: tuple[str, ...] | None = None
+
+    @property
+    def upstream(self) -> str:
+        return self.url
+
+
+Upstream = Remote | Manual | Derived
 
 
 @dataclass(frozen=True)
@@ -201,5 +229,5 @@ class Source:
             "redistributable": cls.redistributable,
             "per_row_license": cls.per_row_license,
             "manual": any(isinstance(f, Manual) for f in cls.files),
-            "upstream": [f.upstream if isinstance(f, Remote) else f"manual: {f.name}" for f in cls.files],
+            "upstream": [f"manual: {f.name}" if isinstance(f, Manual) else f.upstream for f in cls.files],
         }

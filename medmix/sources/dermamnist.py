@@ -9,8 +9,8 @@ class DermaMNIST(MedMNISTBenchmark):
     name = "dermamnist"
     flag = "dermamnist"
     title = "DermaMNIST (MedMNIST v2)"
-    # MedMNIST ships it as CC BY 4.0, but the images are HAM10000's, released CC BY-NC 4.0: the
-    # stricter terms bind, so a recipe has to accept non-commercial use to touch it.
+    # MedMNIST ships DermaMNIST as CC BY-NC 4.0 (its images are HAM10000's, released CC BY-NC 4.0),
+    # so a recipe has to accept non-commercial use to touch it.
     license = "CC-BY-NC-4.0"
     domain = "dermatology"
     modality = "dermoscopy"

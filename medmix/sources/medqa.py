@@ -41,7 +41,8 @@ class MedQA(Source):
 }
 """
     # As tagged on the repository medmix fetches; another copy of the same files is tagged
-    # CC-BY-SA-4.0 and the original repository states none (see docs/datasets/medqa.md).
+    # CC-BY-SA-4.0; the original repository (jind11/MedQA) has an MIT LICENSE, which covers its code,
+    # not the exam-derived questions (see docs/datasets/medqa.md).
     license = "CC-BY-4.0"
     domain = "clinical-text"
     tasks = ("mcqa",)

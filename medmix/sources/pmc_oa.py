@@ -1,9 +1,13 @@
 """PMC-OA: 1.65M subfigure–subcaption pairs cut from PubMed Central Open Access articles (PMC-CLIP).
 
 The Hub release carries no license of its own; every figure keeps the license of its article.
-So the adapter joins each row, on the PMCID in its image name, with NCBI's PMC Open Access file
-list and writes that article's license on the row. Rows whose article is not in the list get
-`LicenseRef-PMC-OA-unknown`, which the license policy refuses until a recipe accepts it.
+So the adapter joins each row, on the PMCID in its image name, with a PMCID → license table built
+from NCBI's PMC Cloud Service bucket `pmc-oa-opendata` (`medmix.pmc_licenses`: one ~1 KB metadata
+JSON per cited article, pinned in the lock). NCBI's `oa_file_list.csv` that this adapter used
+until 2026 was removed with the legacy FTP bulk files; a user who kept a copy can still pass it
+with `--from pmc_oa=DIR` (DIR/oa_file_list.csv). A row whose article is absent, retracted, not
+open access, without a CC code or TDM-only is quarantined with that reason; no row ever gets a
+default license.
 
 Why units carry byte offsets: `pmc_oa.jsonl` is one 450 MB file; `units()` scans it once and
 records where every 50k-line slice starts, so a unit seeks to its slice instead of re-reading
@@ -19,71 +23,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medmix.errors import MedmixError
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.pmc_licenses import BUCKET_URL, TABLE_NAME, normalize_code, read_table, refusal, spdx
+from medmix.sources.base import Bad, Derived, Record, Remote, Source, Unit
 
 HF_REPO = "axiong/pmc_oa"
-OA_FILE_LIST_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/oa_file_list.csv"
-UNKNOWN_LICENSE = "LicenseRef-PMC-OA-unknown"
+REFUSED_LICENSE = "LicenseRef-PMC-OA-refused"
 # The folder images.zip unpacks to (the PMC-CLIP build's name for the subfigure crops).
 IMAGE_SUBDIR = "caption_T060_filtered_top4_sep_v0_subfigures"
 _PMCID = re.compile(r"^(PMC\d+)_")
-
-# PMC's license column names CC families without a version; the family decides what a license
-# allows (commercial use, derivatives, share-alike), so 4.0 stands for the family and the raw
-# value is kept in `meta.pmc_license`.
-PMC_LICENSES = {
-    "CC0": "CC0-1.0",
-    "CC BY": "CC-BY-4.0",
-    "CC BY-SA": "CC-BY-SA-4.0",
-    "CC BY-ND": "CC-BY-ND-4.0",
-    "CC BY-NC": "CC-BY-NC-4.0",
-    "CC BY-NC-SA": "CC-BY-NC-SA-4.0",
-    "CC BY-NC-ND": "CC-BY-NC-ND-4.0",
-    "NO-CC CODE": "LicenseRef-PMC-OA-no-CC",
-}
-
-
-def pmc_license_to_spdx(value: str | None) -> str:
-    """PMC's license label ("CC BY-NC", "CC-BY", "NO-CC CODE") → an SPDX id or a clear LicenseRef."""
-    if not value or not value.strip():
-        return UNKNOWN_LICENSE
-    key = re.sub(r"\s+", " ", value.strip().upper()).replace("CC-BY", "CC BY")
-    return PMC_LICENSES.get(key, UNKNOWN_LICENSE)
-
-
-def article_licenses(file_list: Path, pmcids: set[str]) -> dict[str, str]:
-    """PMCID → PMC license label for the articles in `pmcids`, streaming the (multi-GB) file list.
-
-    Only the two needed columns are parsed and only matching rows are kept, so memory stays
-    at one unit's worth of articles however large the list grows.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    wanted = ["Accession ID", "License"]
-    try:
-        reader = pacsv.open_csv(
-            file_list,
-            read_options=pacsv.ReadOptions(block_size=8 << 20),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=wanted,
-                                                 column_types={c: pa.string() for c in wanted}),
-        )
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise MedmixError(f"{file_list.name}: not a PMC OA file list with columns {wanted}: {exc}") from None
-    found: dict[str, str] = {}
-    if not pmcids:
-        return found
-    value_set = pa.array(sorted(pmcids), type=pa.string())
-    for batch in reader:
-        mask = pc.is_in(batch.column(0), value_set=value_set)
-        if not pc.any(mask).as_py():
-            continue
-        hits = batch.filter(mask)
-        for pmcid, lic in zip(hits.column(0).to_pylist(), hits.column(1).to_pylist()):
-            found[pmcid] = lic or ""
-    return found
 
 
 def _image_dir(root: Path) -> Path:
@@ -105,7 +52,7 @@ class PMCOA(Source):
   journal={arXiv preprint arXiv:2303.07240},
   year={2023}
 }"""
-    license = UNKNOWN_LICENSE  # per row: the article's license from the PMC OA file list
+    license = REFUSED_LICENSE  # per row: the article's license; rows without one are quarantined
     domain = "general-biomedical"
     tasks = ("caption",)
     splits = {"train": 1_650_000}  # approximate: ~1.65M in pmc_oa.jsonl (paper); exact count unverified
@@ -113,12 +60,14 @@ class PMCOA(Source):
     files = (
         Remote("pmc_oa.jsonl", hf_repo=HF_REPO, hf_path="pmc_oa.jsonl"),
         Remote("images.zip", hf_repo=HF_REPO, hf_path="images.zip", extract=True),
-        Remote("oa_file_list.csv", url=OA_FILE_LIST_URL),
+        Derived(TABLE_NAME, make="medmix.pmc_licenses:make", url=f"{BUCKET_URL}/metadata/",
+                inputs=("pmc_oa.jsonl",)),
     )
-    notes = ("Per-row licenses come from NCBI's oa_file_list.csv, joined on the PMCID in the image name; "
-             "rows of articles missing from the list are labelled LicenseRef-PMC-OA-unknown. "
+    notes = ("Per-row licenses come from the PMC Cloud Service bucket pmc-oa-opendata (metadata/PMC<id>.<ver>.json "
+             "of each cited article), joined on the PMCID in the image name and pinned in the lock; rows whose "
+             "article is absent, retracted, not open access, without a CC code or TDM-only are quarantined. "
              "Figures overlap ROCOv2, PMC-VQA, PubMedVision and Quilt-1M's PubMed part.")
-    version = "1"
+    version = "2"
     rows_per_unit = 50_000
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
@@ -143,7 +92,8 @@ class PMCOA(Source):
         jsonl = Path(files["pmc_oa.jsonl"])
         entries = list(self._entries(jsonl, unit))
         pmcids = {e["pmcid"] for e in entries if isinstance(e, dict) and e["pmcid"]}
-        licenses = article_licenses(Path(files["oa_file_list.csv"]), pmcids)
+        articles = read_table(Path(files[TABLE_NAME]))["articles"]
+        licenses = {p: articles.get(p) for p in pmcids}
         image_dir = _image_dir(Path(files["images.zip"]))
         for entry in entries:
             if isinstance(entry, Bad):
@@ -190,20 +140,24 @@ class PMCOA(Source):
                        "pmcid": match.group(1) if match else None,
                        "extra": {k: obj[k] for k in ("alignment_type", "alignment_score") if k in obj}}
 
-    def _record(self, entry: dict[str, Any], licenses: dict[str, str], image_dir: Path) -> Record | Bad:
+    def _record(self, entry: dict[str, Any], licenses: dict[str, Any], image_dir: Path) -> Record | Bad:
+        pmcid = entry["pmcid"]
+        article = licenses.get(pmcid) if pmcid else None
+        why = refusal(article) if pmcid else "no PMCID in the image name"
+        if why is not None:
+            return Bad(entry["native"], f"license refused ({why}): {pmcid or entry['image']}", file=entry["image"])
         image_path = image_dir / entry["image"]
         if not image_path.is_file():
             return Bad(entry["native"], f"image file missing: {entry['image']}", file=f"images.zip/{entry['image']}")
-        pmcid = entry["pmcid"]
-        raw_license = licenses.get(pmcid) if pmcid else None
-        meta: dict[str, Any] = {"pmcid": pmcid, "image": entry["image"], "pmc_license": raw_license,
-                                "license_source": "oa_file_list" if raw_license is not None else "unknown"}
+        meta: dict[str, Any] = {"pmcid": pmcid, "image": entry["image"],
+                                "pmc_license": normalize_code(article["license_code"]),  # type: ignore[index]
+                                "pmc_version": article.get("version")}  # type: ignore[union-attr]
         meta.update(entry["extra"])
         return Record(
             native_id=entry["native"],
             answer=entry["caption"],
             image=image_path,
             image_name=entry["image"],
-            license=pmc_license_to_spdx(raw_license),
+            license=spdx(article),  # type: ignore[arg-type]
             meta=meta,
         )

@@ -1,4 +1,7 @@
-"""PMC-VQA: multiple-choice VQA generated from PubMed Central figure captions, from `xmcmic/PMC-VQA`.
+"""PMC-VQA: multiple-choice VQA generated from PubMed Central figure captions, from `RadGenome/PMC-VQA`.
+
+The Hub repository moved from `xmcmic/PMC-VQA` to `RadGenome/PMC-VQA` (same commits; the old id
+only answers through a redirect), so the new id is used with the same pinned commit.
 
 Two releases live side by side in the repository and are exposed as separate splits:
 version 1 (`train.csv`, `test.csv`, `test_clean.csv` + `images.zip`, 18.9 GB; 227k QA on 149k
@@ -6,8 +9,11 @@ images) and version 2, non-compound figures (`train_2.csv`, `test_2.csv` + `imag
 2.2 GB) → splits `train_2`, `test_2`. The README calls the v2 files `train2.csv`/`images2.zip`;
 the repository names them with an underscore.
 
-CSV columns: `Figure_path, Question, Answer, Choice A..D, Answer_label`. The README spells the
-answer columns `Anwser` / `Anwser_label`; both spellings are accepted. Choices carry their
+v1 CSV columns: `Figure_path, Question, Answer, Choice A..D, Answer_label`. The README spells the
+answer columns `Anwser` / `Anwser_label`; both spellings are accepted. v2 CSVs have
+`index, Figure_path, Caption, Question, Choice A..D, Answer, split`: `Answer` is the letter, there
+is no `Answer_label`, the figure's caption is kept in `meta.caption`, and `images_2.zip` unpacks
+to `figures/`. Choices carry their
 letter ("A:Diffuse uptake pattern", sometimes with stray spaces), which is stripped. Rows whose
 label and answer text disagree (a few dozen upstream) are quarantined rather than guessed.
 """
@@ -23,8 +29,9 @@ from medmix.errors import MedmixError
 from medmix.sources._common import image_root, resolve_image
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
-_REPO = "xmcmic/PMC-VQA"
-# A commit whose tree lists every file below (huggingface.co/datasets/xmcmic/PMC-VQA/tree/ff2098c...).
+_REPO = "RadGenome/PMC-VQA"
+# A commit whose tree lists every file below (huggingface.co/datasets/RadGenome/PMC-VQA/tree/ff2098c...;
+# the repository was moved from xmcmic/PMC-VQA with its history, so the commit is the same).
 _REVISION = "ff2098cad195b86eed2b3e2f9f42eeae1dbc410a"
 _CSV = {"train": "train.csv", "test": "test.csv", "test_clean": "test_clean.csv",
         "train_2": "train_2.csv", "test_2": "test_2.csv"}
@@ -143,6 +150,8 @@ class PmcVqa(Source):
             return Bad(native_id, f"image file missing: {figure}", file=f"{_images_for(split)}:{figure}")
         pmcid = _PMCID.match(figure)
         meta = {"figure": figure, "answer_letter": label, "version": 2 if split in _V2 else 1}
+        if (row.get("Caption") or "").strip():
+            meta["caption"] = row["Caption"].strip()  # type: ignore[union-attr]
         if pmcid:
             meta["pmcid"] = pmcid.group(1)
         return Record(native_id, answer=chosen, question=question, options=choices, image=image, image_name=figure,

@@ -100,7 +100,7 @@ class VQAMed2019(Source):
   publisher={CEUR-WS.org},
   url={https://ceur-ws.org/Vol-2380/paper_272.pdf}
 }"""
-    license = "CC-BY-4.0"  # unverified: stated by a third-party survey of the Zenodo record
+    license = "CC-BY-4.0"  # stated by the repository README (github.com/abachaa/VQA-Med-2019)
     domain = "radiology"
     tasks = ("vqa",)
     splits = {"train": 12_792, "validation": 2_000, "test": 500}
