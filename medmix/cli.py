@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -36,18 +35,19 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def build(
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="built-in recipe name or a YAML path (default: demo)"),
+    recipe: str | None = typer.Option(None, "--recipe", "-r", help="built-in recipe name or a YAML path (default: demo)"),
     out: Path = typer.Option(Path("mixture"), "--out", "-o", help="output folder for shards + manifest"),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="processes for normalize and shard writing"),
     cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download + normalized-source cache"),
-    from_: Optional[List[str]] = typer.Option(None, "--from", help="SOURCE=DIR: local files for a gated/manual source"),
-    accept_license: Optional[List[str]] = typer.Option(None, "--accept-license", help="accept a non-commercial/gated license id"),
-    allow_eval: Optional[List[str]] = typer.Option(None, "--allow-eval", help="SOURCE:SPLIT benchmark split to allow in training"),
-    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
+    from_: list[str] | None = typer.Option(None, "--from", help="SOURCE=DIR: local files for a gated/manual source"),
+    accept_license: list[str] | None = typer.Option(None, "--accept-license", help="accept a non-commercial/gated license id"),
+    allow_eval: list[str] | None = typer.Option(None, "--allow-eval", help="SOURCE:SPLIT benchmark split to allow in training"),
+    mirror: str | None = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
     plan: bool = typer.Option(False, "--plan", help="print sources, upstreams, licenses and expected rows; download nothing"),
 ) -> None:
     """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
-    from medmix.build import BuildOptions, build as run_build
+    from medmix.build import BuildOptions
+    from medmix.build import build as run_build
     from medmix.recipe import load_recipe
 
     try:
@@ -71,10 +71,10 @@ def build(
 @app.command()
 def lock(
     recipe: str = typer.Option(..., "--recipe", "-r", help="built-in recipe name or a YAML path"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="lock file to write (default: manifests/<recipe>.lock.json)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="lock file to write (default: manifests/<recipe>.lock.json)"),
     cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download cache (a following build reuses it)"),
     offline: bool = typer.Option(False, "--offline", help="write the adapters' own pins; null where unknown"),
-    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
+    mirror: str | None = typer.Option(None, "--mirror", help="fetch https://host/path from MIRROR/host/path instead"),
 ) -> None:
     """Pin every upstream file of a recipe (Hub commit, sha256, size) into its lock file."""
     from medmix.build import BuildOptions
@@ -113,6 +113,24 @@ def sources(as_json: bool = typer.Option(False, "--json", help="print the regist
         up = "manual (--from)" if d["manual"] else (d["upstream"][0] if d["upstream"] else "")
         table.add_row(d["name"], d["domain"], ", ".join(d["tasks"]), d["license"], ev, up)
     out_console.print(table)
+
+
+@app.command()
+def view(
+    mixture: str = typer.Argument(..., help="a mixture folder written by `medmix build`"),
+    port: int = typer.Option(8765, "--port", "-p", min=0, max=65535, help="TCP port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; anything but loopback is reachable by others"),
+) -> None:
+    """Browse a mixture in the browser: overview, samples, removed rows beside what they matched, quarantine."""
+    try:
+        from medmix.view.app import serve
+    except ImportError as exc:
+        _fail(MedmixError(f"medmix view needs its extra: pip install 'medmix[view]' ({exc})"))
+        return
+    try:
+        serve(mixture, host=host, port=port, warn=lambda m: console.print(m, style="yellow", highlight=False))
+    except MedmixError as exc:
+        _fail(exc)
 
 
 def _register_extensions() -> None:

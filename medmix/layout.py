@@ -102,6 +102,19 @@ def removed_format(root: str | os.PathLike[str]) -> int:
     return 2 if set(REMOVED_SCHEMA.names) <= names else 1
 
 
+def mixture_file(root: str | os.PathLike[str], name: str) -> Path | None:
+    """`<root>/<name>` when it is a regular file that resolves inside the mixture folder, else None.
+
+    A symlink (or `..`) leading out of the folder reads as absent: a viewer or uploader given a
+    mixture must never read a file elsewhere on the disk because the folder points at it.
+    """
+    base = Path(root).resolve()
+    target = (base / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(base) or target == base or not target.is_file():
+        return None
+    return target
+
+
 def read_rows(path: str | os.PathLike[str], rows: Sequence[int], columns: Sequence[str] | None = None,
               pf: pq.ParquetFile | None = None) -> pa.Table:
     """Rows of one Parquet file by position, reading only the row groups that hold them.
