@@ -46,8 +46,9 @@ SOURCES = {
     "rocov2": ("radiology", "caption", "CC-BY-4.0", "CT", 1.0, 0.10),
     "nct_crc_he": ("pathology", "classification", "CC-BY-4.0", "H&E", 1.0, 0.05),
 }
-WORDS = np.array("patient tumor cell lesion mri ct biopsy histology shows the of with a normal abnormal cardiac renal "
-                 "liver findings consistent carcinoma benign scan nodule effusion fracture".split())
+WORDS = np.array(["patient", "tumor", "cell", "lesion", "mri", "ct", "biopsy", "histology", "shows", "the", "of", "with",
+                  "a", "normal", "abnormal", "cardiac", "renal", "liver", "findings", "consistent", "carcinoma",
+                  "benign", "scan", "nodule", "effusion", "fracture"])
 
 
 def _pngs(n: int, rng: np.random.Generator) -> list[tuple[bytes, int, int]]:
@@ -131,7 +132,9 @@ def _free_port() -> int:
 def _rss_bytes(pid: int) -> tuple[int, int]:
     """(current, peak) resident memory of a process, from /proc (VmRSS, VmHWM)."""
     text = Path(f"/proc/{pid}/status").read_text()
-    get = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1)) * 1024  # noqa: E731
+    def get(key: str) -> int:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
+
     return get("VmRSS"), get("VmHWM")
 
 

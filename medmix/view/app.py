@@ -221,7 +221,7 @@ class Viewer:
         parse_empty(request.query_params.multi_items())
         n, rec = self._removed_n(request)
         return self.render("removed_pair.html", title=f"Removed: {rec['id']}", r=rec, n=n, kinds=KIND_LABELS,
-                           fmt=self.store.removed_format())
+                           fmt=self.store.removed_format(), total=self.store.removed().num_rows)
 
     def removed_thumb(self, request: Request) -> Response:
         side = request.path_params["side"]

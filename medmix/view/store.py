@@ -336,10 +336,23 @@ class MixtureStore:
         return self._removed
 
     def removed_detail(self, n: int) -> dict[str, Any] | None:
+        """Row `n` of removed.parquet with texts and thumbnails; its row group is cached (a list page
+        asks for 50 neighbours' thumbnails at once)."""
         path = self._side_file(REMOVED)
         if path is None or not (0 <= n < self.removed().num_rows):
             return None
-        return read_rows(path, [n]).to_pylist()[0]
+        pf = pq.ParquetFile(path)
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(g).num_rows
+            if n < start + rows:
+                break
+            start += rows
+        table = self.images.get(("removed", g))
+        if table is None:
+            table = pf.read_row_group(g, use_threads=False)
+            self.images.put(("removed", g), table, table.nbytes)
+        return table.slice(n - start, 1).to_pylist()[0]
 
     def quarantine(self) -> pa.Table:
         if self._quarantine is None:
