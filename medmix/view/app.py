@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from medmix.layout import FUNNEL_STEPS, REMOVAL_KINDS, manifest_sha256
 from medmix.licenses import terms
 from medmix.thumbnail import thumbnail
-from medmix.view.query import CATEGORIES, BadQuery, parse_browse, parse_empty, parse_int_segment, parse_list
+from medmix.view.query import CATEGORIES, FILTERS, BadQuery, parse_browse, parse_empty, parse_int_segment, parse_list
 from medmix.view.store import CARD_COLUMNS, MixtureStore
 
 PER_PAGE = 48
@@ -131,8 +131,9 @@ class Viewer:
         rows = self.store.rows(positions, CARD_COLUMNS)
         choices = {c: list(self.store.figures.counts(c)) if self.store.figures.ready.is_set() else []
                    for c in CATEGORIES}
+        choices["image"] = ["yes", "no"]
         return self.render("browse.html", title="Browse", q=q, rows=rows, more=more, total=total,
-                           categories=CATEGORIES, choices=choices, per_page=PER_PAGE)
+                           categories=FILTERS, choices=choices, per_page=PER_PAGE)
 
     def _position(self, request: Request) -> tuple[int, int]:
         shard = parse_int_segment(request.path_params["shard"])

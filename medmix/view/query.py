@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 CATEGORIES = ("source", "domain", "task", "license", "modality", "split")
+FILTERS = (*CATEGORIES, "image")   # image: "yes" (rows with an image) or "no"
 MAX_TEXT = 200
 MAX_PAGE = 1_000_000
 
@@ -71,11 +72,13 @@ class BrowseQuery:
 
 
 def parse_browse(items: Iterable[tuple[str, str]]) -> BrowseQuery:
-    p = _single(items, {*CATEGORIES, "q", "order", "seed", "page"})
+    p = _single(items, {*FILTERS, "q", "order", "seed", "page"})
     order = p.get("order") or "mixture"
+    if p.get("image") not in (None, "", "yes", "no"):
+        raise BadQuery(f"image must be 'yes' or 'no', got {p['image']!r}")
     if order not in ("mixture", "random"):
         raise BadQuery(f"order must be 'mixture' or 'random', got {order!r}")
-    filters = tuple((c, p[c]) for c in CATEGORIES if p.get(c))
+    filters = tuple((c, p[c]) for c in FILTERS if p.get(c))
     return BrowseQuery(filters, (p.get("q") or "").strip(), order, _int(p, "seed", 0, 0, 2**32 - 1),
                        _int(p, "page", 1, 1, MAX_PAGE))
 

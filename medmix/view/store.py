@@ -39,10 +39,11 @@ from medmix.layout import (
     read_rows,
     removed_format,
 )
-from medmix.view.query import CATEGORIES, BrowseQuery
+from medmix.view.query import CATEGORIES, FILTERS, BrowseQuery
 
 TEXT_COLUMNS = ("question", "answer", "context")
 CARD_COLUMNS = ["id", *CATEGORIES, "question", "options", "answer", "context", "width", "height", "image_sha256"]
+FILTER_COLUMN = {"image": "width"}   # the column a filter reads when scanning (width is null without an image)
 SCAN_BATCH = 16_384
 MAX_QUERIES = 64               # cached match lists
 MAX_MATCHES = 2_000_000        # positions kept per query (16 MB); beyond, paging re-scans
@@ -97,8 +98,8 @@ class Figures:
     """The background pass: category codes per row, counts, image sizes and text lengths."""
 
     def __init__(self) -> None:
-        self.codes: dict[str, list[np.ndarray]] = {c: [] for c in CATEGORIES}
-        self.values: dict[str, dict[Any, int]] = {c: {} for c in CATEGORIES}
+        self.codes: dict[str, list[np.ndarray]] = {c: [] for c in FILTERS}
+        self.values: dict[str, dict[Any, int]] = {c: {} for c in FILTERS}
         self.sizes: list[np.ndarray] = []
         self.text_len: dict[str, list[np.ndarray]] = {c: [] for c in TEXT_COLUMNS}
         self.rows_done = 0
@@ -116,6 +117,9 @@ class Figures:
                 mapping.append(table.setdefault(None, len(table)))
             idx = pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)
             self.codes[c].append(np.asarray(mapping, np.int32)[idx] if mapping else np.zeros(len(idx), np.int32))
+        has_image = pc.is_valid(batch.column("width")).to_numpy(zero_copy_only=False)
+        yes, no = (self.values["image"].setdefault(v, len(self.values["image"])) for v in ("yes", "no"))
+        self.codes["image"].append(np.where(has_image, yes, no).astype(np.int32))
         w, h = batch.column("width").to_numpy(zero_copy_only=False), batch.column("height").to_numpy(zero_copy_only=False)
         has = ~np.isnan(w.astype(float)) if w.dtype.kind == "f" else np.ones(len(w), bool)
         if has.any():
@@ -125,7 +129,7 @@ class Figures:
         self.rows_done += batch.num_rows
 
     def finish(self) -> None:
-        for c in CATEGORIES:
+        for c in FILTERS:
             arr = np.concatenate(self.codes[c]) if self.codes[c] else np.zeros(0, np.int32)
             small = np.uint8 if len(self.values[c]) < 256 else np.uint16 if len(self.values[c]) < 65536 else np.int32
             self.columns[c] = arr.astype(small)
@@ -161,6 +165,7 @@ class MixtureStore:
         self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
         self.images = ByteLRU(64 << 20)   # (shard, row group) → that group's image column
         self.thumbs = ByteLRU(64 << 20)   # (shard, row, px) → encoded thumbnail
+        self.cards = ByteLRU(32 << 20)    # (position, columns) → row dict: a page seen once is served from memory
         self._removed: pa.Table | None = None
         self._quarantine: pa.Table | None = None
         if scan:
@@ -192,15 +197,23 @@ class MixtureStore:
 
     def rows(self, positions: Sequence[int], columns: Sequence[str]) -> list[dict[str, Any]]:
         """Rows at `positions` (in that order), `columns` only, each with its `_shard` and `_row`."""
+        cols = tuple(columns)
+        got: dict[int, dict] = {}
         by_shard: dict[int, list[int]] = {}
         for p in positions:
+            hit = self.cards.get((int(p), cols))
+            if hit is not None:
+                got[int(p)] = hit
+                continue
             s, r = self.locate(int(p))
             by_shard.setdefault(s, []).append(r)
-        got: dict[tuple[int, int], dict] = {}
         for s, rows in by_shard.items():
-            for r, rec in zip(rows, read_rows(self.shards[s].path, rows, columns, pf=self.files[s]).to_pylist()):
-                got[(s, r)] = {**rec, "_shard": s, "_row": r}
-        return [got[self.locate(int(p))] for p in positions]
+            for r, rec in zip(rows, read_rows(self.shards[s].path, rows, cols, pf=self.files[s]).to_pylist()):
+                rec = {**rec, "_shard": s, "_row": r}
+                pos = int(self.starts[s]) + r
+                got[pos] = rec
+                self.cards.put((pos, cols), rec, 200 + sum(len(v) for v in rec.values() if isinstance(v, str)))
+        return [got[int(p)] for p in positions]
 
     def image_bytes(self, shard: int, row: int) -> bytes | None:
         """The stored image of one row; its row group's image column is cached (neighbours come next)."""
@@ -242,7 +255,8 @@ class MixtureStore:
         if cand is not None and not q.text:
             m.positions, m.count, m.done = [np.flatnonzero(cand)], int(cand.sum()), True
             return
-        columns = ([] if cand is not None else [c for c, _ in q.filters]) + (list(TEXT_COLUMNS) if q.text else [])
+        columns = ([] if cand is not None else [FILTER_COLUMN.get(c, c) for c, _ in q.filters]) + \
+            (list(TEXT_COLUMNS) if q.text else [])
         while m.count < want and m.shard < len(self.files):
             s = m.shard
             f = self.files[s]
@@ -265,8 +279,11 @@ class MixtureStore:
                     keep &= cand[base + local_rows]
                 else:
                     for column, value in q.filters:
-                        col = batch.column(column)
-                        hit = pc.is_null(col) if value == "(none)" else pc.equal(col, value)
+                        col = batch.column(FILTER_COLUMN.get(column, column))
+                        if column == "image":
+                            hit = pc.is_valid(col) if value == "yes" else pc.is_null(col)
+                        else:
+                            hit = pc.is_null(col) if value == "(none)" else pc.equal(col, value)
                         keep &= pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
                 if q.text:
                     any_text = np.zeros(batch.num_rows, bool)
