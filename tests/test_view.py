@@ -152,7 +152,7 @@ def test_filters_search_and_paging_through_the_url(server, page):
 def test_removed_pair_shows_both_images_and_the_measure(server, page):
     page.goto(server + "/removed?kind=duplicate&source=audit")
     assert page.locator("#summary").inner_text().startswith("2 rows")
-    page.click("a.pair:text('audit/near.png')")
+    page.click("a.pair-link:text('audit/near.png')")
     assert "/removed/" in page.url
     page.wait_for_load_state("load")
     for img in ("#img-removed", "#img-other"):
@@ -161,14 +161,14 @@ def test_removed_pair_shows_both_images_and_the_measure(server, page):
     assert "audit/base.png" in page.locator("#other-side").inner_text()
 
     page.goto(server + "/removed?kind=eval_image")
-    page.locator("a.pair").first.click()
+    page.locator("a.pair-link").first.click()
     page.wait_for_load_state("load")
     assert page.locator("#other-side h2").inner_text() == "evaluation item"
     for img in ("#img-removed", "#img-other"):
         assert page.eval_on_selector(img, "i => i.complete && i.naturalWidth") > 0
 
     page.goto(server + "/removed?kind=eval_text")
-    page.locator("a.pair").first.click()
+    page.locator("a.pair-link").first.click()
     assert "shared 13-gram" in page.locator(".reason").inner_text()
     assert page.errors == []
 
