@@ -139,7 +139,7 @@ def test_filters_search_and_paging_through_the_url(server, page):
     page.click("button[type=submit]")
     assert "source=audit" in page.url and "q=hemangioma" in page.url
     assert _ids(page) == ["audit/base.png"]
-    assert page.locator("#summary").inner_text().startswith("1 matching rows")
+    assert page.locator("#summary").inner_text().startswith("1 matching row ·")
 
     page.goto(server + "/browse?order=random&seed=5")
     shuffled = _ids(page)

@@ -113,7 +113,8 @@ class Viewer:
             funnel.append({"source": name, "license": entry.get("license"), "terms": entry.get("license_terms"),
                            **{k: counts.get(k) for k, _, _ in FUNNEL_STEPS}, "epochs": counts.get("epochs")})
         evals = [n for n, e in m.get("sources", {}).items() if e.get("evaluation_only")]
-        return self.render("overview.html", title="Overview", m=m, funnel=funnel, steps=FUNNEL_STEPS, evals=evals,
+        source_rows = dict(sorted(((f["source"], f["selected"] or 0) for f in funnel), key=lambda kv: (-kv[1], kv[0])))
+        return self.render("overview.html", title="Overview", m=m, funnel=funnel, source_rows=source_rows, steps=FUNNEL_STEPS, evals=evals,
                            built=datetime.fromtimestamp(built, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
                            if isinstance(built, (int, float)) else None,
                            manifest_digest=self.manifest_digest, total=self.store.total, fig=self.figures(),

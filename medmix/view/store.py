@@ -180,8 +180,8 @@ class MixtureStore:
                                                                            *TEXT_COLUMNS], use_threads=False):
                     self.figures.add(batch)
             self.figures.finish()
-        except (pa.ArrowException, OSError) as exc:
-            self.figures.error = f"could not scan the shards: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a background thread must always finish, and say why it stopped
+            self.figures.error = f"could not scan the shards: {type(exc).__name__}: {exc}"
         self.figures.seconds = time.perf_counter() - t0
         self.figures.ready.set()
 
