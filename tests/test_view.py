@@ -21,18 +21,18 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from view_fixtures import HOSTILE, audit_recipe  # noqa: E402
+from view_fixtures import HOSTILE, audit_recipe
 
-from medmix import layout  # noqa: E402
-from medmix.build import BuildOptions, build  # noqa: E402
-from medmix.errors import MedmixError  # noqa: E402
-from medmix.recipe import load_recipe  # noqa: E402
+from medmix import layout
+from medmix.build import BuildOptions, build
+from medmix.errors import MedmixError
+from medmix.recipe import load_recipe
 
 pytest.importorskip("starlette")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from medmix.view.app import CSP, create_app  # noqa: E402
-from medmix.view.store import MixtureStore, open_store  # noqa: E402
+from medmix.view.app import CSP, create_app
+from medmix.view.store import MixtureStore, open_store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
