@@ -22,12 +22,13 @@ import pyarrow.parquet as pq
 from medmix import __version__
 from medmix.errors import MedmixError
 from medmix.imaging import ImagePolicy
-from medmix.layout import BUILD_MARKER, QUARANTINE, REMOVED, write_manifest
+from medmix.layout import BUILD_MARKER, QUARANTINE, write_manifest
 from medmix.licenses import terms
 from medmix.lock import apply_lock, default_lock_path, read_lock
 from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
 from medmix.planning import BuildOptions, PlannedSource, check_manual_files, plan_sources
 from medmix.recipe import Recipe
+from medmix.removed import write_removed
 from medmix.schema import SCHEMA_VERSION
 from medmix.sources.base import Unit
 from medmix.writer import atomic_write_json, remove_stale_temps, write_parquet_atomic
@@ -118,11 +119,11 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     evals = [(j, s) for j, s in zip(jobs, summaries) if j.planned.evaluation]
     eval_index = None
     ngrams = None
+    eval_files = [(f"{type(j.planned.source).name}:{j.unit.split}", UnitPaths.at(norm, j.planned.name, j.key).rows)
+                  for j, _ in evals]
     if evals:
         from medmix.decontam import NgramIndex
-        eval_index = build_eval_index([(f"{type(j.planned.source).name}:{j.unit.split}",
-                                        UnitPaths.at(norm, j.planned.name, j.key).rows) for j, _ in evals],
-                                      recipe.decontaminate.ngram)
+        eval_index = build_eval_index(eval_files, recipe.decontaminate.ngram)
         if eval_index.texts:
             ngrams = NgramIndex(eval_index.texts, n=recipe.decontaminate.ngram)
     unit_files = [UnitPaths.at(norm, j.planned.name, j.key).rows for j, _ in train]
@@ -136,7 +137,8 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                           progress=lambda stage, n: progress("write", stage, n, None))
 
     quarantine = _write_quarantine(opts.out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
-    removed = _write_removed(opts.out, plan.removed)
+    removed = write_removed(opts.out, plan.removed, idx, unit_files, eval_index, eval_files,
+                            recipe.decontaminate.ngram)
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
     # reuse counts differ between a fresh and a resumed build of the same inputs: build_info, not the rest
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
@@ -168,16 +170,6 @@ def _write_quarantine(out: Path, files: list[Path]) -> dict:
     table = pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
     digest, rows = write_parquet_atomic(out / QUARANTINE, table.cast(QUARANTINE_SCHEMA))
     return {"path": QUARANTINE, "rows": rows, "sha256": digest}
-
-
-REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("other", pa.string())])
-
-
-def _write_removed(out: Path, removed: list[tuple[str, str, str]]) -> dict:
-    removed = sorted(removed)
-    table = pa.Table.from_pylist([{"id": a, "reason": b, "other": c} for a, b, c in removed], schema=REMOVED_SCHEMA)
-    digest, rows = write_parquet_atomic(out / REMOVED, table)
-    return {"path": REMOVED, "rows": rows, "sha256": digest}
 
 
 def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed) -> dict:

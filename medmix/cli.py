@@ -128,6 +128,24 @@ def sources(as_json: Annotated[bool, typer.Option("--json", help="print the regi
     out_console.print(table)
 
 
+@app.command()
+def view(
+    mixture: Annotated[str, typer.Argument(help="a mixture folder written by `medmix build`")],
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="address to bind; anything but loopback is reachable by "
+                                      "others")] = "127.0.0.1",
+) -> None:
+    """Browse a mixture in the browser: overview, samples, removed rows beside what they matched, quarantine."""
+    try:
+        from medmix.view.app import serve
+    except ImportError as exc:
+        fail(MedmixError(f"medmix view needs its extra: pip install 'medmix[view]' ({exc})"))
+    try:
+        serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False))
+    except MedmixError as exc:
+        fail(exc)
+
+
 def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras)."""
     from medmix.evaluation.cli import eval_classify, eval_vqa

@@ -5,17 +5,20 @@ write mixture folders. When each of them spelled the shard name, parsed the mani
 the funnel columns on its own, the copies drifted (three funnel label sets, a shard regex in the
 loader, shard names built by hand in push). Every reader and writer now goes through here.
 
-A mixture folder (format version 1):
+A mixture folder (format version 2):
 
     manifest.json                      the commit point: written last, atomically
     data/<split>-XXXXX-of-YYYYY.parquet shards, in the manifest's order (the order seeds are defined on)
     quarantine.parquet                 rows that could not be normalized, with their reasons
     removed.parquet                    rows dropped by dedup / decontamination, with what they matched
+                                       (v2: the measure, both texts and both thumbnails; see REMOVED_SCHEMA)
     .medmix-build.json                 which resolved recipe owns the folder (resume guard)
 
 `format_version` in the manifest versions this layout, not the row schema (`schema_version`):
 a reader refuses a version it does not know, with the fix, instead of misreading it. Manifests
 written before the field existed are version 1: the layout did not change when it was added.
+Version 2 widened removed.parquet (REMOVED_SCHEMA) so `medmix view` can show each dropped row
+beside what it matched; version-1 folders are still read (their removed.parquet has ids only).
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmix.errors import MedmixError
 from medmix.writer import atomic_write_json
 
-FORMAT_VERSION = 1
-KNOWN_FORMAT_VERSIONS = (1,)
+FORMAT_VERSION = 2
+KNOWN_FORMAT_VERSIONS = (1, 2)
 
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
@@ -63,6 +67,75 @@ FUNNEL_STEPS: tuple[tuple[str, str, str], ...] = (
 )
 FUNNEL = tuple(key for key, _, _ in FUNNEL_STEPS)
 FUNNEL_COLUMNS = (*FUNNEL_STEPS, ("epochs", "epochs", "epochs"))
+
+
+# removed.parquet. Version 1 held (id, reason, other). Version 2 keeps what an audit needs without the
+# cache the build read from: a removed row is not in the shards, and an evaluation item is not in the
+# mixture at all, so both sides' text and a small thumbnail travel here. Thumbnails are JPEG, at most
+# REMOVED_THUMB_PX on the long side (about 5-10 KB each), and only for dedup/decontamination rows
+# (license-filtered rows keep ids only), so the file stays a small fraction of the shards.
+REMOVED_SCHEMA_V1 = pa.schema([("id", pa.string()), ("reason", pa.string()), ("other", pa.string())])
+REMOVED_SCHEMA = pa.schema([
+    ("id", pa.string()),             # the dropped training row
+    ("reason", pa.string()),         # human-readable reason (as in version 1)
+    ("other", pa.string()),          # id of the training row kept instead, or of the evaluation item matched
+    ("kind", pa.string()),           # one of REMOVAL_KINDS
+    ("source", pa.string()),         # source of the dropped row
+    ("other_source", pa.string()),   # source of the kept row, or "<benchmark>:<split>" for an evaluation item
+    ("hamming", pa.int32()),         # perceptual-hash Hamming distance between the two images (null: no image pair)
+    ("exact_image", pa.bool_()),     # same decoded-pixel sha256
+    ("exact_text", pa.bool_()),      # same normalized question/options/answer/context
+    ("jaccard", pa.float32()),       # estimated text Jaccard similarity (MinHash sketch), text near-duplicates
+    ("ngram", pa.string()),          # an n-gram the dropped row shares with the evaluation question
+    ("question", pa.string()), ("answer", pa.string()),               # the dropped row (truncated)
+    ("other_question", pa.string()), ("other_answer", pa.string()),   # the matched row or item (truncated)
+    ("thumb", pa.binary()), ("other_thumb", pa.binary()),             # JPEG thumbnails, or null
+])
+REMOVAL_KINDS = ("license", "duplicate", "same_image", "eval_image", "eval_text")
+REMOVED_THUMB_PX = 256
+REMOVED_TEXT_CHARS = 2000
+
+
+def removed_format(root: str | os.PathLike[str]) -> int:
+    """1 when `<root>/removed.parquet` holds ids only (older builds), 2 when it holds the audit columns."""
+    names = set(pq.read_schema(Path(root) / REMOVED).names)
+    return 2 if set(REMOVED_SCHEMA.names) <= names else 1
+
+
+def mixture_file(root: str | os.PathLike[str], name: str) -> Path | None:
+    """`<root>/<name>` when it is a regular file that resolves inside the mixture folder, else None.
+
+    A symlink (or `..`) leading out of the folder reads as absent: a viewer or uploader given a
+    mixture must never read a file elsewhere on the disk because the folder points at it.
+    """
+    base = Path(root).resolve()
+    target = (base / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(base) or target == base or not target.is_file():
+        return None
+    return target
+
+
+def read_rows(path: str | os.PathLike[str], rows: Sequence[int], columns: Sequence[str] | None = None,
+              pf: pq.ParquetFile | None = None) -> pa.Table:
+    """Rows of one Parquet file by position, reading only the row groups that hold them.
+
+    The footer gives each row group's row count, so row -> group is a search over a prefix sum, and
+    a viewer showing 48 rows of a 1M-row mixture reads 48 row groups' worth of the columns it
+    shows, never the file. The result keeps the order of `rows`.
+    """
+    pf = pf or pq.ParquetFile(path)
+    meta = pf.metadata
+    starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+    want = np.asarray(rows, np.int64)
+    if len(want) and (want.min() < 0 or want.max() >= starts[-1]):
+        raise IndexError(f"{path}: row out of range (0..{starts[-1] - 1})")
+    groups = np.searchsorted(starts, want, side="right") - 1
+    uniq = sorted(set(groups.tolist()))
+    table = pf.read_row_groups(uniq, columns=list(columns) if columns is not None else None, use_threads=False)
+    sizes = [int(starts[g + 1] - starts[g]) for g in uniq]
+    offset = dict(zip(uniq, np.cumsum([0] + sizes[:-1]).tolist()))
+    take = [offset[g] + int(r - starts[g]) for g, r in zip(groups.tolist(), want.tolist())]
+    return table.take(pa.array(take, pa.int64()))
 
 
 # -- shard names ---------------------------------------------------------------------------------

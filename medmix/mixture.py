@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,6 +35,19 @@ from medmix.index import EvalIndex, Index
 from medmix.licenses import refused
 from medmix.recipe import Recipe
 from medmix.textsim import clusters_from_bands
+
+
+class Removal(NamedTuple):
+    """One dropped row. `row` is its position in the Index; `other_row` the kept row's position in
+    the Index (dedup) or the evaluation item's position in the EvalIndex (decontamination), -1 for
+    none. `medmix.removed` turns these positions into what removed.parquet shows."""
+
+    id: str
+    reason: str
+    other: str
+    kind: str       # layout.REMOVAL_KINDS
+    row: int
+    other_row: int
 
 
 @dataclass
@@ -46,7 +60,7 @@ class MixtureRows:
     copy: np.ndarray      # int32 repeat number (0 = first use)
     counts: dict[str, dict] = field(default_factory=dict)
     decontamination: dict[str, dict[str, int]] = field(default_factory=dict)
-    removed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, other id)
+    removed: list[Removal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -154,17 +168,19 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
         counts[name]["normalized"] = int(np.sum(idx.source == code))
     alive = np.ones(n, bool)
 
-    def drop(mask: np.ndarray, key: str, reason: str, other: list[str] | None = None) -> None:
+    def drop(mask: np.ndarray, key: str, reason: str, kind: str, other: np.ndarray | None = None,
+             other_ids: list[str] | None = None) -> None:
         rows = np.flatnonzero(mask & alive)
         for i, r in enumerate(rows):
             counts[idx.sources[idx.source[r]]][key] += 1
-            chosen.removed.append((idx.ids[r], reason, other[i] if other else ""))
+            o = int(other[i]) if other is not None else -1
+            chosen.removed.append(Removal(idx.ids[r], reason, other_ids[o] if o >= 0 else "", kind, int(r), o))
         alive[rows] = False
 
     # 1. licenses the recipe has not accepted (per row: PMC-OA rows carry their article's license)
     bad = set(refused(set(idx.license), recipe.accept))
     if bad:
-        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted")
+        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted", "license")
 
     # 2. duplicates: same image cluster (or no image) and same / near-same text → one row
     rank = _rank(recipe, idx)
@@ -185,12 +201,12 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     if d.exact or d.image_distance is not None or d.text_threshold is not None:
         surv = _group_dups([img_key, txt_key], alive, rank)
         dup = surv != np.arange(n)
-        drop(dup, "duplicates", "duplicate", [idx.ids[s] for s in surv[dup & alive]])
+        drop(dup, "duplicates", "duplicate", "duplicate", surv[dup & alive], idx.ids)
     if d.images == "unique":
         img_rows = (img_key >= 0) & alive
         surv = _group_dups([img_key], img_rows, rank)
         dup = (surv != np.arange(n)) & img_rows
-        drop(dup, "duplicates", "same image (images: unique)", [idx.ids[s] for s in surv[dup & alive]])
+        drop(dup, "duplicates", "same image (images: unique)", "same_image", surv[dup & alive], idx.ids)
 
     # 3. decontamination against evaluation sets
     decon: dict[str, dict[str, int]] = {s.name: {} for s in recipe.sources}
@@ -210,7 +226,8 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
             count_decon(rows, eval_rows, "image")
             mask = np.zeros(n, bool)
             mask[rows] = True
-            drop(mask, "contaminated", "near-duplicate of an evaluation image", [evals.ids[e] for e in eval_rows])
+            drop(mask, "contaminated", "near-duplicate of an evaluation image", "eval_image",
+                 eval_rows, evals.ids)
         if idx.text_hit is not None:
             rows = np.flatnonzero((idx.text_hit >= 0) & alive)
             eval_rows = np.array([evals.text_row[t] for t in idx.text_hit[rows]], np.int64)
@@ -218,7 +235,7 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
             mask = np.zeros(n, bool)
             mask[rows] = True
             drop(mask, "contaminated", f"shares a {recipe.decontaminate.ngram}-gram with an evaluation question",
-                 [evals.ids[e] for e in eval_rows])
+                 "eval_text", eval_rows, evals.ids)
     chosen.decontamination = {k: dict(sorted(v.items())) for k, v in decon.items() if v}
 
     # 4. selection

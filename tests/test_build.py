@@ -213,6 +213,43 @@ def test_exact_image_dedup_without_perceptual_hashing(tmp_path, demo):
     edit = lambda t: t.replace("  image_distance: 8\n", "  image_distance: null\n", 1)  # noqa: E731
     _, m = _variant(tmp_path, demo_cache, "x", edit)
     removed = pq.read_table(tmp_path / "x" / "removed.parquet").to_pylist()
-    pair = {"id": "dicom_demo/mr/MR_small_RLE.dcm", "reason": "duplicate", "other": "dicom_demo/mr/MR_small.dcm"}
-    assert pair in removed
+    rle = next(r for r in removed if r["id"] == "dicom_demo/mr/MR_small_RLE.dcm")
+    assert (rle["reason"], rle["other"], rle["kind"]) == ("duplicate", "dicom_demo/mr/MR_small.dcm", "duplicate")
+    assert rle["exact_image"] and rle["exact_text"] and rle["hamming"] == 0
     assert m["recipe"]["dedup"]["image_distance"] is None
+
+
+def test_removed_parquet_shows_every_removal_beside_what_it_matched(tmp_path, demo):
+    """Format 2: each dedup/decontamination row carries the measure and both sides' text and thumbnail."""
+    import io
+    import sys
+
+    from PIL import Image
+
+    from medmix import layout
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from view_fixtures import audit_recipe
+
+    out, _ = demo
+    cache = next(p for p in out.parent.iterdir() if p.name == "cache-a")
+    m = build(load_recipe(str(audit_recipe(tmp_path))), BuildOptions(out=tmp_path / "audit", cache=cache),
+              log=lambda m: None)
+    assert m["format_version"] == layout.FORMAT_VERSION == 2
+    assert layout.removed_format(tmp_path / "audit") == 2
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "audit" / layout.REMOVED).to_pylist()}
+    near, text = rows["audit/near.png"], rows["audit/copy.png"]
+    assert near["kind"] == "duplicate" and near["other"] == "audit/base.png" and 0 < near["hamming"] <= 8
+    assert not near["exact_image"] and near["exact_text"]
+    assert text["exact_image"] and not text["exact_text"] and 0.7 < text["jaccard"] < 1
+    assert "hemangioma" in text["other_answer"] and "haemangioma" in text["answer"]
+    ngram = next(r for r in rows.values() if r["kind"] == "eval_text")
+    assert ngram["other_source"] == "pubmedqa:pqa_labeled" and len(ngram["ngram"].split()) == 13
+    from medmix.textsim import normalize_text
+    assert ngram["ngram"] in normalize_text(ngram["question"]) and ngram["ngram"] in normalize_text(ngram["other_question"])
+    image = next(r for r in rows.values() if r["kind"] == "eval_image")
+    assert image["other_source"] == "vqa_rad:test" and image["hamming"] is not None and image["other_question"]
+    for r in (near, image):
+        for blob in (r["thumb"], r["other_thumb"]):
+            with Image.open(io.BytesIO(blob)) as im:
+                assert im.format == "JPEG" and max(im.size) <= layout.REMOVED_THUMB_PX
