@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from trainer.config import Config, load_config
 from trainer.language import build_tokenizer, train_bpe
-from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID, VLM, build_vlm, mark_trainable
+from trainer.model import VLM, build_vlm, mark_trainable
+from trainer.prompts import IGNORE_INDEX, IMAGE_TOKEN_ID
 from trainer.train import init_distributed, lr_factor, make_optimizer, train_step, wrap
 
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}

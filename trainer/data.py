@@ -28,8 +28,7 @@ from torch.utils.data import IterableDataset
 from medmix.errors import RowError
 from medmix.loader import MixtureDataset
 from trainer.config import ConfigError
-from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID
-from trainer.prompts import IMAGE_PLACEHOLDER, TRUNCATE_ORDER, Piece, render
+from trainer.prompts import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID, TRUNCATE_ORDER, Piece, render
 
 log = logging.getLogger(__name__)
 

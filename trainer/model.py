@@ -23,14 +23,15 @@ from PIL import Image
 from torch import nn
 
 from trainer.config import TRAINABLE_PARTS, Config, ConfigError, ModelConfig
+from trainer.data import encode_prompt
 from trainer.language import build_llm, build_tokenizer
 from trainer.projector import Projector
+from trainer.prompts import IGNORE_INDEX, IMAGE_TOKEN_ID
 from trainer.vision import ImageProcessor, VisionTower, build_vision
 
 log = logging.getLogger(__name__)
 
-IMAGE_TOKEN_ID = -200
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN_ID", "VLM", "build_vlm", "load_vlm", "mark_trainable"]
 
 
 class VLM(nn.Module):
@@ -85,8 +86,6 @@ class VLM(nn.Module):
         """Greedy answers, one per (image, prompt). A prompt is a question string (rendered as a
         `vqa` row, or `qa` when its image is None) or a schema-like row dict (task, question,
         options, context), rendered with the same templates as training."""
-        from trainer.data import encode_prompt
-
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
         device = self.projector.fc1.weight.device

@@ -34,7 +34,8 @@ from trainer.checkpoint import (
 from trainer.config import Config, dump_json, load_config
 from trainer.data import Encoder, make_loader
 from trainer.language import build_tokenizer
-from trainer.model import IGNORE_INDEX, VLM, build_vlm, mark_trainable
+from trainer.model import VLM, build_vlm, mark_trainable
+from trainer.prompts import IGNORE_INDEX
 
 log = logging.getLogger("trainer")
 
