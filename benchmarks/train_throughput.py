@@ -315,7 +315,7 @@ ATTENTION = ("fmha", "flash", "attention", "efficient")
 
 def kernel_kind(name: str) -> str:
     lower = name.lower()
-    for kind, keys in (("gemm", GEMM), ("attention", ATTENTION), ("elementwise", ELEMENTWISE)):
+    for kind, keys in (("attention", ATTENTION), ("gemm", GEMM), ("elementwise", ELEMENTWISE)):
         if any(k in lower for k in keys):
             return kind
     return "other"
