@@ -3,6 +3,8 @@ on the tiny random model, on CPU. (Their speed is measured on a GPU by benchmark
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -182,3 +184,33 @@ def test_fast_path_settings_are_validated():
         load_config("tiny", ["train.pad_to_multiple=0"])
     defaults = load_config("openmedq-7b")
     assert defaults.model.lora_fused_add and not defaults.model.lora_cast_input and not defaults.model.liger
+
+
+def test_packed_training_follows_the_unpacked_run_step_for_step(tmp_path, monkeypatch):
+    """The real loop (loader, collate → pack, train_step, AdamW): with dropout off, packing a step's
+    samples into fewer rows changes nothing but the layout, so every step's loss is the same."""
+    from test_trainer import make_mixture
+
+    import trainer.data
+    from trainer.train import train
+
+    shapes = []
+
+    def counting_pack(*args, **kwargs):
+        batch = pack(*args, **kwargs)
+        shapes.append(tuple(batch["input_ids"].shape))
+        return batch
+
+    monkeypatch.setattr(trainer.data, "pack", counting_pack)
+
+    mixture = make_mixture(tmp_path / "mix", n_rows=16)
+    losses = {}
+    for name, extra in (("plain", []), ("packed", ["train.packing=true", "train.pad_to_multiple=32"])):
+        cfg = load_config("tiny", ["model.lora_dropout=0", "train.steps=2", "train.log_every=1", "train.progress=false",
+                                   "train.save_every=100", *extra])
+        train(cfg, mixture, tmp_path / name)
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        losses[name] = [json.loads(line)["loss"] for line in lines]
+    assert len(losses["plain"]) == 2 and len(shapes) >= 2
+    assert all(rows < 8 and width % 32 == 0 for rows, width in shapes)  # 8 samples per step, in fewer rows
+    assert losses["packed"] == pytest.approx(losses["plain"], rel=1e-5)
