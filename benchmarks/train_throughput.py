@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-frac", type=float, default=1.0, help="share of samples with an image")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by GPU name)")
     parser.add_argument("--lengths", choices=["fixed", "real", "both"], default="fixed",
-                        help="fixed: every sample --text-len; real: sampled from --lengths-from; both: one after the other")
+                        help="fixed: all samples --text-len; real: drawn from --lengths-from; both: each in turn")
     parser.add_argument("--lengths-from", type=Path, default=None,
                         help="`medmix stats --json` output, or a mixture folder (needed by --lengths real/both)")
     parser.add_argument("--profile", type=Path, default=None, help="profile 2 more steps; write profile.txt/json here")
@@ -432,7 +432,8 @@ def _report(r: dict[str, Any]) -> None:
             ("samples/s", lambda m: f"{m['samples_per_s']:,.2f}"),
             ("peak GPU memory", lambda m: mem(m["peak_gpu_mem_gib"])),
             ("model TFLOP / step (real)", lambda m: f"{m['model_tflop_per_step']:.4g}"),
-            ("MFU (padded)", lambda m: pct(m["mfu"])), ("effective MFU (real tokens)", lambda m: pct(m["effective_mfu"])),
+            ("MFU (padded)", lambda m: pct(m["mfu"])),
+            ("effective MFU (real tokens)", lambda m: pct(m["effective_mfu"])),
             ("HFU", lambda m: pct(m["hfu"]))]
     for name, fn in rows:
         table.add_row(name, *[fn(m) for m in modes])

@@ -86,5 +86,5 @@ def test_h200_ladder_dry_run_walks_its_rungs_on_cpu(tmp_path):
         assert set(r["modes"]) == {"fixed", "real"} and all(m["tokens_per_s"] > 0 for m in r["modes"].values())
     table = (tmp_path / "table.txt").read_text()
     assert "eff MFU" in table and table.count("real") == 3 and "not run" in table
-    assert (tmp_path / "profile-rung1" / "profile.txt").is_file() and (tmp_path / "profile-rung6" / "profile.txt").is_file()
+    assert {p.parent.name for p in tmp_path.glob("profile-rung*/profile.txt")} == {"profile-rung1", "profile-rung6"}
     assert len(json.loads((tmp_path / "results.json").read_text())) == 4

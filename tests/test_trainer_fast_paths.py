@@ -206,8 +206,8 @@ def test_packed_training_follows_the_unpacked_run_step_for_step(tmp_path, monkey
     mixture = make_mixture(tmp_path / "mix", n_rows=16)
     losses = {}
     for name, extra in (("plain", []), ("packed", ["train.packing=true", "train.pad_to_multiple=32"])):
-        cfg = load_config("tiny", ["model.lora_dropout=0", "train.steps=2", "train.log_every=1", "train.progress=false",
-                                   "train.save_every=100", *extra])
+        cfg = load_config("tiny", ["model.lora_dropout=0", "train.steps=2", "train.log_every=1",
+                                   "train.progress=false", "train.save_every=100", *extra])
         train(cfg, mixture, tmp_path / name)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         losses[name] = [json.loads(line)["loss"] for line in lines]

@@ -199,9 +199,11 @@ def make_loader(mixture: Path, encoder: Encoder, *, batch_size: int, num_workers
     rows = MixtureDataset(mixture, seed=seed, shuffle=shuffle, decode_images=False, batch_size=batch_size,
                           drop_remainder=distributed)
     stream = EncodedStream(rows, encoder)
+    # packed rows hold up to max_length tokens (rounded up to the multiple, so a full row is one bucket)
+    collate_fn = _Collate(encoder.tokenizer.pad_token_id, packing, round_up(encoder.max_length, pad_to_multiple),
+                          pad_to_multiple)
     loader = StatefulDataLoader(
-        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=_Collate(encoder.tokenizer.pad_token_id, packing, round_up(encoder.max_length, pad_to_multiple),
-                              pad_to_multiple),
+        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
         drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=False,
         # The loader's own generator: creating an iterator must not consume the global RNG that
         # dropout uses, or a resumed run would diverge from an uninterrupted one.
