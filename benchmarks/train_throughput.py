@@ -20,9 +20,11 @@ step, A answer tokens, B samples of length S, I images of P ViT tokens (patches 
     ViT, fully trained (N_vit)                  6·N_vit·P·I + attention 12·L_v·d_v·P²·I
     projector (N_proj), per visual token        6·N_proj·I·n_visual
 
-This is the count litgpt (`litgpt/utils.py`: `measure_flops` of forward + backward, with frozen
-weights getting no weight-gradient FLOPs) and NeMo AutoModel (`docs/performance-summary.mdx`, 40.6%
-for Llama-3-8B LoRA on one H100) use for LoRA, so the MFU figures compare directly.
+This is litgpt's LoRA count (`litgpt/utils.py` `estimate_flops`: trainable parameters 3 x 2N,
+"forward + backward + gradients"; frozen ones 2 x 2N, "forward + backward"), and, per issue 16, the
+count behind NeMo AutoModel's 40.6% for Llama-3-8B LoRA on one H100 (`docs/performance-summary.mdx`),
+so the MFU figures compare directly. (litgpt's attention term, 4·L·d·S² per sequence and pass, is
+added per parameter group and assumes every sequence is max_seq_length long; ours is per sample.)
 
 Lengths: `--lengths fixed` (the default) gives every sample the same length; `--lengths real`
 samples (has image, text length, answer length) per sample from a mixture's length statistics
@@ -263,12 +265,13 @@ def run(cfg: Config, *, steps: int, warmup: int, text_len: int, answer_len: int,
                                     params=params, device=device, bf16=bf16, world=world, grad_clip=t.grad_clip)
             return loss
 
-        first = time.perf_counter()
+        first = 0.0
+        began = time.perf_counter()
         for i in range(warmup):
             step(i)
             if i == 0:
                 sync()
-                first = time.perf_counter() - first  # includes compile's cold start when train.compile is on
+                first = time.perf_counter() - began  # includes compile's cold start when train.compile is on
         sync()
         start = time.perf_counter()
         for i in range(steps):

@@ -27,12 +27,14 @@ and other variants, `adapter_names` batches) falls through to peft's own forward
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 from torch import nn
 
 
+@functools.cache
 def _fast_class() -> type:
     from peft.tuners.lora import Linear as LoraLinear
 
@@ -65,25 +67,20 @@ def _fast_class() -> type:
     return FastLoraLinear
 
 
-_FAST: type | None = None
-
-
 def install(model: nn.Module, *, cast_input: bool, fused_add: bool) -> int:
     """Give every peft LoRA Linear in `model` the fast forward; returns how many were changed.
 
     With both switches at peft's behaviour (`cast_input=True, fused_add=False`) nothing is
     installed, so peft's forward runs untouched (the A/B baseline)."""
-    global _FAST
     from peft.tuners.lora import Linear as LoraLinear
 
     if cast_input and not fused_add:
         return 0
-    if _FAST is None:
-        _FAST = _fast_class()
+    fast = _fast_class()
     changed = 0
     for module in model.modules():
-        if type(module) is LoraLinear or type(module) is _FAST:
-            module.__class__ = _FAST
+        if type(module) is LoraLinear or type(module) is fast:
+            module.__class__ = fast
             module.cast_input_dtype_enabled = cast_input
             module.fused_add = fused_add
             changed += 1
