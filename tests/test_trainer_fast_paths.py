@@ -179,9 +179,11 @@ def test_liger_is_refused_on_cpu_and_patches_norm_rope_and_swiglu_with_cross_ent
 
 def test_fast_path_settings_are_validated():
     with pytest.raises(ConfigError, match="train.compile must be"):
-        load_config("tiny", ["train.compile=yes"])
+        load_config("tiny", ["train.compile=fast"])
     with pytest.raises(ConfigError, match="pad_to_multiple"):
         load_config("tiny", ["train.pad_to_multiple=0"])
+    assert load_config("tiny", ["train.compile=off"]).train.compile == "off"  # YAML's off is False
+    assert load_config("tiny", ["train.compile=true"]).train.compile == "inductor"
     defaults = load_config("openmedq-7b")
     assert defaults.model.lora_fused_add and not defaults.model.lora_cast_input and not defaults.model.liger
 

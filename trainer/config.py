@@ -91,7 +91,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     # torch.compile each LLM decoder layer and ViT block (trainer/compile.py); pair it with
     # pad_to_multiple or packing so batch widths come from a few buckets, not one per length.
-    # "off", "inductor" (the fast one) or "aot_eager" (traces and runs autograd, no codegen: for checks).
+    # "off", "inductor" (the fast one; also `true`) or "aot_eager" (traces and runs autograd, no codegen: checks).
     compile: str = "off"
     # Several samples per row, attention kept within each (trainer/packing.py): a micro-batch's
     # samples fill rows of max_length instead of each row padding to the longest sample.
@@ -205,6 +205,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.trainable: unknown part(s) {sorted(bad)}; choose from {list(TRAINABLE_PARTS)}")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16 or fp32, not {t.precision!r}")
+    # YAML reads a bare off/no/false (and on/yes/true) as a boolean, which reaches here as text
+    t.compile = {"false": "off", "true": "inductor"}.get(t.compile.lower(), t.compile)
     if t.compile not in ("off", "inductor", "aot_eager"):
         raise ConfigError(f"train.compile must be off, inductor or aot_eager, not {t.compile!r}")
     if t.strategy not in ("ddp", "fsdp"):
