@@ -42,9 +42,14 @@ def compile_layers(model: nn.Module, *, static_widths: bool, width_buckets: int 
     packing), so the LLM layers compile with `dynamic=False`. `llm_layers` limits how many decoder
     layers are compiled (tests). Returns the number of modules compiled; compilation itself happens
     lazily at the first forward (the benchmark reports that cold start)."""
-    limit = max(torch._dynamo.config.recompile_limit, width_buckets + 4)
-    torch._dynamo.config.recompile_limit = limit
-    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4 * limit)
+    dynamo = torch._dynamo.config
+    # named *_cache_size_limit before torch 2.6
+    per_code = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    total = "accumulated_recompile_limit" if hasattr(dynamo, "accumulated_recompile_limit") \
+        else "accumulated_cache_size_limit"
+    limit = max(getattr(dynamo, per_code), width_buckets + 4)
+    setattr(dynamo, per_code, limit)
+    setattr(dynamo, total, max(getattr(dynamo, total), 4 * limit))
     layers = list(model.llm.get_base_model().get_decoder().layers)[:llm_layers]
     for layer in layers:
         layer.compile(backend=backend, dynamic=False if static_widths else None)
