@@ -34,8 +34,6 @@ from trainer.vision import ImageProcessor, VisionTower, build_vision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN_ID", "VLM", "build_vlm", "load_vlm", "mark_trainable"]
-
 
 class VLM(nn.Module):
     def __init__(self, vision: VisionTower, projector: Projector, llm: nn.Module, tokenizer: Any,
