@@ -7,9 +7,9 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from fixtures import quilt1m, serve, vqa_med_2019, vqa_rad
 from typer.testing import CliRunner
 
-from fixtures import quilt1m, serve, vqa_med_2019, vqa_rad
 from medmix.build import BuildOptions
 from medmix.doctor import check_recipe, report
 from medmix.recipe import parse_recipe

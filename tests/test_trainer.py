@@ -22,8 +22,8 @@ from medmix.schema import dumps_meta, to_table
 from trainer.config import ConfigError, load_config
 from trainer.data import Encoder, collate, load_image
 from trainer.language import build_tokenizer
-from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID, build_vlm, mark_trainable
-from trainer.prompts import render
+from trainer.model import build_vlm, mark_trainable
+from trainer.prompts import IGNORE_INDEX, IMAGE_TOKEN_ID, render
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 220), "yellow": (230, 220, 20)}
 SHAPES = ("square", "disc")

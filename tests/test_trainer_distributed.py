@@ -21,7 +21,8 @@ from test_trainer import make_mixture
 from trainer.config import load_config
 from trainer.data import Encoder, collate
 from trainer.language import build_tokenizer
-from trainer.model import IGNORE_INDEX, build_vlm, mark_trainable
+from trainer.model import build_vlm, mark_trainable
+from trainer.prompts import IGNORE_INDEX
 from trainer.train import lr_factor, make_optimizer
 
 BATCH = 4

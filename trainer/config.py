@@ -64,6 +64,11 @@ class ModelConfig:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     random_init: bool = False
+    # Fast paths (issue 16), each A/B-measured by benchmarks/h200_ladder.py. The two LoRA ones are
+    # exact and on; liger needs CUDA (Triton) and stays off until the ladder says it pays.
+    lora_cast_input: bool = False  # true = peft's fp32 cast of every LoRA input, even under bf16 autocast
+    lora_fused_add: bool = True  # lora_B's matmul adds into the base output in place (trainer/lora_fast.py)
+    liger: bool = False  # Liger's Triton RMSNorm, RoPE and SwiGLU in the LLM (trainer/liger.py; CUDA only)
 
 
 @dataclass
@@ -84,6 +89,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     trainable: list[str] = field(default_factory=lambda: list(TRAINABLE_PARTS))
     gradient_checkpointing: bool = True
+    # torch.compile each LLM decoder layer and ViT block (trainer/compile.py); pair it with
+    # pad_to_multiple or packing so batch widths come from a few buckets, not one per length.
+    # "off", "inductor" (the fast one; also `true`) or "aot_eager" (traces and runs autograd, no codegen: checks).
+    compile: str = "off"
+    # Several samples per row, attention kept within each (trainer/packing.py): a micro-batch's
+    # samples fill rows of max_length instead of each row padding to the longest sample.
+    packing: bool = False
+    pad_to_multiple: int = 1  # batch width rounded up to this (128: few compile shapes, tensor-core sizes)
     precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU), "bf16" or "fp32"
     strategy: str = "ddp"  # under torchrun: "ddp" or "fsdp" (shards the LLM's layers; for 7B on small GPUs)
     num_workers: int = 2
@@ -192,13 +205,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.trainable: unknown part(s) {sorted(bad)}; choose from {list(TRAINABLE_PARTS)}")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16 or fp32, not {t.precision!r}")
+    # YAML reads a bare off/no/false (and on/yes/true) as a boolean, which reaches here as text
+    t.compile = {"false": "off", "true": "inductor"}.get(t.compile.lower(), t.compile)
+    if t.compile not in ("off", "inductor", "aot_eager"):
+        raise ConfigError(f"train.compile must be off, inductor or aot_eager, not {t.compile!r}")
     if t.strategy not in ("ddp", "fsdp"):
         raise ConfigError(f"train.strategy must be ddp or fsdp, not {t.strategy!r}")
     if m.vision_type not in ("vit", "clip"):
         raise ConfigError(f"model.vision_type must be vit or clip, not {m.vision_type!r}")
     if m.llm_dtype not in ("bfloat16", "float16", "float32"):
         raise ConfigError(f"model.llm_dtype must be bfloat16, float16 or float32, not {m.llm_dtype!r}")
-    for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every", "save_every", "lora_r"):
+    for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every", "save_every", "lora_r",
+                 "pad_to_multiple"):
         value = getattr(m if name == "lora_r" else t, name)
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")

@@ -28,8 +28,8 @@ from torch.utils.data import IterableDataset
 from medmix.errors import RowError
 from medmix.loader import MixtureDataset
 from trainer.config import ConfigError
-from trainer.model import IGNORE_INDEX, IMAGE_TOKEN_ID
-from trainer.prompts import IMAGE_PLACEHOLDER, TRUNCATE_ORDER, Piece, render
+from trainer.packing import pack, round_up
+from trainer.prompts import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID, TRUNCATE_ORDER, Piece, render
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,9 @@ def encode_prompt(model: Any, image: Image.Image | None, prompt: str | Mapping[s
     return [model.tokenizer.bos_token_id] + ids, pixels
 
 
-def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest example (right padding); images stacked in row order."""
-    width = max(len(e["input_ids"]) for e in examples)
+def collate(examples: list[dict[str, Any]], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Pad to the longest example rounded up to `multiple` (right padding); images stacked in row order."""
+    width = round_up(max(len(e["input_ids"]) for e in examples), multiple)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -176,15 +176,20 @@ class EncodedStream(IterableDataset):
 
 
 class _Collate:
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, packing: bool = False, capacity: int = 0, multiple: int = 1) -> None:
         self.pad_id = pad_id
+        self.packing = packing
+        self.capacity = capacity
+        self.multiple = multiple
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return collate(examples, self.pad_id)
+        if self.packing:
+            return pack(examples, self.pad_id, self.capacity, self.multiple)
+        return collate(examples, self.pad_id, self.multiple)
 
 
 def make_loader(mixture: Path, encoder: Encoder, *, batch_size: int, num_workers: int, seed: int,
-                shuffle: bool = True):
+                shuffle: bool = True, packing: bool = False, pad_to_multiple: int = 1):
     """A resumable loader (torchdata's StatefulDataLoader) over the mixture; returns (loader, stream)."""
     from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -194,8 +199,11 @@ def make_loader(mixture: Path, encoder: Encoder, *, batch_size: int, num_workers
     rows = MixtureDataset(mixture, seed=seed, shuffle=shuffle, decode_images=False, batch_size=batch_size,
                           drop_remainder=distributed)
     stream = EncodedStream(rows, encoder)
+    # packed rows hold up to max_length tokens (rounded up to the multiple, so a full row is one bucket)
+    collate_fn = _Collate(encoder.tokenizer.pad_token_id, packing, round_up(encoder.max_length, pad_to_multiple),
+                          pad_to_multiple)
     loader = StatefulDataLoader(
-        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=_Collate(encoder.tokenizer.pad_token_id),
+        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
         drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=False,
         # The loader's own generator: creating an iterator must not consume the global RNG that
         # dropout uses, or a resumed run would diverge from an uninterrupted one.

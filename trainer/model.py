@@ -23,14 +23,16 @@ from PIL import Image
 from torch import nn
 
 from trainer.config import TRAINABLE_PARTS, Config, ConfigError, ModelConfig
+from trainer.data import encode_prompt
 from trainer.language import build_llm, build_tokenizer
+from trainer.liger import apply_liger
+from trainer.lora_fast import install as install_lora_fast
+from trainer.packing import block_causal_mask
 from trainer.projector import Projector
+from trainer.prompts import IGNORE_INDEX, IMAGE_TOKEN_ID
 from trainer.vision import ImageProcessor, VisionTower, build_vision
 
 log = logging.getLogger(__name__)
-
-IMAGE_TOKEN_ID = -200
-IGNORE_INDEX = -100
 
 
 class VLM(nn.Module):
@@ -61,22 +63,29 @@ class VLM(nn.Module):
         return embeds.masked_scatter(is_image.unsqueeze(-1), visual.to(embeds.dtype))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+                pixel_values: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                sample_index: torch.Tensor | None = None, reduction: str = "sum") -> torch.Tensor:
         """Sum of the answer tokens' cross-entropy (the caller divides by the global token count,
-        so gradient accumulation and data parallelism weight every answer token equally)."""
+        so gradient accumulation and data parallelism weight every answer token equally).
+
+        A packed batch (`trainer.packing`) brings `position_ids` and `sample_index`; attention is
+        then block-diagonal per sample. `reduction="none"` gives the per-token losses, in row-major
+        order of the labelled positions (tests compare them per sample)."""
         embeds = self.embed(input_ids, pixel_values)
         if (pixel_values is None or pixel_values.shape[0] == 0) and _distributed():
             # Every rank must touch the same parameters each step (DDP/FSDP reducers expect it):
             # a text-only micro-batch runs one blank image through vision+projector at zero weight.
             blank = torch.zeros(1, 3, self.processor.height, self.processor.width, device=embeds.device)
             embeds = embeds + 0.0 * self.projector(self.vision(blank)).sum().to(embeds.dtype)
+        if sample_index is not None:
+            attention_mask = block_causal_mask(sample_index)
         causal_lm = self.llm.get_base_model()
         hidden = causal_lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask,
-                                         use_cache=False).last_hidden_state
+                                         position_ids=position_ids, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
         logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
 
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -85,8 +94,6 @@ class VLM(nn.Module):
         """Greedy answers, one per (image, prompt). A prompt is a question string (rendered as a
         `vqa` row, or `qa` when its image is None) or a schema-like row dict (task, question,
         options, context), rendered with the same templates as training."""
-        from trainer.data import encode_prompt
-
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
         device = self.projector.fc1.weight.device
@@ -121,6 +128,12 @@ def build_vlm(cfg: ModelConfig, tokenizer: Any, *, vision_source: Path | None = 
     """Assemble the model (fresh, or from a checkpoint's `vision/` and `llm_base/` folders)."""
     vision, processor = build_vision(cfg, vision_source)
     llm = build_llm(cfg, tokenizer, source=llm_source, gradient_checkpointing=gradient_checkpointing, device=device)
+    changed = install_lora_fast(llm, cast_input=cfg.lora_cast_input, fused_add=cfg.lora_fused_add)
+    if changed:
+        log.debug("fast LoRA forward on %d layers (cast_input=%s, fused_add=%s)", changed, cfg.lora_cast_input,
+                  cfg.lora_fused_add)
+    if cfg.liger:
+        apply_liger(llm.get_base_model(), device)
     llm_dim = llm.get_input_embeddings().embedding_dim
     projector = Projector(vision.hidden_size, llm_dim, cfg.projector_hidden)
     vision.to(device)

@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 IMAGE_PLACEHOLDER = "<image>"
+# The sequence format's two sentinels, defined here with the templates so data (which writes them)
+# and model (which reads them) share one definition without importing each other.
+IMAGE_TOKEN_ID = -200  # one per visual token in input_ids; negative, so never a vocabulary id (LLaVA's trick)
+IGNORE_INDEX = -100  # label of every position that is not an answer token (cross_entropy's ignore_index)
 # Which text is cut first when a sample exceeds max_length; "fixed" template text never is.
 TRUNCATE_ORDER = ("context", "question", "options", "answer")
 

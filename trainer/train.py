@@ -31,10 +31,13 @@ from trainer.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from trainer.compile import compile_layers
 from trainer.config import Config, dump_json, load_config
 from trainer.data import Encoder, make_loader
 from trainer.language import build_tokenizer
-from trainer.model import IGNORE_INDEX, VLM, build_vlm, mark_trainable
+from trainer.model import VLM, build_vlm, mark_trainable
+from trainer.packing import round_up
+from trainer.prompts import IGNORE_INDEX
 
 log = logging.getLogger("trainer")
 
@@ -93,6 +96,14 @@ def no_grad_sync(wrapped: nn.Module, skip: bool):
             wrapped.set_requires_gradient_sync(True)
     else:
         yield
+
+
+def compile_model(model: VLM, cfg: Config) -> int:
+    """`train.compile`: per-layer torch.compile, static shapes when widths are bucketed and rows fixed."""
+    t = cfg.train
+    buckets = round_up(t.max_length, t.pad_to_multiple) // t.pad_to_multiple
+    return compile_layers(model, static_widths=t.pad_to_multiple > 1 and not t.packing, width_buckets=buckets,
+                          backend=t.compile)
 
 
 # -- optimisation -----------------------------------------------------------------------------------
@@ -176,13 +187,16 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False,
         load_weights(model, ckpt)
         _warn_changed(cfg, ckpt)
     counts = mark_trainable(model, t.trainable)
+    if t.compile != "off":
+        compile_model(model, cfg)
     wrapped = wrap(model, t.strategy, device)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.min_lr_ratio))
     encoder = Encoder(tokenizer, model.processor, model.n_visual, t.max_length)
     loader, stream = make_loader(data, encoder, batch_size=t.batch_size, num_workers=t.num_workers,
-                                 seed=t.seed, shuffle=t.shuffle)
+                                 seed=t.seed, shuffle=t.shuffle, packing=t.packing,
+                                 pad_to_multiple=t.pad_to_multiple)
     state: dict[str, Any] = {"epoch": 0, "tokens_seen": 0}
     rank_state = None
     if ckpt:
