@@ -145,7 +145,7 @@ def load_length_stats(source: Path) -> dict[str, Any]:
 def real_batch(sampler: LengthSampler, batch_size: int, n_visual: int, vocab: int, image_size: tuple[int, int],
                max_length: int, pad_id: int, packing: bool, multiple: int,
                generator: torch.Generator) -> dict[str, Any]:
-    """A micro-batch of sampled lengths, encoded like `data.Encoder` output and collated (or packed)
+    """A micro-batch of sampled lengths, encoded like `data.SampleEncoder` output and collated (or packed)
     by the trainer's own functions. Text beyond max_length is cut (the trainer does the same)."""
     examples = []
     for _ in range(batch_size):

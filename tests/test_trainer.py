@@ -20,7 +20,7 @@ from PIL import Image
 
 from medmix.schema import dumps_meta, to_table
 from trainer.config import ConfigError, load_config
-from trainer.data import Encoder, collate, load_image
+from trainer.data import SampleEncoder, collate, load_image
 from trainer.language import build_tokenizer
 from trainer.model import build_vlm, mark_trainable
 from trainer.prompts import IGNORE_INDEX, IMAGE_TOKEN_ID, render
@@ -168,7 +168,7 @@ def test_label_mask_on_a_real_batch(mixture, tiny_model):
     """Every unmasked label is an answer token (or the closing EOS), and no answer token is masked."""
     cfg, model = tiny_model
     tok = model.tokenizer
-    encoder = Encoder(tok, model.processor, model.n_visual, cfg.train.max_length)
+    encoder = SampleEncoder(tok, model.processor, model.n_visual, cfg.train.max_length)
     rows = _rows(mixture)[:8]
     batch = collate([encoder(r) for r in rows], tok.pad_token_id)
     assert {r["task"] for r in rows} == {"caption", "vqa", "mcqa", "qa"}
@@ -191,7 +191,7 @@ def test_label_mask_on_a_real_batch(mixture, tiny_model):
 def test_truncation_cuts_context_first_then_the_answer_and_never_the_image(tiny_model, mixture):
     _, model = tiny_model
     tok = model.tokenizer
-    encoder = Encoder(tok, model.processor, model.n_visual, max_length=48)
+    encoder = SampleEncoder(tok, model.processor, model.n_visual, max_length=48)
     image_row = next(r for r in _rows(mixture) if r["task"] == "vqa")
     # a long context goes first; question, template and answer survive whole
     out = encoder(dict(image_row, context="The radiograph shows edema. " * 40))
@@ -209,7 +209,7 @@ def test_truncation_cuts_context_first_then_the_answer_and_never_the_image(tiny_
     assert 1 < len(kept) < 60 and kept[-1] == tok.eos_token_id
     assert tok.decode(kept[:-1]).split() == ["blue"] * (len(kept) - 1)  # the answer's head, in order
     with pytest.raises(ConfigError, match="max_length=20 cannot hold 16 visual tokens"):
-        Encoder(tok, model.processor, model.n_visual, max_length=20)
+        SampleEncoder(tok, model.processor, model.n_visual, max_length=20)
 
 
 def test_an_undecodable_image_skips_that_row_by_id(tiny_model, mixture, caplog):
@@ -223,7 +223,7 @@ def test_an_undecodable_image_skips_that_row_by_id(tiny_model, mixture, caplog):
         def state_dict(self):
             return {}
 
-    stream = EncodedStream(Rows(rows), Encoder(model.tokenizer, model.processor, model.n_visual, 128))
+    stream = EncodedStream(Rows(rows), SampleEncoder(model.tokenizer, model.processor, model.n_visual, 128))
     out = list(stream)
     assert len(out) == 3 and stream.skipped == 1
     assert [o["id"] for o in out] == [r["id"] for r in rows[1:]]
@@ -242,7 +242,7 @@ def test_only_the_intended_parameters_train_and_all_of_them_get_gradients(tiny_m
     assert not any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)
     assert counts["lora"] == sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
     assert counts["vision"] == sum(p.numel() for p in model.vision.parameters())  # ViT built without pooler
-    encoder = Encoder(model.tokenizer, model.processor, model.n_visual, cfg.train.max_length)
+    encoder = SampleEncoder(model.tokenizer, model.processor, model.n_visual, cfg.train.max_length)
     batch = collate([encoder(r) for r in _rows(mixture)[:8]], model.tokenizer.pad_token_id)
     with torch.no_grad():  # LoRA starts with B = 0, which zeroes A's gradient exactly; move off that point
         for name, param in model.llm.named_parameters():
@@ -413,7 +413,7 @@ def test_any_vision_tower_trains_only_what_its_features_use(mixture):
         assert frozen and all(n.startswith(frozen_prefix) for n in frozen), (overrides, sorted(frozen))
         assert {p for p in frozen_prefix if any(n.startswith(p) for n in frozen)} == set(frozen_prefix)
         assert model.n_visual == 16
-        encoder = Encoder(tokenizer, model.processor, model.n_visual, 128)
+        encoder = SampleEncoder(tokenizer, model.processor, model.n_visual, 128)
         batch = collate([encoder(r) for r in _rows(mixture)[:4]], tokenizer.pad_token_id)
         model(**batch).backward()
         assert all(p.grad is not None for n, p in model.vision.named_parameters() if p.requires_grad)

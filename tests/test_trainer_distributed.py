@@ -19,7 +19,7 @@ import torch
 from test_trainer import make_mixture
 
 from trainer.config import load_config
-from trainer.data import Encoder, collate
+from trainer.data import SampleEncoder, collate
 from trainer.language import build_tokenizer
 from trainer.model import build_vlm, mark_trainable
 from trainer.prompts import IGNORE_INDEX
@@ -52,7 +52,7 @@ def _single_process_losses(mixture: Path, run: Path, steps: int) -> list[float]:
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.train.warmup_steps, cfg.train.steps, cfg.train.min_lr_ratio))
-    encoder = Encoder(tokenizer, model.processor, model.n_visual, cfg.train.max_length)
+    encoder = SampleEncoder(tokenizer, model.processor, model.n_visual, cfg.train.max_length)
     streams = [iter(MixtureDataset(mixture, seed=cfg.train.seed, decode_images=False, batch_size=BATCH,
                                    drop_remainder=True, rank=r, world_size=2)) for r in range(2)]
     losses = []

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medmix.distributed import is_distributed
 from medmix.errors import MedmixError
 from trainer.config import Config, dump_json
 
@@ -42,15 +43,11 @@ class CheckpointError(MedmixError):
 
 
 def _rank() -> int:
-    return torch.distributed.get_rank() if _dist() else 0
-
-
-def _dist() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_rank() if is_distributed() else 0
 
 
 def _barrier() -> None:
-    if _dist():
+    if is_distributed():
         torch.distributed.barrier()
 
 

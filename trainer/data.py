@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
+from medmix.distributed import is_distributed
 from medmix.errors import RowError
 from medmix.loader import MixtureDataset
 from trainer.config import ConfigError
@@ -34,8 +35,12 @@ from trainer.prompts import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID, TRU
 log = logging.getLogger(__name__)
 
 
-class Encoder:
-    """Row → {"input_ids", "labels", "pixel_values"} (lists/tensor, unpadded). Picklable for workers."""
+class SampleEncoder:
+    """Row → {"input_ids", "labels", "pixel_values"} (lists/tensor, unpadded). Picklable for workers.
+
+    Named for what it encodes (one training sample), not for a model part: the vision encoders of
+    `medmix.evaluation.encoders` are a different thing.
+    """
 
     def __init__(self, tokenizer: Any, processor: Any, n_visual: int, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -126,7 +131,7 @@ def encode_prompt(model: Any, image: Image.Image | None, prompt: str | Mapping[s
     """A generation prompt: same template and tokenization as training, without the answer."""
     row = dict(prompt) if isinstance(prompt, Mapping) else {
         "task": "vqa" if image is not None else "qa", "question": prompt}
-    encoder = Encoder(model.tokenizer, model.processor, model.n_visual, max_length=10**9)
+    encoder = SampleEncoder(model.tokenizer, model.processor, model.n_visual, max_length=10**9)
     pixels = model.processor(image) if image is not None else None
     ids, _ = encoder.tokens(render(row, has_image=pixels is not None, with_answer=False))
     return [model.tokenizer.bos_token_id] + ids, pixels
@@ -152,7 +157,7 @@ class EncodedStream(IterableDataset):
     """Encodes a row stream, skipping rows that raise `RowError`. Forwards the inner dataset's
     `state_dict`/`load_state_dict`/`set_epoch`, so a stateful loader resumes it exactly."""
 
-    def __init__(self, rows: Any, encoder: Encoder) -> None:
+    def __init__(self, rows: Any, encoder: SampleEncoder) -> None:
         self.rows = rows
         self.encoder = encoder
         self.skipped = 0
@@ -188,12 +193,12 @@ class _Collate:
         return collate(examples, self.pad_id, self.multiple)
 
 
-def make_loader(mixture: Path, encoder: Encoder, *, batch_size: int, num_workers: int, seed: int,
+def make_loader(mixture: Path, encoder: SampleEncoder, *, batch_size: int, num_workers: int, seed: int,
                 shuffle: bool = True, packing: bool = False, pad_to_multiple: int = 1):
     """A resumable loader (torchdata's StatefulDataLoader) over the mixture; returns (loader, stream)."""
     from torchdata.stateful_dataloader import StatefulDataLoader
 
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    distributed = is_distributed()
     # batch_size sets the loader's worker blocks (same order for any num_workers); under DDP every
     # rank must run the same number of steps, so the epoch's remainder is dropped.
     rows = MixtureDataset(mixture, seed=seed, shuffle=shuffle, decode_images=False, batch_size=batch_size,

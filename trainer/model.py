@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from medmix.distributed import is_distributed
 from trainer.config import TRAINABLE_PARTS, Config, ConfigError, ModelConfig
 from trainer.data import encode_prompt
 from trainer.language import build_llm, build_tokenizer
@@ -72,7 +73,7 @@ class VLM(nn.Module):
         then block-diagonal per sample. `reduction="none"` gives the per-token losses, in row-major
         order of the labelled positions (tests compare them per sample)."""
         embeds = self.embed(input_ids, pixel_values)
-        if (pixel_values is None or pixel_values.shape[0] == 0) and _distributed():
+        if (pixel_values is None or pixel_values.shape[0] == 0) and is_distributed():
             # Every rank must touch the same parameters each step (DDP/FSDP reducers expect it):
             # a text-only micro-batch runs one blank image through vision+projector at zero weight.
             blank = torch.zeros(1, 3, self.processor.height, self.processor.width, device=embeds.device)
@@ -116,10 +117,6 @@ class VLM(nn.Module):
         finally:
             self.train(was_training)
         return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def build_vlm(cfg: ModelConfig, tokenizer: Any, *, vision_source: Path | None = None,

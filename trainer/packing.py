@@ -30,7 +30,7 @@ def round_up(width: int, multiple: int) -> int:
 
 
 def pack(examples: list[dict[str, Any]], pad_id: int, capacity: int, multiple: int = 1) -> dict[str, torch.Tensor]:
-    """Encoded examples (as `data.Encoder` returns them) → one packed batch; width a multiple of `multiple`."""
+    """Encoded examples (as `data.SampleEncoder` returns them) → one packed batch; width a multiple of `multiple`."""
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
     rows: list[list[int]] = []
     free: list[int] = []

@@ -17,7 +17,7 @@ text-only rows have none):
 
 An mcqa target gets its option letter when the answer is one of the options (the letter ties the
 answer to the list; eval can match letter or text). A row's `context` is shown for any task that
-has one. Each piece has a kind; when a sample is too long, `data.Encoder` cuts kinds in
+has one. Each piece has a kind; when a sample is too long, `data.SampleEncoder` cuts kinds in
 `TRUNCATE_ORDER` (context first, the answer last), each from its end (a label such as
 "Context: " belongs to its piece and goes last), and never cuts the image.
 """

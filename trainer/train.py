@@ -33,7 +33,7 @@ from trainer.checkpoint import (
 )
 from trainer.compile import compile_layers
 from trainer.config import Config, dump_json, load_config
-from trainer.data import Encoder, make_loader
+from trainer.data import SampleEncoder, make_loader
 from trainer.language import build_tokenizer
 from trainer.model import VLM, build_vlm, mark_trainable
 from trainer.packing import round_up
@@ -193,7 +193,7 @@ def train(cfg: Config, data: Path, out: Path, *, resume: bool = False,
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.min_lr_ratio))
-    encoder = Encoder(tokenizer, model.processor, model.n_visual, t.max_length)
+    encoder = SampleEncoder(tokenizer, model.processor, model.n_visual, t.max_length)
     loader, stream = make_loader(data, encoder, batch_size=t.batch_size, num_workers=t.num_workers,
                                  seed=t.seed, shuffle=t.shuffle, packing=t.packing,
                                  pad_to_multiple=t.pad_to_multiple)
