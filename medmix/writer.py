@@ -19,7 +19,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmix.schema import ARROW_SCHEMA, to_table
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
@@ -88,7 +87,12 @@ class ParquetAtomicWriter:
     Memory holds one row group at a time, so a unit of 50k image rows never sits in memory whole.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema = ARROW_SCHEMA, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    def __init__(self, path: Path, schema: pa.Schema | None = None, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        # the row schema is imported on first use: it pulls in `datasets` (~1 s), which readers of a
+        # mixture (`medmix view`, layout's manifest helpers) never need
+        from medmix.schema import ARROW_SCHEMA
+
+        schema = ARROW_SCHEMA if schema is None else schema
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.schema = schema
@@ -116,6 +120,8 @@ class ParquetAtomicWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
+        from medmix.schema import ARROW_SCHEMA, to_table
+
         if self.schema is ARROW_SCHEMA:
             table = to_table(self._buffer)
         else:
