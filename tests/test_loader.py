@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
-from medmix import loader
 from medmix.errors import MedmixError, RowError
-from medmix.loader import MixtureDataset, WeightedMixture, load, mixture_files
+from medmix.loader import MixtureDataset, WeightedMixture, load, mixture_files, partition, reader
 from medmix.schema import dumps_meta, empty_row, to_table
 
 SIZES = (30, 7, 25, 1, 34)  # 97 rows: divides no world size or worker count tested
@@ -73,7 +72,7 @@ def _ids(ds) -> list[str]:
 def _as_worker(monkeypatch, worker: int, workers: int) -> None:
     """Simulate being DataLoader worker `worker` of `workers` (what get_worker_info reports)."""
     info = types.SimpleNamespace(id=worker, num_workers=workers)
-    monkeypatch.setattr(loader, "get_worker_info", lambda: info)
+    monkeypatch.setattr(partition, "get_worker_info", lambda: info)
 
 
 def _flat(batches) -> list[str]:
@@ -471,7 +470,7 @@ def test_weighted_arguments_are_checked(two):
 
 
 def test_many_shards_need_few_open_files(mix, monkeypatch):
-    monkeypatch.setattr(loader, "_OPEN_FILES", 2)  # 5 shards, read in shuffled row-group order
+    monkeypatch.setattr(reader, "OPEN_FILES", 2)  # 5 shards, read in shuffled row-group order
     ds = MixtureDataset(mix, seed=11, shuffle_window=1, columns=["id"])
     assert sorted(_ids(ds)) == sorted(ALL)
 
