@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from medmix.loader.order import EpochOrder, mixture_key
-from medmix.loader.partition import own_chunks, rank_span
-from medmix.loader.reader import WindowReader
+from medmix.loader.partition import World, own_chunks, rank_span
+from medmix.loader.reader import Columns, WindowReader
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
 
@@ -89,13 +91,12 @@ class MixtureDataset(Stream):
                 "world_size": self.world_size, "shuffle": self.shuffle, "shuffle_window": self.shuffle_window,
                 "remainder": self.remainder}
 
-    def __iter__(self) -> Iterator[Any]:
-        world, start, done = self._begin()
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         order = EpochOrder(self._index.group_rows, mixture_key(self.seed, self.epoch, self.shuffle),
                            self.shuffle_window)
-        reader = WindowReader(self._index, self.columns, self.io, dense=world.workers == 1)
-        total, paths, cursor = self._index.total, self._index.paths, self.cursor
+        reader = WindowReader(self._index, self.columns, self.io)
+        total, paths = self._index.total, self._index.paths
         for own in own_chunks(start, self._length, self.batch_size, world.worker, world.workers, done):
             columns, shards = reader.take(order, (self._start + own) % total)
-            cursor.at_chunk(own)
-            yield from self._hand_out(columns, shards, paths)
+            self.cursor.at_chunk(own)
+            yield columns, shards, paths

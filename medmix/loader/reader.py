@@ -1,8 +1,8 @@
-"""The window reader: rows at epoch positions, as Python columns, one decoded window at a time.
+"""The window reader: rows at epoch positions as an Arrow table, one decoded window in memory.
 
-Why columns: Arrow converts a whole column to Python objects several times faster than row by
-row (`Table.to_pylist()`), and a batch handed between processes as a dict of lists pickles with
-no per-row dicts. Per-row datasets zip the columns into dicts at the very end.
+Why Arrow until the end: the gather in epoch order is a `take()` per window (C++, no per-row
+Python), and only the rows handed out are converted to Python, column by column (several times
+faster than row by row), right before they are used, so they are still in cache.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from medmix.errors import MedmixError
 from medmix.loader.order import EpochOrder
 from medmix.loader.shards import ShardIndex
 
-__all__ = ["Columns", "IOStats", "WindowReader", "pick", "reorder"]
+__all__ = ["Columns", "IOStats", "WindowReader", "gather", "to_python"]
 
 Columns = dict[str, list[Any]]
+
 OPEN_FILES = 32  # shard files a reader keeps open
 
 
@@ -36,36 +37,20 @@ class IOStats:
         return f"IOStats(row_groups={self.row_groups}, rows={self.rows})"
 
 
-def pick(values: list[Any], idx: list[int]) -> list[Any]:
-    """`[values[i] for i in idx]`, at C speed."""
-    if len(idx) == 1:
-        return [values[idx[0]]]
-    return list(itemgetter(*idx)(values)) if idx else []
-
-
-def reorder(columns: Columns, idx: list[int]) -> Columns:
-    return {name: pick(values, idx) for name, values in columns.items()}
-
-
 class WindowReader:
     """Fetches rows at epoch positions, holding one decoded window in memory at a time.
 
-    `dense`: this reader will use every row of the windows it loads (no other DataLoader worker
-    shares them), so each window is converted to Python columns once, in file order, and rows
-    are picked from them in epoch order. Otherwise only the rows asked for are taken in Arrow
-    and converted, since the other rows of the window belong to other workers.
+    Inside a DataLoader worker only the worker's own rows of a window are taken; the other rows
+    belong to other workers.
     """
 
-    def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats, dense: bool) -> None:
+    def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats) -> None:
         self.index = index
         self.columns = list(columns)
         self.stats = stats
-        self.dense = dense
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[EpochOrder, int] | None = None  # holds the order itself: ids get reused
-        self._table: pa.Table | None = None  # sparse: the window in Arrow
-        self._python: Columns | None = None  # dense: the window's columns, file order
-        self._perm: np.ndarray | None = None
+        self._table: pa.Table | None = None  # the window, one chunk per column
         self._shard: np.ndarray | None = None
 
     def _file(self, shard: int) -> pq.ParquetFile:
@@ -81,7 +66,7 @@ class WindowReader:
     def _load(self, order: EpochOrder, window: int) -> None:
         if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
             return
-        self._table = self._python = None  # free the previous window before reading the next
+        self._table = None  # free the previous window before reading the next
         parts, shard_ids = [], []
         for g in order.windows[window]:
             shard, local = int(self.index.group_shard[g]), int(self.index.group_local[g])
@@ -92,48 +77,61 @@ class WindowReader:
             parts.append(part)
             shard_ids.append(np.full(part.num_rows, shard, dtype=np.int32))
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        if self.dense:
-            self._python = {name: table.column(name).to_pylist() for name in self.columns}
-        else:
-            # one chunk per column: `take` on a multi-chunk column concatenates (copies) the whole
-            # window on every call
-            self._table = table.combine_chunks()
-        self._shard = np.concatenate(shard_ids)
-        self._perm = order.rows_of(window)
+        # The window is put in epoch order once (one `take`: it also leaves one chunk per column,
+        # so later takes copy only their rows); a pass that uses every row then only slices it.
+        # Rebuilt from the arrays so that windows of different files (and sources) share one
+        # schema, whatever field metadata their writers left.
+        perm = order.rows_of(window)
+        table = table.take(perm)
+        self._table = pa.Table.from_arrays(table.columns, names=self.columns)
+        self._shard = np.concatenate(shard_ids)[perm]
         self._cached = (order, window)
         self.stats.row_groups += len(parts)
         self.stats.rows += table.num_rows
 
-    def _take_window(self, order: EpochOrder, window: int, positions: np.ndarray) -> tuple[Columns, np.ndarray]:
+    def _take_window(self, order: EpochOrder, window: int, positions: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         self._load(order, window)
-        picked = self._perm[positions - order.offsets[window]]
-        if self._python is not None:
-            return reorder(self._python, picked.tolist()), self._shard[picked]
-        taken = self._table.take(pa.array(picked))
-        return {name: taken.column(name).to_pylist() for name in self.columns}, self._shard[picked]
+        rows = positions - order.offsets[window]
+        first, n = int(rows[0]), len(rows)
+        if int(rows[-1]) - first == n - 1 and (n < 3 or bool((np.diff(rows) == 1).all())):
+            return self._table.slice(first, n), self._shard[first : first + n]
+        return self._table.take(rows), self._shard[rows]
 
     def take(self, order: EpochOrder, positions: np.ndarray) -> tuple[Columns, np.ndarray]:
-        """Columns of the rows at `positions` (any order), and the shard each row came from."""
+        """The rows at `positions` (any order) as Python columns, and the shard each came from."""
         windows = order.window_of(positions)
         if windows[0] == windows[-1] and (windows == windows[0]).all():  # the common case
-            return self._take_window(order, int(windows[0]), positions)
+            table, shards = self._take_window(order, int(windows[0]), positions)
+            return to_python(table), shards
         _, first = np.unique(windows, return_index=True)
         slots, parts, shards = [], [], []
         for w in windows[np.sort(first)]:  # windows in stream order: sequential, cache-friendly
             where = np.flatnonzero(windows == w)
             cols, shard = self._take_window(order, int(w), positions[where])
             slots.append(where)
-            parts.append(cols)
+            parts.append(to_python(cols))
             shards.append(shard)
-        return concat_in_order(parts, slots, shards)
+        return gather(parts, slots, shards)
 
 
-def concat_in_order(parts: list[Columns], slots: list[np.ndarray],
-                    shards: list[np.ndarray]) -> tuple[Columns, np.ndarray]:
-    """Rows of `parts` (part i holds the rows of output slots `slots[i]`), put in slot order."""
+def to_python(table: pa.Table) -> Columns:
+    """A table as {column: list of Python values}; column by column, several times faster than rows."""
+    return {name: column.to_pylist() for name, column in zip(table.column_names, table.columns)}
+
+
+def gather(parts: list[Columns], slots: list[np.ndarray], shards: list[np.ndarray]) -> tuple[Columns, np.ndarray]:
+    """Rows of `parts` (part i holds the rows of output slots `slots[i]`), put in slot order.
+
+    In Python rather than Arrow: `take` would copy every value (image bytes too) once more,
+    while this copies references.
+    """
+    if len(parts) == 1:
+        return parts[0], shards[0]
     back = np.empty(sum(len(s) for s in slots), dtype=np.int64)
     back[np.concatenate(slots)] = np.arange(len(back))
     idx = back.tolist()
-    names = list(parts[0])
-    merged = {name: [v for part in parts for v in part[name]] for name in names}
-    return reorder(merged, idx), np.concatenate(shards)[back]
+    merged = {}
+    for name in parts[0]:
+        values = [v for part in parts for v in part[name]]
+        merged[name] = list(itemgetter(*idx)(values)) if len(idx) > 1 else [values[idx[0]]]
+    return merged, np.concatenate(shards)[back]

@@ -14,7 +14,7 @@ import json
 import operator
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import pairwise
+from itertools import pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -144,35 +144,50 @@ class Stream(IterableDataset):
         start, done = self.cursor.begin(world.worker, world.workers, self.batch_size)
         return world, start, done
 
-    def _hand_out(self, columns: Columns, shards: np.ndarray, paths: Sequence[str]) -> Iterator[Any]:
-        """Yield the chunk's samples (per row, or per block in batched mode), counting each first.
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
+        """This worker's samples of the pass, chunk by chunk: (rows, shard code of each row, shard
+        paths by code), with `cursor.at_chunk` called before each."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield the samples (per row, or per block in batched mode), counting each before its yield,
+        so a state taken after receiving it covers it.
 
         Images are decoded at hand-out time, one row (or one batch) at a time: an undecodable
         image fails at that row, after everything before it was yielded.
         """
-        cursor, transform = self.cursor, self.transform
-        decode = self.decode_images and "image" in columns
-        if self.batched:
-            n = len(shards)
-            cuts = [*block_starts(cursor.done, n, self.batch_size), n]
-            for lo, hi in pairwise(cuts):
-                batch = columns if (lo, hi) == (0, n) else {k: v[lo:hi] for k, v in columns.items()}
-                if decode:
-                    batch["image"] = _decode_images(batch, shards[lo:hi].tolist(), paths)
-                cursor.done += hi - lo  # before the yield, so a state taken after this batch covers it
-                yield batch if transform is None else transform(batch)
-            return
-        names = list(columns)
-        codes = shards.tolist()
-        for values, code in zip(zip(*columns.values()), codes):
-            cursor.done += 1  # before the yield, so a state taken after this sample covers it
-            row = dict(zip(names, values))
-            if decode and row["image"] is not None:
-                row["image"] = decode_image(row["image"], row.get("id"), paths[code])
-            yield row if transform is None else transform(row)
+        world, start, done = self._begin()
+        cursor, transform, block = self.cursor, self.transform, self.batch_size
+        decode = self.decode_images and "image" in self.columns
+        for columns, shards, paths in self._chunks(world, start, done):
+            if self.batched:
+                n = len(shards)
+                for lo, hi in pairwise([*block_starts(cursor.done, n, block), n]):
+                    batch = columns if (lo, hi) == (0, n) else {k: v[lo:hi] for k, v in columns.items()}
+                    if decode:
+                        batch["image"] = _decode_images(batch, shards[lo:hi].tolist(), paths)
+                    cursor.done += hi - lo
+                    yield batch if transform is None else transform(batch)
+                continue
+            rows = list(map(dict, map(zip, repeat(list(columns)), zip(*columns.values()))))
+            if decode:
+                codes = shards.tolist()
+                for row, code in zip(rows, codes):
+                    cursor.done += 1
+                    if row["image"] is not None:
+                        row["image"] = decode_image(row["image"], row.get("id"), paths[code])
+                    yield row if transform is None else transform(row)
+            elif transform is None:
+                for row in rows:
+                    cursor.done += 1
+                    yield row
+            else:
+                for row in rows:
+                    cursor.done += 1
+                    yield transform(row)
 
 
-def _decode_images(batch: Columns, codes: list[int], paths: Sequence[str]) -> list[Any]:
+def _decode_images(batch: dict[str, list[Any]], codes: list[int], paths: Sequence[str]) -> list[Any]:
     images = batch["image"]
     ids = batch.get("id") or [None] * len(images)
     return [None if image is None else decode_image(image, row_id, paths[code])

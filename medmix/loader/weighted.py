@@ -12,8 +12,8 @@ import numpy as np
 
 from medmix.errors import MedmixError
 from medmix.loader.order import EpochOrder, choice_uniforms, source_key
-from medmix.loader.partition import own_chunks, rank_span
-from medmix.loader.reader import WindowReader, concat_in_order
+from medmix.loader.partition import World, own_chunks, rank_span
+from medmix.loader.reader import Columns, WindowReader, gather
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
 
@@ -143,11 +143,10 @@ class WeightedMixture(Stream):
         key = source_key(self.seed, self.epoch, source, lap, self.shuffle)
         return EpochOrder(self._indexes[source].group_rows, key, self.shuffle_window, lap)
 
-    def __iter__(self) -> Iterator[Any]:
-        world, start, done = self._begin()
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         cursor = self.cursor
         cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
-        readers = [WindowReader(ix, self.columns, self.io, dense=world.workers == 1) for ix in self._indexes]
+        readers = [WindowReader(ix, self.columns, self.io) for ix in self._indexes]
         paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
         orders: dict[int, EpochOrder] = {}
@@ -172,9 +171,9 @@ class WeightedMixture(Stream):
                 parts.append(columns)
                 slots.append(where)
                 codes.append(shards + base[s])
-            columns, shard_codes = concat_in_order(parts, slots, codes)
+            columns, shard_codes = gather(parts, slots, codes)
             cursor.at_chunk(own, after[sel])
-            yield from self._hand_out(columns, shard_codes, paths)
+            yield columns, shard_codes, paths
             if end is not None:
                 return
             cursor_k, cursor_n = hi, after[-1].tolist()
