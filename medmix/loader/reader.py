@@ -51,6 +51,7 @@ class WindowReader:
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[EpochOrder, int] | None = None  # holds the order itself: ids get reused
         self._table: pa.Table | None = None  # the window, one chunk per column
+        self._perm: np.ndarray | None = None  # epoch position in the window -> row of the table
         self._shard: np.ndarray | None = None
 
     def _file(self, shard: int) -> pq.ParquetFile:
@@ -77,24 +78,22 @@ class WindowReader:
             parts.append(part)
             shard_ids.append(np.full(part.num_rows, shard, dtype=np.int32))
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        # The window is put in epoch order once (one `take`: it also leaves one chunk per column,
-        # so later takes copy only their rows); a pass that uses every row then only slices it.
-        # Rebuilt from the arrays so that windows of different files (and sources) share one
-        # schema, whatever field metadata their writers left.
-        perm = order.rows_of(window)
-        table = table.take(perm)
+        # One chunk per column: `take` on a multi-chunk struct column (the image) concatenates the
+        # whole window on every call. A bulk copy once, then a take of each chunk's rows, costs
+        # half of a take of the whole window in epoch order (0.25 + 0.4 vs 1.2 us/row, measured
+        # on benchmark data). Rebuilt from the arrays so that windows of different files (and
+        # sources) share one schema, whatever field metadata their writers left.
+        table = table.combine_chunks()
         self._table = pa.Table.from_arrays(table.columns, names=self.columns)
-        self._shard = np.concatenate(shard_ids)[perm]
+        self._shard = np.concatenate(shard_ids)
+        self._perm = order.rows_of(window)
         self._cached = (order, window)
         self.stats.row_groups += len(parts)
         self.stats.rows += table.num_rows
 
     def _take_window(self, order: EpochOrder, window: int, positions: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         self._load(order, window)
-        rows = positions - order.offsets[window]
-        first, n = int(rows[0]), len(rows)
-        if int(rows[-1]) - first == n - 1 and (n < 3 or bool((np.diff(rows) == 1).all())):
-            return self._table.slice(first, n), self._shard[first : first + n]
+        rows = self._perm[positions - order.offsets[window]]
         return self._table.take(rows), self._shard[rows]
 
     def take(self, order: EpochOrder, positions: np.ndarray) -> tuple[Columns, np.ndarray]:
