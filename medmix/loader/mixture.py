@@ -94,7 +94,7 @@ class MixtureDataset(Stream):
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         order = EpochOrder(self._index.group_rows, mixture_key(self.seed, self.epoch, self.shuffle),
                            self.shuffle_window)
-        reader = WindowReader(self._index, self.columns, self.io)
+        reader = WindowReader(self._index, self.columns, self.io, threads=not world.in_worker)
         total, paths = self._index.total, self._index.paths
         for own in own_chunks(start, self._length, self.batch_size, world.worker, world.workers, done):
             columns, shards = reader.take(order, (self._start + own) % total)

@@ -44,8 +44,9 @@ class WindowReader:
     belong to other workers.
     """
 
-    def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats) -> None:
+    def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats, threads: bool = False) -> None:
         self.index = index
+        self.threads = threads  # Arrow may decode columns in parallel: only outside DataLoader workers
         self.columns = list(columns)
         self.stats = stats
         self._files: dict[int, pq.ParquetFile] = {}
@@ -72,7 +73,7 @@ class WindowReader:
         for g in order.windows[window]:
             shard, local = int(self.index.group_shard[g]), int(self.index.group_local[g])
             try:
-                part = self._file(shard).read_row_group(local, columns=self.columns, use_threads=False)
+                part = self._file(shard).read_row_group(local, columns=self.columns, use_threads=self.threads)
             except (OSError, pa.ArrowException) as exc:
                 raise MedmixError(f"{self.index.paths[shard]}: cannot read row group {local}: {exc}") from None
             parts.append(part)
