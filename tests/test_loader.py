@@ -511,3 +511,16 @@ def test_a_reused_worker_copy_warns_about_persistent_workers(mix, monkeypatch):
     first = _ids(ds)
     with pytest.warns(UserWarning, match="persistent_workers"):
         assert _ids(ds) == first
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_a_rank_reads_exactly_the_windows_it_needs(mix, rank):
+    """Read-ahead (the next window is read while this one is handed out) stops at the rank's last window."""
+    from medmix.loader.order import EpochOrder, mixture_key
+
+    ds = MixtureDataset(mix, seed=2, rank=rank, world_size=3, shuffle_window=10, columns=["id"])
+    ids = _ids(ds)
+    order = EpochOrder(ds._index.group_rows, mixture_key(2, 0, True), 10)
+    first, last = order.window_of(np.asarray([ds._start, ds._start + len(ids) - 1]))
+    assert ds.io.rows == int(order.offsets[last + 1] - order.offsets[first])
+    assert ds.io.rows < len(ALL)

@@ -94,9 +94,14 @@ class MixtureDataset(Stream):
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         order = EpochOrder(self._index.group_rows, mixture_key(self.seed, self.epoch, self.shuffle),
                            self.shuffle_window)
-        reader = WindowReader(self._index, self.columns, self.io, threads=not world.in_worker)
+        reader = WindowReader(self._index, self.columns, self.io, prefetch=not world.in_worker)
         total, paths = self._index.total, self._index.paths
-        for own in own_chunks(start, self._length, self.batch_size, world.worker, world.workers, done):
-            columns, shards = reader.take(order, (self._start + own) % total)
-            self.cursor.at_chunk(own)
-            yield columns, shards, paths
+        if self._length:
+            reader.last_window = int(order.window_of(np.asarray([(self._start + self._length - 1) % total]))[0])
+        try:
+            for own in own_chunks(start, self._length, self.batch_size, world.worker, world.workers, done):
+                columns, shards = reader.take(order, (self._start + own) % total)
+                self.cursor.at_chunk(own)
+                yield columns, shards, paths
+        finally:
+            reader.close()

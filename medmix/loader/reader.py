@@ -8,6 +8,7 @@ faster than row by row), right before they are used, so they are still in cache.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from typing import Any
 
@@ -41,19 +42,35 @@ class WindowReader:
     """Fetches rows at epoch positions, holding one decoded window in memory at a time.
 
     Inside a DataLoader worker only the worker's own rows of a window are taken; the other rows
-    belong to other workers.
+    belong to other workers. With `prefetch` (outside workers), the next window of the order is
+    read by a background thread while this one is handed out: Arrow releases the GIL while it
+    decodes Parquet, so reading overlaps the Python-side conversion (memory: two windows).
     """
 
-    def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats, threads: bool = False) -> None:
+    def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats, *, prefetch: bool = False) -> None:
         self.index = index
-        self.threads = threads  # Arrow may decode columns in parallel: only outside DataLoader workers
         self.columns = list(columns)
         self.stats = stats
+        self.threads = prefetch  # Arrow may decode columns in parallel too: only outside DataLoader workers
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[EpochOrder, int] | None = None  # holds the order itself: ids get reused
         self._table: pa.Table | None = None  # the window, one chunk per column
         self._perm: np.ndarray | None = None  # epoch position in the window -> row of the table
         self._shard: np.ndarray | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="medmix-window") if prefetch else None
+        self._ahead: tuple[EpochOrder, int, Future[tuple[pa.Table, np.ndarray]]] | None = None
+        self.last_window: int | None = None  # the pass ends in this window: nothing to prefetch after it
+
+    def close(self) -> None:
+        """Stop prefetching (waiting for a read in flight, so no thread still uses a file) and close files."""
+        if self._ahead is not None:
+            self._ahead[2].cancel() or self._ahead[2].exception()
+            self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
 
     def _file(self, shard: int) -> pq.ParquetFile:
         """An open shard; at most `OPEN_FILES` stay open, so thousands of shards need no ulimit."""
@@ -65,10 +82,11 @@ class WindowReader:
         self._files[shard] = handle  # (re)inserted last: dicts keep order, so first = oldest
         return handle
 
-    def _load(self, order: EpochOrder, window: int) -> None:
-        if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
-            return
-        self._table = None  # free the previous window before reading the next
+    def _read(self, order: EpochOrder, window: int) -> tuple[pa.Table, np.ndarray]:
+        """The window's rows in file order, one chunk per column, and the shard of each row.
+
+        Runs on one thread at a time (the prefetch thread, or the caller after waiting for it).
+        """
         parts, shard_ids = [], []
         for g in order.windows[window]:
             shard, local = int(self.index.group_shard[g]), int(self.index.group_local[g])
@@ -85,12 +103,25 @@ class WindowReader:
         # on benchmark data). Rebuilt from the arrays so that windows of different files (and
         # sources) share one schema, whatever field metadata their writers left.
         table = table.combine_chunks()
-        self._table = pa.Table.from_arrays(table.columns, names=self.columns)
-        self._shard = np.concatenate(shard_ids)
-        self._perm = order.rows_of(window)
-        self._cached = (order, window)
         self.stats.row_groups += len(parts)
         self.stats.rows += table.num_rows
+        return pa.Table.from_arrays(table.columns, names=self.columns), np.concatenate(shard_ids)
+
+    def _load(self, order: EpochOrder, window: int) -> None:
+        if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
+            return
+        self._table = None  # free the previous window before reading the next
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is order and ahead[1] == window:
+            self._table, self._shard = ahead[2].result()
+        else:
+            if ahead is not None:  # a guess that missed (a new lap, a skip): let it finish, unused
+                ahead[2].cancel() or ahead[2].exception()
+            self._table, self._shard = self._read(order, window)
+        self._perm = order.rows_of(window)
+        self._cached = (order, window)
+        if self._pool is not None and window + 1 < len(order.windows) and window != self.last_window:
+            self._ahead = (order, window + 1, self._pool.submit(self._read, order, window + 1))
 
     def _take_window(self, order: EpochOrder, window: int, positions: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         self._load(order, window)

@@ -146,34 +146,40 @@ class WeightedMixture(Stream):
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         cursor = self.cursor
         cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
-        readers = [WindowReader(ix, self.columns, self.io, threads=not world.in_worker) for ix in self._indexes]
+        readers = [WindowReader(ix, self.columns, self.io, prefetch=not world.in_worker) for ix in self._indexes]
         paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
         orders: dict[int, EpochOrder] = {}
         lengths = np.asarray(self._lengths, dtype=np.int64)
-        for own in own_chunks(start, self._cap, self.batch_size, world.worker, world.workers, done):
-            hi = int(own[-1]) + 1
-            choice, after, end = self._scan(cursor_k, hi, cursor_n)
-            if end is not None:
-                own = own[own < end]
-                if own.size == 0:
+        try:
+            for own in own_chunks(start, self._cap, self.batch_size, world.worker, world.workers, done):
+                hi = int(own[-1]) + 1
+                choice, after, end = self._scan(cursor_k, hi, cursor_n)
+                if end is not None:
+                    own = own[own < end]
+                    if own.size == 0:
+                        return
+                sel = own - cursor_k
+                src = choice[sel]
+                item = after[sel, src] - 1  # this source's running count before the sample
+                laps = item // lengths[src]
+                parts, slots, codes = [], [], []
+                for s, lap in sorted(set(zip(src.tolist(), laps.tolist()))):
+                    where = np.flatnonzero((src == s) & (laps == lap))
+                    if s not in orders or orders[s].lap != lap:
+                        orders[s] = self._source_order(s, lap)
+                        last = np.asarray([self._starts[s] + self._lengths[s] - 1])
+                        readers[s].last_window = int(orders[s].window_of(last)[0])  # this rank's part ends there
+                    columns, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
+                    parts.append(columns)
+                    slots.append(where)
+                    codes.append(shards + base[s])
+                columns, shard_codes = gather(parts, slots, codes)
+                cursor.at_chunk(own, after[sel])
+                yield columns, shard_codes, paths
+                if end is not None:
                     return
-            sel = own - cursor_k
-            src = choice[sel]
-            item = after[sel, src] - 1  # this source's running count before the sample
-            laps = item // lengths[src]
-            parts, slots, codes = [], [], []
-            for s, lap in sorted(set(zip(src.tolist(), laps.tolist()))):
-                where = np.flatnonzero((src == s) & (laps == lap))
-                if s not in orders or orders[s].lap != lap:
-                    orders[s] = self._source_order(s, lap)
-                columns, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
-                parts.append(columns)
-                slots.append(where)
-                codes.append(shards + base[s])
-            columns, shard_codes = gather(parts, slots, codes)
-            cursor.at_chunk(own, after[sel])
-            yield columns, shard_codes, paths
-            if end is not None:
-                return
-            cursor_k, cursor_n = hi, after[-1].tolist()
+                cursor_k, cursor_n = hi, after[-1].tolist()
+        finally:
+            for reader in readers:
+                reader.close()
