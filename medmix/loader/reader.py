@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -163,6 +164,6 @@ def gather(parts: list[Columns], slots: list[np.ndarray], shards: list[np.ndarra
     idx = back.tolist()
     merged = {}
     for name in parts[0]:
-        values = [v for part in parts for v in part[name]]
+        values = list(chain.from_iterable(part[name] for part in parts))
         merged[name] = list(itemgetter(*idx)(values)) if len(idx) > 1 else [values[idx[0]]]
     return merged, np.concatenate(shards)[back]
