@@ -33,7 +33,7 @@ import numpy as np
 import PIL.Image
 import pyarrow.parquet as pq
 
-from medmix.loader import MixtureDataset, mixture_files
+from medmix.loader import MixtureDataset, mixture_files, pass_batch
 from medmix.schema import dumps_meta, empty_row, to_table
 
 WORDS = ["the", "lesion", "margin", "shows", "mild", "enhancement", "with", "no", "evidence", "of", "necrosis",
@@ -136,7 +136,7 @@ def _batched_loader(ds: Any, workers: int) -> Iterable[Any]:
     """Batched mode as the README recommends: the dataset yields whole batches, the DataLoader passes them on."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_as_list)
+    return DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=pass_batch)
 
 
 def _as_list(rows: list[Any]) -> list[Any]:

@@ -12,13 +12,9 @@ import pytest
 from test_loader import make_mixture
 from torch.utils.data import DataLoader
 
-from medmix.loader import MixtureDataset, WeightedMixture
+from medmix.loader import MixtureDataset, WeightedMixture, pass_batch
 
 BATCH = 4
-
-
-def _keep(batch):
-    return batch
 
 
 def _rows(batches) -> list[dict]:
@@ -46,7 +42,7 @@ def _make(mix, **kw):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_worker_batch_equals_the_rows_it_contains(mix, workers):
     rows = list(_make(mix))
-    batches = list(DataLoader(_make(mix, batched=True), batch_size=None, num_workers=workers, collate_fn=_keep))
+    batches = list(DataLoader(_make(mix, batched=True), batch_size=None, num_workers=workers, collate_fn=pass_batch))
     assert [len(b["id"]) for b in batches] == [BATCH] * (len(rows) // BATCH) + [len(rows) % BATCH]
     assert len(batches) == len(_make(mix, batched=True))
     assert list(batches[0]) == list(rows[0])  # columns in the per-row key order
@@ -56,7 +52,7 @@ def test_a_worker_batch_equals_the_rows_it_contains(mix, workers):
 def test_batches_decode_images_in_the_worker(mix):
     rows = list(_make(mix, decode_images=True))
     loader = DataLoader(_make(mix, batched=True, decode_images=True), batch_size=None, num_workers=2,
-                        collate_fn=_keep)
+                        collate_fn=pass_batch)
     got = _rows(loader)
     assert [r["id"] for r in got] == [r["id"] for r in rows]
     for mine, theirs in zip(got, rows):
@@ -73,7 +69,7 @@ def test_batched_stateful_dataloader_resumes_mid_epoch(mix, workers):
 
     def make():
         return StatefulDataLoader(_make(mix, batched=True, columns=["id", "answer"]), batch_size=None,
-                                  num_workers=workers, collate_fn=_keep)
+                                  num_workers=workers, collate_fn=pass_batch)
 
     reference = _rows(make())
     first = make()
@@ -94,7 +90,7 @@ def test_a_per_row_state_resumes_in_batched_mode(mix):
         next(it)
     batched = _make(mix, batched=True, columns=["id"])
     batched.load_state_dict(per_row.state_dict())
-    batches = list(DataLoader(batched, batch_size=None, num_workers=2, collate_fn=_keep))
+    batches = list(DataLoader(batched, batch_size=None, num_workers=2, collate_fn=pass_batch))
     assert batches[0]["id"] == [r["id"] for r in rows[10:14]]  # blocks count from the resume point
     assert _rows(batches) == rows[10:]
 
@@ -108,5 +104,5 @@ def test_weighted_batches_equal_the_weighted_rows(tmp_path):
                                columns=["id", "source"], **kw)
 
     rows = list(make())
-    batches = list(DataLoader(make(batched=True), batch_size=None, num_workers=2, collate_fn=_keep))
+    batches = list(DataLoader(make(batched=True), batch_size=None, num_workers=2, collate_fn=pass_batch))
     assert _rows(batches) == rows and len(batches) == len(make(batched=True)) == -(-150 // BATCH)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from medmix.layout import mixture_files
 from medmix.loader.hf import load
 from medmix.loader.mixture import MixtureDataset
-from medmix.loader.stream import STATE_FORMAT
+from medmix.loader.stream import STATE_FORMAT, pass_batch
 from medmix.loader.weighted import WeightedMixture
 
-__all__ = ["STATE_FORMAT", "MixtureDataset", "WeightedMixture", "load", "mixture_files"]
+__all__ = ["STATE_FORMAT", "MixtureDataset", "WeightedMixture", "load", "mixture_files", "pass_batch"]

@@ -38,7 +38,8 @@ class MixtureDataset(Stream):
             workers yields the same sequence as without, and `skip()` stays exact.
         batched: yield whole batches of `batch_size` rows as {column: list} (images decoded in
             the worker); use with `DataLoader(ds, batch_size=None)`. Same stream, same state.
-        shuffle_window: rows per shuffle window (memory: about one window per reader).
+        shuffle_window: rows per shuffle window (memory: about two windows per reader, the one being
+            handed out and the next, read ahead outside DataLoader workers).
         rank / world_size: override torch.distributed / RANK, WORLD_SIZE (tests, custom launchers).
     """
 
@@ -94,7 +95,8 @@ class MixtureDataset(Stream):
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         order = EpochOrder(self._index.group_rows, mixture_key(self.seed, self.epoch, self.shuffle),
                            self.shuffle_window)
-        reader = WindowReader(self._index, self.columns, self.io, prefetch=not world.in_worker)
+        reader = WindowReader(self._index, self.columns, self.io, dense=world.workers == 1,
+                              prefetch=not world.in_worker)
         total, paths = self._index.total, self._index.paths
         if self._length:
             reader.last_window = int(order.window_of(np.asarray([(self._start + self._length - 1) % total]))[0])

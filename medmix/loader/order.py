@@ -14,7 +14,7 @@ of a `WeightedMixture` on its lap-th pass. Then:
    concatenated rows. The epoch's sequence is the windows one after another.
 
 `h(k, i)` is SplitMix64 of `k + i * 0x9E3779B97F4A7C15`; `key()` folds integers with it. Reading
-stays sequential at row-group granularity and memory holds one window per reader.
+stays sequential at row-group granularity and memory holds a window (two with read-ahead) per reader.
 tests/test_loader_order.py pins orders captured before the loader became a package.
 """
 

