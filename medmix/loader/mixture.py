@@ -11,7 +11,7 @@ import numpy as np
 
 from medmix.loader.order import EpochOrder, mixture_key
 from medmix.loader.partition import World, own_chunks, rank_span
-from medmix.loader.reader import Columns, WindowReader
+from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
 
@@ -92,18 +92,18 @@ class MixtureDataset(Stream):
                 "world_size": self.world_size, "shuffle": self.shuffle, "shuffle_window": self.shuffle_window,
                 "remainder": self.remainder}
 
-    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         order = EpochOrder(self._index.group_rows, mixture_key(self.seed, self.epoch, self.shuffle),
                            self.shuffle_window)
-        reader = WindowReader(self._index, self.columns, self.io, dense=world.workers == 1,
-                              prefetch=not world.in_worker)
+        reader = WindowReader(self._index, self.columns, self.io, as_rows=not self.batched,
+                              dense=world.workers == 1, prefetch=not world.in_worker)
         total, paths = self._index.total, self._index.paths
         if self._length:
             reader.last_window = int(order.window_of(np.asarray([(self._start + self._length - 1) % total]))[0])
         try:
             for own in own_chunks(start, self._length, self.batch_size, world.worker, world.workers, done):
-                columns, shards = reader.take(order, (self._start + own) % total)
+                rows, shards = reader.take(order, (self._start + own) % total)
                 self.cursor.at_chunk(own)
-                yield columns, shards, paths
+                yield rows, shards, paths
         finally:
             reader.close()

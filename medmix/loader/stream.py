@@ -14,7 +14,7 @@ import json
 import operator
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import pairwise, repeat
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset
 from medmix.errors import MedmixError, RowError
 from medmix.loader.cursor import Cursor
 from medmix.loader.partition import World, block_starts
-from medmix.loader.reader import Columns, IOStats
+from medmix.loader.reader import IOStats, Rows
 from medmix.schema import COLUMNS, FEATURES
 
 __all__ = ["STATE_FORMAT", "Stream", "check_columns", "check_positive", "pass_batch"]
@@ -153,7 +153,7 @@ class Stream(IterableDataset):
         start, done = self.cursor.begin(world.worker, world.workers, self.batch_size)
         return world, start, done
 
-    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         """This worker's samples of the pass, chunk by chunk: (rows, shard code of each row, shard
         paths by code), with `cursor.at_chunk` called before each."""
         raise NotImplementedError
@@ -168,20 +168,17 @@ class Stream(IterableDataset):
         world, start, done = self._begin()
         cursor, transform, block = self.cursor, self.transform, self.batch_size
         decode = self.decode_images and "image" in self.columns
-        for columns, shards, paths in self._chunks(world, start, done):
+        for rows, shards, paths in self._chunks(world, start, done):
             if self.batched:
                 n = len(shards)
                 for lo, hi in pairwise([*block_starts(cursor.done, n, block), n]):
-                    batch = columns if (lo, hi) == (0, n) else {k: v[lo:hi] for k, v in columns.items()}
+                    batch = rows if (lo, hi) == (0, n) else {k: v[lo:hi] for k, v in rows.items()}
                     if decode:
                         batch["image"] = _decode_images(batch, shards[lo:hi].tolist(), paths)
                     cursor.done += hi - lo
                     yield batch if transform is None else transform(batch)
-                continue
-            rows = list(map(dict, map(zip, repeat(list(columns)), zip(*columns.values()))))
-            if decode:
-                codes = shards.tolist()
-                for row, code in zip(rows, codes):
+            elif decode:
+                for row, code in zip(rows, shards.tolist()):
                     cursor.done += 1
                     if row["image"] is not None:
                         row["image"] = decode_image(row["image"], row.get("id"), paths[code])

@@ -13,7 +13,7 @@ import numpy as np
 from medmix.errors import MedmixError
 from medmix.loader.order import EpochOrder, choice_uniforms, source_key
 from medmix.loader.partition import World, own_chunks, rank_span
-from medmix.loader.reader import Columns, WindowReader, gather
+from medmix.loader.reader import Rows, WindowReader, gather
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
 
@@ -143,11 +143,11 @@ class WeightedMixture(Stream):
         key = source_key(self.seed, self.epoch, source, lap, self.shuffle)
         return EpochOrder(self._indexes[source].group_rows, key, self.shuffle_window, lap)
 
-    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Columns, np.ndarray, Sequence[str]]]:
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         cursor = self.cursor
         cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
-        readers = [WindowReader(ix, self.columns, self.io, dense=world.workers == 1,
-                               prefetch=not world.in_worker) for ix in self._indexes]
+        readers = [WindowReader(ix, self.columns, self.io, as_rows=not self.batched, dense=world.workers == 1,
+                                prefetch=not world.in_worker) for ix in self._indexes]
         paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
         orders: dict[int, EpochOrder] = {}
@@ -171,13 +171,13 @@ class WeightedMixture(Stream):
                         orders[s] = self._source_order(s, lap)
                         last = np.asarray([self._starts[s] + self._lengths[s] - 1])
                         readers[s].last_window = int(orders[s].window_of(last)[0])  # this rank's part ends there
-                    columns, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
-                    parts.append(columns)
+                    part, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
+                    parts.append(part)
                     slots.append(where)
                     codes.append(shards + base[s])
-                columns, shard_codes = gather(parts, slots, codes)
+                rows, shard_codes = gather(parts, slots, codes)
                 cursor.at_chunk(own, after[sel])
-                yield columns, shard_codes, paths
+                yield rows, shard_codes, paths
                 if end is not None:
                     return
                 cursor_k, cursor_n = hi, after[-1].tolist()
