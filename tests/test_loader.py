@@ -524,3 +524,16 @@ def test_a_rank_reads_exactly_the_windows_it_needs(mix, rank):
     first, last = order.window_of(np.asarray([ds._start, ds._start + len(ids) - 1]))
     assert ds.io.rows == int(order.offsets[last + 1] - order.offsets[first])
     assert ds.io.rows < len(ALL)
+
+
+def test_every_shard_file_is_opened_through_open_shard(mix, monkeypatch):
+    """The one place a remote store (s3://, with a local cache) plugs in: paths arrive there as str."""
+    from medmix.loader import shards
+
+    opened = []
+    real = shards.open_shard
+    monkeypatch.setattr(shards, "open_shard", lambda path: opened.append(path) or real(path))
+    ds = MixtureDataset(mix, seed=1, shuffle_window=1, columns=["id"])
+    assert sorted(_ids(ds)) == sorted(ALL)
+    assert all(isinstance(p, str) for p in opened)
+    assert sorted(set(opened)) == sorted(ds._index.paths) and len(opened) >= 2 * len(SIZES)  # index + reader
