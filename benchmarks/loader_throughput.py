@@ -1,9 +1,13 @@
 """Loader throughput: medmix's MixtureDataset against raw pyarrow and HF `datasets` streaming.
 
-Why these four: raw pyarrow turning every row into a dict is the floor any Parquet loader pays;
+Why these: raw pyarrow turning every row into a dict is the floor any Parquet loader pays;
 MixtureDataset should add little to it (shuffle windows, rank/worker split, resume bookkeeping);
 HF streaming + `interleave_datasets` is what users would otherwise write for weighted mixing.
 All runs read the same sources at the same weights, and each stops when one source runs out.
+Per-row mode (a dict per sample, batched by the DataLoader) is measured next to batched mode
+(`batched=True`, `DataLoader(batch_size=None)`: workers hand over {column: list} batches); the
+summary gives the ratios the loader is held to. The load average is printed because on a shared
+machine the worker numbers mean little when it exceeds the core count.
 
     python benchmarks/loader_throughput.py                 # generate 200k rows in a temp dir
     python benchmarks/loader_throughput.py --rows 50000    # quicker
@@ -16,6 +20,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -28,7 +33,7 @@ import numpy as np
 import PIL.Image
 import pyarrow.parquet as pq
 
-from medmix.loader import MixtureDataset, mixture_files
+from medmix.loader import MixtureDataset, mixture_files, pass_batch
 from medmix.schema import dumps_meta, empty_row, to_table
 
 WORDS = ["the", "lesion", "margin", "shows", "mild", "enhancement", "with", "no", "evidence", "of", "necrosis",
@@ -103,9 +108,9 @@ def raw_arrow_only(folders: list[Path]) -> int:
     return n
 
 
-def medmix_stream(folders: list[Path], weights: list[float], decode: bool, batch: int) -> Any:
+def medmix_stream(folders: list[Path], weights: list[float], decode: bool, batch: int, batched: bool = False) -> Any:
     return MixtureDataset.from_sources(dict(zip(folders, weights)), exhausted="stop", decode_images=decode,
-                                       batch_size=batch, seed=0)
+                                       batch_size=batch, seed=0, batched=batched)
 
 
 def hf_stream(folders: list[Path], weights: list[float], decode: bool) -> Any:
@@ -127,13 +132,20 @@ def _loader(ds: Any, workers: int, batch: int) -> Iterable[Any]:
     return (row for rows in loader for row in rows)
 
 
+def _batched_loader(ds: Any, workers: int) -> Iterable[Any]:
+    """Batched mode as the README recommends: the dataset yields whole batches, the DataLoader passes them on."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=pass_batch)
+
+
 def _as_list(rows: list[Any]) -> list[Any]:
     return rows
 
 
 def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tuple[int, float, float]:
     """Rows, wall seconds and this process's CPU seconds, from asking for the first row to
-    holding the last one.
+    holding the last one. Items are rows, or whole batches ({column: list}) in batched mode.
 
     Teardown is left out on purpose: HF's interleave sleeps 5 s when its iterator closes (an
     Arrow threading workaround) and DataLoader workers take a while to exit; neither is
@@ -143,10 +155,16 @@ def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tu
     wall, cpu = time.perf_counter(), time.process_time()
     it = iter(make())
     n = 0
-    for row in it:
-        n += 1
-        if isinstance(row.get("image"), PIL.Image.Image) and row["image"].size[0] <= 0:
-            raise AssertionError("empty image")  # touch decoded images so laziness cannot cheat
+    for item in it:
+        images = item.get("image")
+        if isinstance(images, list):  # a batch
+            n += len(images)
+        else:
+            n += 1
+            images = [images]
+        for image in images:
+            if isinstance(image, PIL.Image.Image) and image.size[0] <= 0:
+                raise AssertionError("empty image")  # touch decoded images so laziness cannot cheat
         if limit is not None and n >= limit:
             break
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -163,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=2, help="best of N runs (the machine may be shared)")
+    parser.add_argument("--decode-repeat", type=int, default=2, help="best of N for the batched decode runs")
     parser.add_argument("--hf-limit", type=int, default=30_000,
                         help="rows timed for HF streaming (rates are per second; this keeps the run short)")
     parser.add_argument("--generate-only", type=Path, metavar="DIR",
@@ -199,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             pass
 
         results: list[tuple[str, int, int, float, float]] = []
+        print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)", file=sys.stderr)
 
         def run(label: str, workers: int, make: Callable[[], Iterable[dict[str, Any]]], limit: int | None = None,
                 repeat: int = args.repeat) -> None:
@@ -223,8 +243,13 @@ def main(argv: list[str] | None = None) -> None:
             def hf(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
                 return _loader(hf_stream(folders, weights, decode), workers, args.batch)
 
+            def batched(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
+                return _batched_loader(medmix_stream(folders, weights, decode, args.batch, True), workers)
+
             run("(b) MixtureDataset, no decode", workers, lambda: medmix(False))
+            run("(b2) MixtureDataset batched, no decode", workers, lambda: batched(False))
             run("(c) MixtureDataset, decode", workers, lambda: medmix(True), None, 1)
+            run("(c2) MixtureDataset batched, decode", workers, lambda: batched(True), None, args.decode_repeat)
             run("(d) HF streaming+interleave, no decode", workers, lambda: hf(False), args.hf_limit, 1)
             run("(e) HF streaming+interleave, decode", workers, lambda: hf(True), args.hf_limit, 1)
 
@@ -238,6 +263,21 @@ def main(argv: list[str] | None = None) -> None:
         vs_hf = f"{wall / hf[(peer, workers)]:.1f}x" if peer and (peer, workers) in hf else ""
         cpu_cols = f"{cpu:,.0f} | {cpu / floor_cpu:.2f}x" if workers == 0 else "n/a (workers) | "
         print(f"| {label} | {workers} | {n:,} | {wall:,.0f} | {wall / floor_wall:.2f}x | {cpu_cols} | {vs_hf} |")
+    rate = {(label, w): r for label, w, _, r, _ in results}
+    print(f"\nload average after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    print("\n| target | measured |\n|---|---:|")
+    targets = [("no decode, no DataLoader vs (a) raw pyarrow (>= 0.9x)", ("(b) MixtureDataset, no decode, no DataLoader", 0),
+                ("(a) raw pyarrow -> dicts", 0))]
+    for workers in [w for w in args.workers if w > 0]:
+        targets += [(f"batched no decode, {workers} workers vs 0 (>= 1.0x)", ("(b2) MixtureDataset batched, no decode",
+                     workers), ("(b2) MixtureDataset batched, no decode", 0)),
+                    (f"batched decode, {workers} workers vs 0 (>= 1.5x)", ("(c2) MixtureDataset batched, decode",
+                     workers), ("(c2) MixtureDataset batched, decode", 0)),
+                    (f"per-row no decode, {workers} workers vs 0", ("(b) MixtureDataset, no decode", workers),
+                     ("(b) MixtureDataset, no decode", 0))]
+    for name, num, den in targets:
+        if num in rate and den in rate:
+            print(f"| {name} | {rate[num] / rate[den]:.2f}x |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of the benchmark process: {peak:.0f} MiB (includes the generator when it ran)")
 

@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
-from medmix import loader
 from medmix.errors import MedmixError, RowError
-from medmix.loader import MixtureDataset, WeightedMixture, load, mixture_files
+from medmix.loader import MixtureDataset, WeightedMixture, load, mixture_files, partition, reader
 from medmix.schema import dumps_meta, empty_row, to_table
 
 SIZES = (30, 7, 25, 1, 34)  # 97 rows: divides no world size or worker count tested
@@ -73,7 +72,7 @@ def _ids(ds) -> list[str]:
 def _as_worker(monkeypatch, worker: int, workers: int) -> None:
     """Simulate being DataLoader worker `worker` of `workers` (what get_worker_info reports)."""
     info = types.SimpleNamespace(id=worker, num_workers=workers)
-    monkeypatch.setattr(loader, "get_worker_info", lambda: info)
+    monkeypatch.setattr(partition, "get_worker_info", lambda: info)
 
 
 def _flat(batches) -> list[str]:
@@ -471,7 +470,7 @@ def test_weighted_arguments_are_checked(two):
 
 
 def test_many_shards_need_few_open_files(mix, monkeypatch):
-    monkeypatch.setattr(loader, "_OPEN_FILES", 2)  # 5 shards, read in shuffled row-group order
+    monkeypatch.setattr(reader, "OPEN_FILES", 2)  # 5 shards, read in shuffled row-group order
     ds = MixtureDataset(mix, seed=11, shuffle_window=1, columns=["id"])
     assert sorted(_ids(ds)) == sorted(ALL)
 
@@ -512,3 +511,29 @@ def test_a_reused_worker_copy_warns_about_persistent_workers(mix, monkeypatch):
     first = _ids(ds)
     with pytest.warns(UserWarning, match="persistent_workers"):
         assert _ids(ds) == first
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_a_rank_reads_exactly_the_windows_it_needs(mix, rank):
+    """Read-ahead (the next window is read while this one is handed out) stops at the rank's last window."""
+    from medmix.loader.order import EpochOrder, mixture_key
+
+    ds = MixtureDataset(mix, seed=2, rank=rank, world_size=3, shuffle_window=10, columns=["id"])
+    ids = _ids(ds)
+    order = EpochOrder(ds._index.group_rows, mixture_key(2, 0, True), 10)
+    first, last = order.window_of(np.asarray([ds._start, ds._start + len(ids) - 1]))
+    assert ds.io.rows == int(order.offsets[last + 1] - order.offsets[first])
+    assert ds.io.rows < len(ALL)
+
+
+def test_every_shard_file_is_opened_through_open_shard(mix, monkeypatch):
+    """The one place a remote store (s3://, with a local cache) plugs in: paths arrive there as str."""
+    from medmix.loader import shards
+
+    opened = []
+    real = shards.open_shard
+    monkeypatch.setattr(shards, "open_shard", lambda path: opened.append(path) or real(path))
+    ds = MixtureDataset(mix, seed=1, shuffle_window=1, columns=["id"])
+    assert sorted(_ids(ds)) == sorted(ALL)
+    assert all(isinstance(p, str) for p in opened)
+    assert sorted(set(opened)) == sorted(ds._index.paths) and len(opened) >= 2 * len(SIZES)  # index + reader

@@ -1,0 +1,89 @@
+"""The shard index of one mixture split, and the one place a shard file is opened.
+
+Every shard the loader touches (the footer reads here, the row-group reads of `reader`) goes
+through `open_shard(path)`, with paths kept as str: a remote store (s3://) with a local shard
+cache plugs in there and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmix.errors import MedmixError
+from medmix.layout import mixture_files
+from medmix.schema import ARROW_SCHEMA
+
+__all__ = ["ShardIndex", "open_shard"]
+
+
+def open_shard(path: str) -> pq.ParquetFile:
+    """An open Parquet shard, or an error naming the file."""
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise MedmixError(f"{path}: shard listed in the manifest is missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise MedmixError(f"{path}: not a readable Parquet file: {exc}") from None
+
+
+class ShardIndex:
+    """Shards and row groups of one mixture split, read from Parquet footers only (cheap).
+
+    Checks here catch a damaged or mismatched mixture before training starts, naming the file.
+    Row group g (global, manifest order) is row group `group_local[g]` of shard `group_shard[g]`.
+    """
+
+    def __init__(self, root: Path, split: str, columns: Sequence[str]) -> None:
+        self.root = root
+        self.paths: list[str] = []
+        shard_of: list[int] = []
+        local: list[int] = []
+        rows: list[int] = []
+        for shard_id, (path, expected) in enumerate(mixture_files(root, split)):
+            path = str(path)
+            handle = open_shard(path)
+            try:
+                meta = handle.metadata
+                schema = handle.schema_arrow
+            finally:
+                handle.close()
+            if expected is not None and meta.num_rows != expected:
+                raise MedmixError(f"{path}: manifest says {expected} rows, the file has {meta.num_rows}")
+            _check_schema(path, schema, columns)
+            self.paths.append(path)
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                if n:
+                    shard_of.append(shard_id)
+                    local.append(g)
+                    rows.append(n)
+        self.group_shard = np.asarray(shard_of, dtype=np.int64)
+        self.group_local = np.asarray(local, dtype=np.int64)
+        self.group_rows = np.asarray(rows, dtype=np.int64)
+        self.total = int(self.group_rows.sum())
+        if self.total == 0:
+            raise MedmixError(f"{root}: split {split!r} has no rows")
+        # part of every state_dict: a resume on other data is refused (format fixed by STATE_FORMAT)
+        blob = json.dumps([[os.path.relpath(p, root) for p in self.paths], rows, local, shard_of])
+        self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def open(self, shard: int) -> pq.ParquetFile:
+        return open_shard(self.paths[shard])
+
+
+def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str]) -> None:
+    for name in columns:
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            raise MedmixError(f"{path}: column {name!r} is missing")
+        want = ARROW_SCHEMA.field(name).type
+        if not schema.field(idx).type.equals(want):
+            raise MedmixError(f"{path}: column {name!r} is {schema.field(idx).type}, expected {want}")

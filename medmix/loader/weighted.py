@@ -1,0 +1,186 @@
+"""`WeightedMixture`: several mixtures sampled at relative weights on the fly (`MixtureDataset.from_sources`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmix.errors import MedmixError
+from medmix.loader.order import EpochOrder, choice_uniforms, source_key
+from medmix.loader.partition import World, own_chunks, rank_span
+from medmix.loader.reader import Rows, WindowReader, gather
+from medmix.loader.shards import ShardIndex
+from medmix.loader.stream import Stream, check_columns, check_positive
+
+__all__ = ["WeightedMixture"]
+
+
+class WeightedMixture(Stream):
+    """Several mixtures (or per-source folders) sampled at relative weights, on the fly.
+
+    Semantics (what mosaic `proportion` and HF `interleave_datasets` users keep asking):
+      * Weights are relative: {a: 7, b: 3} equals {a: 0.7, b: 0.3}. Sample k of rank r in epoch
+        e comes from the source whose interval of the cumulative normalized weights holds
+        u = (h(key(seed, 2, e, r), k) >> 11) / 2**53: probability w_s / sum(w), and a function of
+        k alone, so the choice sequence is random-access and resume needs no replay.
+      * Each source is partitioned across ranks like `MixtureDataset` ("uneven" policy) and
+        read in its own shuffled order; a source never repeats a row before it runs out.
+      * `exhausted="stop"`: the rank's stream ends just before the first sample that would come
+        from a source this rank has used up (proportions hold to the end; the rest of the other
+        sources is unused this epoch). Ranks can end at different steps (each rank's `len()` is
+        exact, computed from the hashes); for DDP use "cycle" with `num_samples`.
+      * `exhausted="cycle"`: a used-up source starts again in a fresh order (its next pass), so
+        the stream goes on; it ends after `num_samples` (global, per epoch: each rank yields
+        ceil(num_samples / world_size)) or never when `num_samples` is None. `num_samples`
+        also caps a "stop" stream.
+      * `set_epoch(e)` re-keys the choices and restarts every source at pass 0 of epoch e.
+      * The order of the `sources` mapping is part of the definition (same order, same stream).
+      * Workers: blocks of `batch_size` as in `MixtureDataset`; each worker computes the
+        (cheap) choices of the whole rank stream but converts and decodes only its own rows.
+
+    Other keyword arguments are those of `MixtureDataset` (without the remainder options).
+    """
+
+    kind = "weighted"
+
+    def __init__(self, sources: Mapping[str | os.PathLike[str], float], *, seed: int = 0,
+                 exhausted: str = "cycle", num_samples: int | None = None, shuffle: bool = True,
+                 decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
+                 columns: Sequence[str] | None = None, split: str = "train", batch_size: int = 1,
+                 batched: bool = False, shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None) -> None:
+        if exhausted not in ("cycle", "stop"):
+            raise ValueError(f"exhausted must be 'cycle' or 'stop', got {exhausted!r}")
+        if not sources:
+            raise ValueError("from_sources needs at least one source")
+        weights = []
+        for path, weight in sources.items():
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+                raise ValueError(f"weight of {str(path)!r} must be a positive finite number, got {weight!r}")
+            weights.append(float(weight))
+        if num_samples is not None:
+            check_positive("num_samples", num_samples)
+        self.paths = [Path(p) for p in sources]
+        self.weights = [w / sum(weights) for w in weights]
+        self.exhausted = exhausted
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.split = split
+        self.columns = check_columns(columns)
+        self.shuffle_window = check_positive("shuffle_window", shuffle_window)
+        self._indexes = [ShardIndex(p, split, self.columns) for p in self.paths]
+        self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
+                          decode_images=decode_images, transform=transform, batched=batched)
+        spans = [rank_span(ix.total, self.rank, self.world_size, "uneven") for ix in self._indexes]
+        self._starts = [s for s, _ in spans]
+        self._lengths = [n for _, n in spans]
+        for path, n in zip(self.paths, self._lengths):
+            if n == 0:
+                raise MedmixError(f"{path}: too few rows for world_size={self.world_size}: rank {self.rank} gets none")
+        self._cap = None if num_samples is None else -(-num_samples // self.world_size)
+        self._thresholds = np.cumsum(self.weights)[:-1]
+        self._len_cache: dict[int, int] = {}
+
+    def _identity(self) -> dict[str, Any]:
+        return {"seed": self.seed, "mixtures": [ix.fingerprint for ix in self._indexes],
+                "weights": self.weights, "rank": self.rank, "world_size": self.world_size,
+                "exhausted": self.exhausted, "num_samples": self.num_samples, "shuffle": self.shuffle,
+                "shuffle_window": self.shuffle_window}
+
+    def _zero_positions(self) -> list[int]:
+        return [0] * len(self.paths)
+
+    def _choices(self, lo: int, hi: int) -> np.ndarray:
+        u = choice_uniforms(self.seed, self.epoch, self.rank, lo, hi)
+        return np.searchsorted(self._thresholds, u, side="right")
+
+    def _scan(self, lo: int, hi: int, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Choices for samples [lo, hi), per-source counts after each, and where "stop" ends."""
+        choice = self._choices(lo, hi)
+        onehot = choice[:, None] == np.arange(len(self.paths))[None, :]
+        after = np.asarray(positions, dtype=np.int64)[None, :] + np.cumsum(onehot, axis=0)
+        end = None
+        if self.exhausted == "stop":
+            over = after[np.arange(len(choice)), choice] > np.asarray(self._lengths)[choice]
+            if over.any():
+                end = lo + int(np.argmax(over))
+        return choice, after, end
+
+    def _samples(self) -> int:
+        """Samples this rank yields per epoch; infinite ("cycle" without num_samples) raises."""
+        if self.exhausted == "cycle":
+            if self._cap is None:
+                raise TypeError("an endless weighted mixture (exhausted='cycle', num_samples=None) has no length")
+            return self._cap
+        if self.epoch not in self._len_cache:
+            lo, positions, step = 0, self._zero_positions(), 1 << 16
+            while True:
+                hi = lo + step if self._cap is None else min(lo + step, self._cap)
+                _, after, end = self._scan(lo, hi, positions)
+                if end is not None or hi == self._cap:
+                    self._len_cache[self.epoch] = hi if end is None else end
+                    break
+                lo, positions = hi, after[-1].tolist()
+        return self._len_cache[self.epoch]
+
+    def skip(self, n: int) -> None:
+        """Like `MixtureDataset.skip`; computes each source's position from hashes (no reads)."""
+        if not isinstance(n, int) or n < 0 or (self._cap is not None and n > self._cap):
+            raise ValueError(f"skip({n!r}) is out of range for this rank")
+        positions = self._zero_positions()
+        if n:
+            _, after, end = self._scan(0, n, positions)
+            if end is not None and end < n:
+                raise ValueError(f"skip({n}): this rank's stream ends after {end} samples")
+            positions = after[-1].tolist()
+        self.cursor.reset(n, positions, pending=True)
+
+    def _source_order(self, source: int, lap: int) -> EpochOrder:
+        key = source_key(self.seed, self.epoch, source, lap, self.shuffle)
+        return EpochOrder(self._indexes[source].group_rows, key, self.shuffle_window, lap)
+
+    def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
+        cursor = self.cursor
+        cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
+        readers = [WindowReader(ix, self.columns, self.io, as_rows=not self.batched, dense=world.workers == 1,
+                                prefetch=not world.in_worker) for ix in self._indexes]
+        paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
+        base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
+        orders: dict[int, EpochOrder] = {}
+        lengths = np.asarray(self._lengths, dtype=np.int64)
+        try:
+            for own in own_chunks(start, self._cap, self.batch_size, world.worker, world.workers, done):
+                hi = int(own[-1]) + 1
+                choice, after, end = self._scan(cursor_k, hi, cursor_n)
+                if end is not None:
+                    own = own[own < end]
+                    if own.size == 0:
+                        return
+                sel = own - cursor_k
+                src = choice[sel]
+                item = after[sel, src] - 1  # this source's running count before the sample
+                laps = item // lengths[src]
+                parts, slots, codes = [], [], []
+                for s, lap in sorted(set(zip(src.tolist(), laps.tolist()))):
+                    where = np.flatnonzero((src == s) & (laps == lap))
+                    if s not in orders or orders[s].lap != lap:
+                        orders[s] = self._source_order(s, lap)
+                        last = np.asarray([self._starts[s] + self._lengths[s] - 1])
+                        readers[s].last_window = int(orders[s].window_of(last)[0])  # this rank's part ends there
+                    part, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
+                    parts.append(part)
+                    slots.append(where)
+                    codes.append(shards + base[s])
+                rows, shard_codes = gather(parts, slots, codes)
+                cursor.at_chunk(own, after[sel])
+                yield rows, shard_codes, paths
+                if end is not None:
+                    return
+                cursor_k, cursor_n = hi, after[-1].tolist()
+        finally:
+            for reader in readers:
+                reader.close()
