@@ -41,7 +41,7 @@ Default distance
 
 Known limit: near-blank images and synthetic test patterns (colour bars, symmetric checkerboards)
 have DCT coefficients tied at the median, so their pHash flips under tiny edits (distances 12-20
-in the same measurement). Exact duplicates of them are still caught by `image_sha256`.
+in the same measurement). Exact duplicates of them are still caught by `image_hash`.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def exact_clusters(keys: Sequence[str | bytes | None] | pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Label rows with equal keys (e.g. `image_sha256`, `text_key`) by their smallest row index.
+    """Label rows with equal keys (e.g. `image_hash`, `text_key`) by their smallest row index.
 
     Null keys never match anything (a row without an image is not a duplicate of another row
     without an image). Uses Arrow's hash-based dictionary encoding: O(n), exact, no Python loop.

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -35,7 +36,7 @@ class UnitPaths:
     summary: Path
 
     @classmethod
-    def at(cls, out_dir: Path, source: str, key: str) -> "UnitPaths":
+    def at(cls, out_dir: Path, source: str, key: str) -> UnitPaths:
         base = Path(out_dir) / source
         return cls(base / f"{key}.parquet", base / f"{key}.quarantine.parquet", base / f"{key}.json")
 
@@ -91,7 +92,7 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
         "domain": rec.domain or source.domain,
         "modality": rec.modality or source.modality,
         "task": rec.task or (source.tasks[0] if len(source.tasks) == 1 else None),
-        "image": None, "image_sha256": None, "image_phash": None, "width": None, "height": None,
+        "image": None, "image_hash": None, "image_phash": None, "width": None, "height": None,
         "question": _text(rec.question, "question"),
         "options": options,
         "answer": answer,
@@ -102,7 +103,7 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
     if rec.image is not None:
         data, name = _image_bytes(rec)
         img = normalize_image(data, name=name, policy=policy)
-        row.update(image={"bytes": img.data, "path": None}, image_sha256=img.sha256,
+        row.update(image={"bytes": img.data, "path": None}, image_hash=img.pixel_hash,
                    image_phash=img.phash, width=img.width, height=img.height)
     if row["task"] is None:
         raise MedmixError(f"adapter {source.name!r} declares several tasks {source.tasks} but record "
@@ -152,7 +153,7 @@ def run_unit(source: Source, unit: Unit, files: Mapping[str, Path], policy: Imag
                     writer.write_row(record_to_row(source, unit, item, policy))
                 except RowError as exc:
                     quarantine(item.native_id, exc.reason, exc.file or item.image_name)
-        except (RowError,) as exc:
+        except RowError as exc:
             raise MedmixError(f"source {source.name!r}, unit {unit.split}/{unit.part}: {exc}") from exc
         except MedmixError:
             raise
@@ -160,7 +161,7 @@ def run_unit(source: Source, unit: Unit, files: Mapping[str, Path], policy: Imag
             raise MedmixError(
                 f"source {source.name!r} failed reading unit {unit.split}/{unit.part}: "
                 f"{type(exc).__name__}: {exc}") from exc
-        _, written = writer.commit()
+        _, written = writer.commit(digest=False)
     write_rows_atomic(paths.quarantine, quarantined, QUARANTINE_SCHEMA)
     summary = {"source": source.name, "split": unit.split, "part": unit.part, "key": key,
                "schema_version": SCHEMA_VERSION, "read": read, "written": written,

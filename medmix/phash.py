@@ -47,14 +47,19 @@ def _thumbnail(img: Image.Image) -> Image.Image:
 
 def dct_bits(thumb: np.ndarray) -> int:
     """The 64-bit hash of a 32x32 grayscale array (the part that is pure arithmetic)."""
-    low = _BASIS @ thumb.astype(np.float64) @ _BASIS.T
-    bits = (low > np.median(low)).reshape(-1)
+    low = (_BASIS @ thumb.astype(np.float64) @ _BASIS.T).reshape(-1)
+    # the median of 64 values, as np.median computes it (mean of the two middle ones), without
+    # np.median's generic-axis overhead (a third of this function's time)
+    ordered = np.sort(low)
+    bits = low > (ordered[31] + ordered[32]) / 2
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def phash64(img: Image.Image) -> int:
     """64-bit perceptual hash of `img` (0 <= h < 2**64); any Pillow mode is accepted."""
-    return dct_bits(np.asarray(_thumbnail(img)))
+    thumb = _thumbnail(img)
+    # frombuffer over tobytes: np.asarray goes through __array_interface__, 0.02 ms slower here
+    return dct_bits(np.frombuffer(thumb.tobytes(), np.uint8).reshape(THUMB_SIDE, THUMB_SIDE))
 
 
 def hamming(a: int, b: int) -> int:
