@@ -14,6 +14,10 @@ median. Two changes, both for speed, since every image of a 3.35M-row build is h
   skipping the full-size grayscale conversion and the wide Lanczos kernel. The reduce factor
   depends only on the image size, so the hash stays a pure function of the pixels.
 
+Not computed from a reduced JPEG decode (`Image.draft`, DCT scaling): every image is decoded in
+full anyway for its pixel identity and any re-encode, and a second, 1/8-scale decode of a 384 px
+JPEG costs 0.32 ms against 0.11 ms for the box reduce of the pixels already decoded.
+
 Bit order matches imagehash's hex string (first coefficient = most significant bit), so
 `phash64(img) == int(str(imagehash.phash(img)), 16)` whenever no reduce step applies.
 """
