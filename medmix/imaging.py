@@ -325,7 +325,8 @@ def _strip_metadata(data: bytes, fmt: str, *, name: str) -> bytes | None:
 
 def _strip_jpeg(data: bytes, name: str) -> bytes | None:
     size = len(data)
-    parts: list[bytes] = [b"\xff\xd8"]
+    view = memoryview(data)  # kept pieces are views: no copy at all unless something is dropped
+    parts: list[bytes | memoryview] = [b"\xff\xd8"]
     changed = False
     pos = 2
     while True:
@@ -361,20 +362,20 @@ def _strip_jpeg(data: bytes, name: str) -> bytes | None:
             if found is None:
                 raise RowError("truncated JPEG: image data runs to the end of the file (no EOI marker)",
                                file=name)
-            parts.append(data[pos - 1:found.start()])
+            parts.append(view[pos - 1:found.start()])
             pos = found.start()
             continue
         if marker in _JPEG_KEEP:
-            parts.append(data[pos - 1:end])
+            parts.append(view[pos - 1:end])
         elif marker == 0xE0 and payload.startswith(b"JFIF\x00") and length >= 16:
             # JFIF says "YCbCr"; keep it, minus any embedded thumbnail (more pixels to leak).
             if length == 16:
-                parts.append(data[pos - 1:end])
+                parts.append(view[pos - 1:end])
             else:
                 parts.append(b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00")
                 changed = True
         elif marker == 0xEE and payload.startswith(b"Adobe") and length == 14:
-            parts.append(data[pos - 1:end])  # colour-transform flag; decoding depends on it
+            parts.append(view[pos - 1:end])  # colour-transform flag; decoding depends on it
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             changed = True  # APPn / COM: metadata
         else:
@@ -385,7 +386,8 @@ def _strip_jpeg(data: bytes, name: str) -> bytes | None:
 
 def _strip_png(data: bytes, name: str) -> bytes | None:
     size = len(data)
-    parts: list[bytes] = [_PNG_SIGNATURE]
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = [_PNG_SIGNATURE]
     changed = False
     pos = len(_PNG_SIGNATURE)
     while True:
@@ -397,11 +399,11 @@ def _strip_png(data: bytes, name: str) -> bytes | None:
         if end > size:
             raise RowError(f"truncated PNG: chunk {ctype!r} runs past the end of the file", file=name)
         if ctype == b"IEND":
-            parts.append(data[pos:end])
+            parts.append(view[pos:end])
             changed |= end != size
             break
         if ctype in _PNG_KEEP:
-            parts.append(data[pos:end])
+            parts.append(view[pos:end])
         elif ctype[:1].islower():
             changed = True  # ancillary: tEXt/zTXt/iTXt/eXIf/iCCP/tIME/gAMA/... never needed for pixels
         else:
