@@ -100,13 +100,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=3000)
     ap.add_argument("--side", type=int, default=384)
+    ap.add_argument("--formats", nargs="+", choices=("jpeg", "png"), default=["jpeg", "png"],
+                    help="input formats to measure (PNG rows take ~10x longer: the floor's PNG encode is slow)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print(f"{os.cpu_count()} cores, load average (1/5 min) at start {load()}")
         print(f"{'input':6} {'medmix encode':14} {'floor img/s':>12} {'medmix w=1':>11} {'medmix w=2':>11} "
               f"{'w1/floor':>9} {'w2/w1':>7} {'cpu w1/floor':>13} {'load 1/5m':>10}")
-        for fmt in ("jpeg", "png"):
+        for fmt in args.formats:
             folder = tmp / f"src-{fmt}"
             paths = make_images(folder, args.images, args.side, fmt)
             floor, floor_cpu = floor_rate(paths, fmt)
