@@ -116,11 +116,17 @@ def main() -> None:
             folder = tmp / f"src-{fmt}"
             paths = make_images(folder, args.images, args.side, fmt)
             # forced re-encode (same work as the floor) and the default policy ("keep": a clean
-            # JPEG/PNG keeps its compressed stream minus metadata, no generation loss)
-            for encode in (fmt, "keep"):
-                runs = [(floor_rate(paths, fmt), medmix_rate(folder, encode, 1, tmp), medmix_rate(folder, encode, 2, tmp))
-                        for _ in range(args.rounds)]
-                (floor, floor_cpu), (one, one_cpu), (two, _) = (tuple(map(max, zip(*col))) for col in zip(*runs))
+            # JPEG/PNG keeps its compressed stream minus metadata, no generation loss); one floor
+            # per round serves both
+            encodes = (fmt, "keep")
+            floors, rates = [], {e: [] for e in encodes}
+            for _ in range(args.rounds):
+                floors.append(floor_rate(paths, fmt))
+                for encode in encodes:
+                    rates[encode].append((medmix_rate(folder, encode, 1, tmp), medmix_rate(folder, encode, 2, tmp)))
+            floor, floor_cpu = map(max, zip(*floors))
+            for encode in encodes:
+                (one, one_cpu), (two, _) = (tuple(map(max, zip(*col))) for col in zip(*rates[encode]))
                 print(f"{fmt:6} {encode:14} {floor:12.1f} {one:11.1f} {two:11.1f} {one / floor:9.2f} {two / one:7.2f} "
                       f"{one_cpu / floor_cpu:13.2f} {load():>10}", flush=True)
 
