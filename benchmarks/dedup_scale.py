@@ -250,14 +250,18 @@ def part_text(seed: int = 0) -> None:
 
 
 def part_thresholds() -> None:
-    from test_dedup import EDITS, SINGLE_EDITS, distinct_distances, measured
+    from test_dedup import EDITS, SINGLE_EDITS, distinct_distances, measured, real_images, reference_phash
 
-    from medmix.dedup import DEFAULT_IMAGE_DISTANCE
+    from medmix.dedup import DEFAULT_IMAGE_DISTANCE, hamming
 
     originals, distances, _ = measured()
     between = distinct_distances(originals)
     print(f"thresholds: {len(originals)} distinct real images (pydicom test DICOMs, tiles, sklearn photos), "
-          f"imagehash.phash 64-bit; default max_distance = {DEFAULT_IMAGE_DISTANCE}")
+          f"medmix.phash.phash64 (the stored image_phash); default max_distance = {DEFAULT_IMAGE_DISTANCE}")
+    reference = np.array([reference_phash(im) for im in real_images().values()], dtype=np.uint64)
+    agree = hamming(originals, reference)
+    row("medmix pHash vs imagehash.phash", f"max {agree.max()} bits, mean {agree.mean():.2f}, "
+        f"identical on {int((agree == 0).sum())} of {len(agree)}")
     for edit in EDITS:
         dist = distances[edit]
         row(f"planted copy: {edit}", f"max {dist.max():2d}  histogram(0..) {np.bincount(dist).tolist()}")

@@ -78,7 +78,7 @@ def generate(root: Path, rows: int, weights: list[float], image_frac: float, sha
                            meta=dumps_meta({"row": i}))
                 if rng.random() < image_frac:
                     png = pool[int(rng.integers(len(pool)))]
-                    row.update(image={"bytes": png, "path": None}, image_sha256=hashlib.sha256(png).hexdigest(),
+                    row.update(image={"bytes": png, "path": None}, image_hash=hashlib.sha256(png).hexdigest(),
                                image_phash=int(rng.integers(1 << 62)), width=64, height=64)
                 batch.append(row)
             rel = f"data/train-{k:05d}-of-{n_shards:05d}.parquet"

@@ -81,10 +81,10 @@ def make_mixture(out: Path, rows: int, shard_rows: int = 50_000, seed: int = 0) 
                            "answer": text(rng, 6 if task != "caption" else 25),
                            "context": text(rng, 200) if name == "pubmedqa" else None,
                            "options": [text(rng, 2) for _ in range(4)] if task == "mcqa" else None,
-                           "image": None, "image_sha256": None, "image_phash": None, "width": None, "height": None}
+                           "image": None, "image_hash": None, "image_phash": None, "width": None, "height": None}
                     if img_share and rng.random() < img_share:
                         data, w_, h_ = images[i % len(images)]
-                        row.update(image={"bytes": data, "path": None}, image_sha256=f"{i % len(images):064x}",
+                        row.update(image={"bytes": data, "path": None}, image_hash=f"{i % len(images):064x}",
                                    image_phash=i % len(images), width=w_, height=h_)
                     batch.append(row)
                 w.write_table(to_table(batch))

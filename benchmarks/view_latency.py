@@ -99,7 +99,7 @@ def make_mixture(out: Path, rows: int, shard_rows: int = 50_000, seed: int = 0) 
                     "id": [f"{name}:train:{i}" for name, i in zip(src, idx)], "source": src, "split": ["train"] * n,
                     "domain": [sp[0] for sp in spec], "modality": [sp[3] for sp in spec], "task": [sp[1] for sp in spec],
                     "image": [{"bytes": im[0], "path": None} if im else None for im in img],
-                    "image_sha256": [f"{i % len(pool):064x}" if im else None for i, im in zip(idx, img)],
+                    "image_hash": [f"{i % len(pool):032x}" if im else None for i, im in zip(idx, img)],
                     "image_phash": [int(i % len(pool)) if im else None for i, im in zip(idx, img)],
                     "width": [im[1] if im else None for im in img], "height": [im[2] if im else None for im in img],
                     "question": [None if sp[1] == "caption" else t for sp, t in zip(spec, q)], "answer": a,

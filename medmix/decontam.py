@@ -54,7 +54,8 @@ class _WordHasher:
         return out
 
 
-def _tokens(text: str | None) -> list[str]:
+def text_words(text: str | None) -> list[str]:
+    """The words n-grams are made of: normalized text split on spaces (the removed-rows audit shows them)."""
     return normalize_text(text).split()
 
 
@@ -100,7 +101,7 @@ class NgramIndex:
         batch_items: list[int] = []
         for item, text in enumerate(texts):
             self.size += 1
-            words = _tokens(text)
+            words = text_words(text)
             if len(words) < self.min_tokens:
                 self.skipped += 1
                 continue
@@ -145,7 +146,7 @@ class NgramIndex:
         """For each text, the smallest evaluation item it shares an n-gram with, or -1."""
         if isinstance(texts, str):
             raise TextInputError("match_batch takes a sequence of texts, not one string")
-        batch = [_tokens(t) for t in texts]
+        batch = [text_words(t) for t in texts]
         best = np.full(len(batch), np.iinfo(np.int64).max, dtype=np.int64)
         if self._grams.size and batch:
             hashes, offsets = self._hash_words(batch)
@@ -165,7 +166,7 @@ class NgramIndex:
 
     def matching_items(self, text: str | None) -> list[int]:
         """Every evaluation item `text` shares an n-gram with, ascending."""
-        words = _tokens(text)
+        words = text_words(text)
         if not words or not self._grams.size:
             return []
         hashes, offsets = self._hash_words([words])

@@ -29,9 +29,10 @@ first, so a thousand copies of one black frame cost one row, not half a million 
 
 Default distance
 ----------------
-`DEFAULT_IMAGE_DISTANCE = 8`, measured with `imagehash.phash` on 57 distinct real images
-(pydicom's DICOM test images, tiles of larger ones, scikit-learn's sample photos; see
-`tests/test_dedup.py` and `python benchmarks/dedup_scale.py --thresholds`):
+`DEFAULT_IMAGE_DISTANCE = 8`, measured with medmix's stored pHash (`medmix.phash.phash64`, within
+4 bits of `imagehash.phash`, 0.5 on average) on 57 distinct real images (pydicom's DICOM test
+images, tiles of larger ones, scikit-learn's sample photos; see `tests/test_dedup.py` and
+`python benchmarks/dedup_scale.py --part thresholds`):
 
 * planted copies (half size, JPEG q70, 2 % crop, +3 % brightness) lie at distance <= 6 for every
   single edit (margin 2 below the default) and <= 8 with all four edits at once (on the default);
@@ -41,7 +42,7 @@ Default distance
 
 Known limit: near-blank images and synthetic test patterns (colour bars, symmetric checkerboards)
 have DCT coefficients tied at the median, so their pHash flips under tiny edits (distances 12-20
-in the same measurement). Exact duplicates of them are still caught by `image_sha256`.
+in the same measurement). Exact duplicates of them are still caught by `image_hash`.
 """
 
 from __future__ import annotations
@@ -124,9 +125,12 @@ def _check_distance(max_distance: int) -> int:
     return d
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise Hamming distance of two uint64 arrays (broadcasting), as int64."""
-    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
+def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """Element-wise Hamming distance of 64-bit hashes (uint64 arrays or ints, broadcasting), as int64.
+
+    The one definition: dedup, decontamination, the removed-rows audit and the tests all count bits here.
+    """
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))).astype(np.int64)
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -148,7 +152,7 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def exact_clusters(keys: Sequence[str | bytes | None] | pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Label rows with equal keys (e.g. `image_sha256`, `text_key`) by their smallest row index.
+    """Label rows with equal keys (e.g. `image_hash`, `text_key`) by their smallest row index.
 
     Null keys never match anything (a row without an image is not a duplicate of another row
     without an image). Uses Arrow's hash-based dictionary encoding: O(n), exact, no Python loop.

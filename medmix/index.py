@@ -25,7 +25,7 @@ from medmix.textsim import (
     sketch_from_signatures,
 )
 
-INDEX_COLUMNS = ["id", "source", "task", "license", "image_sha256", "image_phash", "question", "options",
+INDEX_COLUMNS = ["id", "source", "task", "license", "image_hash", "image_phash", "question", "options",
                  "answer", "context"]
 
 
@@ -77,8 +77,8 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
             ids.extend(d["id"])
             src.append(np.array([code[s] for s in d["source"]], np.int32))
             lic.extend(d["license"])
-            sha.extend(d["image_sha256"])
-            has.append(np.array([s is not None for s in d["image_sha256"]], bool))
+            sha.extend(d["image_hash"])
+            has.append(np.array([s is not None for s in d["image_hash"]], bool))
             ph.append(np.array([p or 0 for p in d["image_phash"]], np.uint64))
             # normalized, options sorted: reordered choices of one MCQ are the same question
             texts = [qa_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]

@@ -83,7 +83,7 @@ REMOVED_SCHEMA = pa.schema([
     ("source", pa.string()),         # source of the dropped row
     ("other_source", pa.string()),   # source of the kept row, or "<benchmark>:<split>" for an evaluation item
     ("hamming", pa.int32()),         # perceptual-hash Hamming distance between the two images (null: no image pair)
-    ("exact_image", pa.bool_()),     # same decoded-pixel sha256
+    ("exact_image", pa.bool_()),     # same decoded pixels (schema image_hash)
     ("exact_text", pa.bool_()),      # same normalized question/options/answer/context
     ("jaccard", pa.float32()),       # estimated text Jaccard similarity (MinHash sketch), text near-duplicates
     ("ngram", pa.string()),          # an n-gram the dropped row shares with the evaluation question

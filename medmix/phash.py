@@ -14,6 +14,10 @@ median. Two changes, both for speed, since every image of a 3.35M-row build is h
   skipping the full-size grayscale conversion and the wide Lanczos kernel. The reduce factor
   depends only on the image size, so the hash stays a pure function of the pixels.
 
+Not computed from a reduced JPEG decode (`Image.draft`, DCT scaling): every image is decoded in
+full anyway for its pixel identity and any re-encode, and a second, 1/8-scale decode of a 384 px
+JPEG costs 0.32 ms against 0.11 ms for the box reduce of the pixels already decoded.
+
 Bit order matches imagehash's hex string (first coefficient = most significant bit), so
 `phash64(img) == int(str(imagehash.phash(img)), 16)` whenever no reduce step applies.
 """
@@ -47,16 +51,16 @@ def _thumbnail(img: Image.Image) -> Image.Image:
 
 def dct_bits(thumb: np.ndarray) -> int:
     """The 64-bit hash of a 32x32 grayscale array (the part that is pure arithmetic)."""
-    low = _BASIS @ thumb.astype(np.float64) @ _BASIS.T
-    bits = (low > np.median(low)).reshape(-1)
+    low = (_BASIS @ thumb.astype(np.float64) @ _BASIS.T).reshape(-1)
+    # the median of 64 values, as np.median computes it (mean of the two middle ones), without
+    # np.median's generic-axis overhead (a third of this function's time)
+    ordered = np.sort(low)
+    bits = low > (ordered[31] + ordered[32]) / 2
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def phash64(img: Image.Image) -> int:
     """64-bit perceptual hash of `img` (0 <= h < 2**64); any Pillow mode is accepted."""
-    return dct_bits(np.asarray(_thumbnail(img)))
-
-
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits between two 64-bit hashes."""
-    return (a ^ b).bit_count()
+    thumb = _thumbnail(img)
+    # frombuffer over tobytes: np.asarray goes through __array_interface__, 0.02 ms slower here
+    return dct_bits(np.frombuffer(thumb.tobytes(), np.uint8).reshape(THUMB_SIDE, THUMB_SIDE))

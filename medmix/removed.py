@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmix.decontam import _tokens
+from medmix.decontam import text_words
+from medmix.dedup import hamming
 from medmix.index import EvalIndex, Index
 from medmix.layout import REMOVED, REMOVED_SCHEMA, REMOVED_TEXT_CHARS, REMOVED_THUMB_PX, read_rows
 from medmix.mixture import Removal
@@ -27,7 +28,7 @@ from medmix.textsim import qa_text, sketch_similarity
 from medmix.thumbnail import thumbnail
 from medmix.writer import write_parquet_atomic
 
-_COLUMNS = ["question", "options", "answer", "context", "image", "image_sha256", "image_phash"]
+_COLUMNS = ["question", "options", "answer", "context", "image", "image_hash", "image_phash"]
 _DEDUP = ("duplicate", "same_image")
 _EVAL = ("eval_image", "eval_text")
 
@@ -56,7 +57,7 @@ def _read(need: dict[Path, set[int]]) -> dict[tuple[Path, int], dict]:
 
 def shared_ngram(train_text: str, eval_text: str, n: int) -> str | None:
     """The first run of `n` words (or the whole evaluation text, when shorter) that both texts contain."""
-    a, b = _tokens(train_text), _tokens(eval_text)
+    a, b = text_words(train_text), text_words(eval_text)
     k = min(n, len(b))
     if k == 0:
         return None
@@ -110,8 +111,8 @@ def write_removed(out: Path, removals: Sequence[Removal], idx: Index, unit_files
             rec["other_thumb"] = b["thumb"]
         if a is not None and b is not None:
             if a["image_phash"] is not None and b["image_phash"] is not None:
-                rec["hamming"] = int(a["image_phash"] ^ b["image_phash"]).bit_count()
-                rec["exact_image"] = a["image_sha256"] == b["image_sha256"]
+                rec["hamming"] = int(hamming(a["image_phash"], b["image_phash"]))
+                rec["exact_image"] = a["image_hash"] == b["image_hash"]
             if rm.kind == "eval_text":
                 rec["ngram"] = shared_ngram(qa_text(a["question"], a["options"], a["answer"], a["context"]),
                                             qa_text(b["question"], b["options"], None, b["context"]), ngram)

@@ -30,5 +30,6 @@ def run_adapter(source: Source, splits: tuple[str, ...], *, server=None, cache_d
             run_unit(source, unit, res.paths, policy, cache_dir / "normalized", key)
             paths = UnitPaths.at(cache_dir / "normalized", source.name, key)
             rows.extend(pq.read_table(paths.rows).to_pylist())
-            bad.extend(pq.read_table(paths.quarantine).to_pylist())
+            if paths.quarantine.exists():  # written only when the unit quarantined something
+                bad.extend(pq.read_table(paths.quarantine).to_pylist())
     return rows, bad

@@ -207,7 +207,7 @@ def test_images_unique_keeps_the_priority_source(tmp_path, demo):
 
 
 def test_exact_image_dedup_without_perceptual_hashing(tmp_path, demo):
-    """image_distance: null falls back to identical decoded pixels (image_sha256)."""
+    """image_distance: null falls back to identical decoded pixels (image_hash)."""
     out, _ = demo
     demo_cache = next(p for p in out.parent.iterdir() if p.name == "cache-a")
     edit = lambda t: t.replace("  image_distance: 8\n", "  image_distance: null\n", 1)  # noqa: E731

@@ -7,7 +7,6 @@ ICC profile, and pydicom's CT/MR slices for the perceptual-hash checks.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import struct
@@ -19,16 +18,20 @@ import matplotlib.cbook
 import numpy as np
 import pydicom.data
 import pytest
+import xxhash
 from PIL import Image, ImageEnhance, ImageFile
 
+from medmix.dedup import hamming
 from medmix.errors import MedmixError, RowError
-from medmix.imaging import ImagePolicy, NormalizedImage, normalize_image
-from medmix.phash import dct_bits, hamming, phash64
+from medmix.imaging import ImagePolicy, NormalizedImage, normalize_image, pixel_hash
+from medmix.phash import dct_bits, phash64
 
 # -- helpers ----------------------------------------------------------------------------------
 
 SECRETS = [b"Jane Doe", b"MRN-4711-0815", b"SecretCam", b"St. Elsewhere", b"TRAILER-PHI",
            b"xmp-patient-id", b"iptc-caption-phi", b"png-text-phi"]
+# pixel_hash of the two pictures in test_pixel_hash_definition_is_pinned (schema 2.0 definition)
+PINNED_PIXEL_HASHES = ("bd5fcf109b56932d618b5e5f5e16c3d9", "b052a0b63c02fb89922c8af5c96adadd")
 JPEG_INFO_OK = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "adobe", "adobe_transform"}
 
 
@@ -112,7 +115,9 @@ def assert_clean(out: NormalizedImage) -> None:
 
 
 def pixel_sha(img: Image.Image) -> str:
-    return hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode() + img.tobytes()).hexdigest()
+    """Reference for `pixel_hash`, written differently: one-shot XXH3-128 over numpy's copy of the pixels."""
+    header = f"{img.mode} {img.width}x{img.height}\n".encode()
+    return xxhash.xxh3_128_hexdigest(header + np.ascontiguousarray(np.asarray(img)).tobytes())
 
 
 def metadata_jpeg(base: bytes) -> bytes:
@@ -141,21 +146,42 @@ def test_same_picture_in_lossless_formats_hashes_the_same(mode):
     if mode == "RGB":  # WebP has no grayscale mode
         variants.append(encode(img, "WEBP", lossless=True))
     outs = [normalize_image(v, name=f"v{i}") for i, v in enumerate(variants)]
-    assert {o.sha256 for o in outs} == {pixel_sha(img)}
+    assert {o.pixel_hash for o in outs} == {pixel_sha(img)}
     assert {o.phash for o in outs} == {phash64(img)}
     assert all((o.width, o.height) == img.size for o in outs)
 
 
-def test_sha256_is_over_decoded_pixels_and_matches_the_output():
+def test_pixel_hash_definition_is_pinned():
+    """The stored identity must not drift with a library upgrade: two tiny pictures, pinned values."""
+    rgb = Image.frombytes("RGB", (2, 1), bytes([255, 0, 0, 0, 0, 255]))
+    gray = Image.frombytes("L", (1, 2), bytes([0, 200]))
+    assert pixel_hash(rgb) == xxhash.xxh3_128_hexdigest(b"RGB 2x1\n\xff\x00\x00\x00\x00\xff")
+    assert pixel_hash(gray) == xxhash.xxh3_128_hexdigest(b"L 1x2\n\x00\xc8")
+    assert (pixel_hash(rgb), pixel_hash(gray)) == PINNED_PIXEL_HASHES
+    assert len(pixel_hash(rgb)) == 32
+
+
+def test_pixel_hash_is_deterministic_and_sees_every_pixel_mode_and_shape():
+    img = picture()
+    assert pixel_hash(img) == pixel_hash(img.copy()) == pixel_sha(img)
+    changed = img.copy()
+    changed.putpixel((img.width - 1, img.height - 1), (1, 2, 3))
+    assert pixel_hash(changed) != pixel_hash(img)
+    flat = Image.new("L", (6, 4), 9)
+    assert len({pixel_hash(flat), pixel_hash(Image.new("L", (4, 6), 9)), pixel_hash(Image.new("L", (24, 1), 9))}) == 3
+    assert pixel_hash(Image.new("RGB", (2, 2), (9, 9, 9))) != pixel_hash(Image.new("L", (2, 2), 9))
+
+
+def test_pixel_hash_is_over_decoded_pixels_and_matches_the_output():
     out = normalize_image(encode(picture(), "BMP"), name="a.bmp")
     assert out.format == "png"
-    assert out.sha256 == pixel_sha(decoded(out.data))
+    assert out.pixel_hash == pixel_sha(decoded(out.data))
 
 
 def test_reencoding_the_output_losslessly_keeps_the_hash():
     first = normalize_image(encode(picture(), "PNG"), name="a.png")
     again = normalize_image(encode(decoded(first.data), "TIFF"), name="a.tif")
-    assert again.sha256 == first.sha256 and again.phash == first.phash
+    assert again.pixel_hash == first.pixel_hash and again.phash == first.phash
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
@@ -165,7 +191,7 @@ def test_keep_passes_clean_jpeg_and_png_bytes_through_untouched(fmt, mode):
     out = normalize_image(data, name="clean")
     assert out.data == data
     assert out.format == fmt.lower()
-    assert out.sha256 == pixel_sha(decoded(data))
+    assert out.pixel_hash == pixel_sha(decoded(data))
 
 
 def test_keep_chooses_jpeg_for_lossy_sources_and_png_for_lossless():
@@ -228,7 +254,7 @@ def test_keep_strips_jpeg_metadata_losslessly():
     out = normalize_image(data, name="meta.jpg")
     assert out.format == "jpeg" and len(out.data) < len(data)
     assert decoded(out.data).tobytes() == decoded(data).tobytes()
-    assert out.sha256 == pixel_sha(decoded(data))
+    assert out.pixel_hash == pixel_sha(decoded(data))
 
 
 def test_real_photo_comment_is_dropped_losslessly():

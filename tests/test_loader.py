@@ -48,7 +48,7 @@ def make_mixture(root: Path, sizes=SIZES, *, source: str = "src", image_every: i
                        meta=dumps_meta({"i": i}))
             if i % image_every == 0:
                 png = _png(rng)
-                row.update(image={"bytes": png, "path": None}, image_sha256=hashlib.sha256(png).hexdigest(),
+                row.update(image={"bytes": png, "path": None}, image_hash=hashlib.sha256(png).hexdigest(),
                            image_phash=i, width=5, height=4)
             rows.append(row)
             i += 1

@@ -55,4 +55,4 @@ def test_end_to_end_through_fetch_and_normalize(http_server, tmp_path):
     # train shards hold 2, 3, then 2 good + 2 bad rows
     assert {b["id"] for b in bad} == {"pathvqa/train-00007", "pathvqa/train-00008"}
     # two questions per picture: the image hash repeats, the ids do not
-    assert len({r["image_sha256"] for r in rows}) < len(rows)
+    assert len({r["image_hash"] for r in rows}) < len(rows)

@@ -108,7 +108,7 @@ def test_end_to_end_through_fetch_extract_and_normalize(http_server, tmp_path):
     # questions about one picture carry the same content hash
     by_image = {}
     for r in rows:
-        by_image.setdefault(json.loads(r["meta"])["img_name"], set()).add(r["image_sha256"])
+        by_image.setdefault(json.loads(r["meta"])["img_name"], set()).add(r["image_hash"])
     assert all(len(h) == 1 for h in by_image.values())
     assert sorted(b["reason"].split(" in entry")[0] for b in bad) == [
         "entry 11 is not a JSON object", "image file missing: xmlab999/source.jpg", "missing field(s) ['answer']"]
@@ -143,7 +143,7 @@ def test_demo_plants_cross_source_duplicates_and_matches_its_generator(tmp_path)
     rad_train0 = image_of(rad_rows, "id", "vqa_rad/train-00000")
     rad_train3 = image_of(rad_rows, "id", "vqa_rad/train-00009")   # 3 questions per picture: picture 3
     rad_test1 = image_of(rad_rows, "id", "vqa_rad/test-00003")
-    assert slake0["image_sha256"] == rad_train0["image_sha256"]                        # exact duplicate
+    assert slake0["image_hash"] == rad_train0["image_hash"]                        # exact duplicate
     for near, orig in ((slake1, rad_train3), (val0, rad_test1)):                       # near duplicates
-        assert near["image_sha256"] != orig["image_sha256"]
+        assert near["image_hash"] != orig["image_hash"]
         assert bin(near["image_phash"] ^ orig["image_phash"]).count("1") <= 4

@@ -104,7 +104,7 @@ def test_end_to_end_through_fetch_and_normalize(http_server, tmp_path):
     # the train/test leak is a pixel-identical image with the same question and answer
     leak = next(r for r in rows if r["id"] == "vqa_rad/train-00007")
     first_test = next(r for r in rows if r["id"] == "vqa_rad/test-00000")
-    assert (leak["image_sha256"], leak["question"]) == (first_test["image_sha256"], first_test["question"])
+    assert (leak["image_hash"], leak["question"]) == (first_test["image_hash"], first_test["question"])
 
 
 def test_demo_folder_builds_offline(tmp_path):

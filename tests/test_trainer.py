@@ -51,7 +51,7 @@ def _png(color: tuple[int, int, int], shape: str, rng: random.Random) -> bytes:
 
 def _row(i: int, rng: random.Random) -> dict:
     row = {"id": f"synthetic/{i}", "source": "synthetic", "split": "train", "domain": "radiology",
-           "modality": None, "task": "", "image": None, "image_sha256": None, "image_phash": None,
+           "modality": None, "task": "", "image": None, "image_hash": None, "image_phash": None,
            "width": None, "height": None, "question": None, "options": None, "answer": "", "context": None,
            "license": "CC0-1.0", "meta": dumps_meta({})}
     kind = i % 4
@@ -60,7 +60,7 @@ def _row(i: int, rng: random.Random) -> dict:
         data = _png(COLORS[color], shape, rng)
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-        row.update(image={"bytes": data, "path": None}, image_sha256=hashlib.sha256(data).hexdigest(),
+        row.update(image={"bytes": data, "path": None}, image_hash=hashlib.sha256(data).hexdigest(),
                    image_phash=0, width=w, height=h)
         if kind == 0:
             row.update(task="caption", answer=f"a {color} {shape} on a black background")

@@ -23,11 +23,11 @@ from typing import Any
 
 from medmix.errors import RecipeError
 from medmix.schema import DOMAINS, TASKS
+from medmix.sources._common import cut_by_weight
 from medmix.sources.base import Bad, Manual, Record, Source, Unit
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom"}
 TEXT_FIELDS = ("question", "answer", "options", "context", "modality", "license", "task")
-FILES_PER_UNIT = 1_000  # small units keep every worker busy on folders of a few thousand files
 
 
 class LocalFolder(Source):
@@ -63,24 +63,29 @@ class LocalFolder(Source):
         self.modality = options.get("modality")
         self.splits = {options.get("split", "train"): None}
 
-    def _images(self, root: Path) -> list[str]:
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    def _images(self, root: Path) -> dict[str, int]:
+        """Relative name → size in bytes of every image under `root`, in name order."""
+        found = {}
+        for p in root.rglob("*"):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                found[p.relative_to(root).as_posix()] = p.stat().st_size
+        return dict(sorted(found.items()))
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
-        n = len(self._images(files["."]))
-        parts = max(1, -(-n // FILES_PER_UNIT))
-        return [Unit(self.name, split, str(i), {"part": i, "of": parts}) for i in range(parts)]
+        """Units of about equal bytes (`cut_by_weight`), each naming its files: a unit then reads
+        only its own files instead of listing the whole folder again (28 ms per 1,500 files)."""
+        images = self._images(files["."])
+        names, sizes = list(images), list(images.values())
+        return [Unit(self.name, split, str(i), {"files": names[a:b]})
+                for i, (a, b) in enumerate(cut_by_weight(sizes))]
 
     def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
         root = files["."]
-        images = self._images(root)
-        part, of = unit.args["part"], unit.args["of"]
-        mine = images[part * FILES_PER_UNIT:(part + 1) * FILES_PER_UNIT] if of > 1 else images
+        mine = unit.args["files"]
         meta, bad = _read_metadata(root)
-        if part == 0:
+        if unit.part == "0":  # rows about the folder as a whole are reported once
             yield from bad
-            on_disk = set(images)
+            on_disk = set(self._images(root))
             for name in sorted(set(meta) - on_disk):
                 yield Bad(name, "image file missing: metadata names a file that is not in the folder", file=name)
         for name in mine:

@@ -42,7 +42,7 @@ from medmix.layout import (
 from medmix.view.query import CATEGORIES, FILTERS, BrowseQuery
 
 TEXT_COLUMNS = ("question", "answer", "context")
-CARD_COLUMNS = ["id", *CATEGORIES, "question", "options", "answer", "context", "width", "height", "image_sha256"]
+CARD_COLUMNS = ["id", *CATEGORIES, "question", "options", "answer", "context", "width", "height", "image_hash"]
 FILTER_COLUMN = {"image": "width"}   # the column a filter reads when scanning (width is null without an image)
 SCAN_BATCH = 16_384
 MAX_QUERIES = 64               # cached match lists
