@@ -8,9 +8,8 @@ and re-runs when a weight changes, without re-downloading or re-decoding anythin
 from __future__ import annotations
 
 import dataclasses
-import json
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,32 +18,38 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmix import __version__
+from medmix.buildcache import BuildCache
 from medmix.errors import LicenseRefused, ManualFilesMissing, MedmixError, RecipeError
 from medmix.imaging import ImagePolicy
 from medmix.layout import BUILD_MARKER, QUARANTINE, REMOVED, write_manifest
 from medmix.licenses import terms
 from medmix.lock import apply_lock, default_lock_path, read_lock
-from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
+from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths
 from medmix.recipe import Recipe
 from medmix.schema import SCHEMA_VERSION
 from medmix.sources import get_source
 from medmix.sources.base import Source, Unit
-from medmix.writer import atomic_write_json, remove_stale_temps, write_parquet_atomic
+from medmix.executors import Executor, make_executor
+from medmix.storage import Store, scratch_dir, url_key
+from medmix.writer import remove_stale_temps, write_parquet_atomic
 
 Progress = Callable[[str, str, int, int | None], None]  # (stage, label, advance, total)
 
 
 @dataclass
 class BuildOptions:
-    out: Path
-    cache: Path
-    workers: int = 1
+    out: Path | str                 # a folder or any fsspec URL (s3://bucket/mix)
+    cache: Path | str               # likewise; see medmix.buildcache
+    workers: int = 1                # local: processes; ray: most tasks in flight (0 = as many as the cluster takes)
     from_dirs: dict[str, Path] = field(default_factory=dict)
     accept: tuple[str, ...] = ()
     allow_eval: tuple[str, ...] = ()
     mirror: str | None = None
     hf_endpoint: str | None = None
     lock: Path | None = None        # default: the recipe's lock in manifests/, when there is one
+    executor: str = "local"         # "local" (process pool) or "ray" (medmix.executors)
+    address: str | None = None      # Ray cluster address for executor="ray" ("auto", "ray://host:10001")
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for URL --out/--cache
 
 
 @dataclass
@@ -149,8 +154,8 @@ class UnitJob:
     files: dict[str, Path]
 
 
-def _run_job(job: UnitJob, policy: ImagePolicy, cache: Path) -> dict:
-    return run_unit(job.planned.source, job.unit, job.files, policy, cache, job.key)
+def _run_job(job: UnitJob, policy: ImagePolicy, cache: BuildCache) -> dict:
+    return cache.run_unit(job.planned.source, job.unit, job.files, policy, job.key)
 
 
 def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
@@ -160,12 +165,15 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     # flags are part of the resolution: the manifest (and the row-level license filter) see them
     recipe = dataclasses.replace(recipe, accept=tuple(sorted(set(recipe.accept) | set(opts.accept))),
                                  allow_eval=tuple(sorted(set(recipe.allow_eval) | set(opts.allow_eval))))
-    opts.out.mkdir(parents=True, exist_ok=True)
+    out = Store(opts.out, opts.storage_options)
+    if out.local:
+        out.local.mkdir(parents=True, exist_ok=True)
+    cache = BuildCache(opts.cache, opts.storage_options)
     planned = plan_sources(recipe, opts, log)
     policy = ImagePolicy(**recipe.image)
-    _claim_output(opts.out, recipe)
-    for folder in (opts.out, opts.cache / "normalized"):
-        if folder.exists():
+    _claim_output(out, recipe)
+    for folder in (out.local, cache.local / "normalized"):
+        if folder is not None and folder.exists():
             remove_stale_temps(folder)  # litter of a killed earlier run
     lock_file = opts.lock or default_lock_path(recipe.name)
     if opts.lock is not None or lock_file.exists():
@@ -175,16 +183,13 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
 
     # fetch (network-bound, one source at a time) and cut into units
     from medmix.fetch import fetch_files
-    from medmix.index import build_eval_index, build_index
-    from medmix.mixture import plan_mixture
-    from medmix.shards import write_shards
 
     _check_manual_files(planned)
     jobs: list[UnitJob] = []
     provenance: dict[str, list[dict]] = {}
     for p in planned:
         progress("fetch", p.name, 0, None)
-        res = fetch_files(p.source, p.splits, cache_dir=opts.cache / "downloads", from_dir=p.from_dir,
+        res = fetch_files(p.source, p.splits, cache_dir=cache.local / "downloads", from_dir=p.from_dir,
                           mirror=opts.mirror, hf_endpoint=opts.hf_endpoint)
         provenance[p.name] = res.provenance
         salt = {"adapter": type(p.source).name, "adapter_version": p.source.version, "options": p.source.options,
@@ -195,27 +200,34 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                 jobs.append(UnitJob(p, unit, unit.key(salt), res.paths))
         progress("fetch", p.name, 1, 1)
 
-    # normalize: units are independent; results are keyed by unit, so order never depends on workers
-    norm = opts.cache / "normalized"
+    with make_executor(opts.executor, opts.workers, opts.address) as executor:
+        return _normalize_and_mix(recipe, opts, planned, jobs, provenance, policy, out, cache, executor, progress,
+                                  started)
+
+
+def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[PlannedSource], jobs: list[UnitJob],
+                       provenance: dict[str, list[dict]], policy: ImagePolicy, out: Store, cache: BuildCache,
+                       executor: Executor, progress: Progress, started: float) -> dict:
+    from medmix.index import build_eval_index, build_index
+    from medmix.mixture import plan_mixture
+    from medmix.shards import write_shards
+
+    # normalize: units are independent; results are keyed by unit, so order never depends on the
+    # executor, its workers or the order units finish in
     summaries: list[dict] = [None] * len(jobs)  # type: ignore[list-item]
     todo = []
     for i, job in enumerate(jobs):
-        done = UnitPaths.at(norm, job.planned.name, job.key).summary
-        if done.exists():
-            summaries[i] = json.loads(done.read_text())
+        done = cache.summary(job.planned.name, job.key)
+        if done is not None:
+            summaries[i] = done
         else:
             todo.append(i)
     progress("normalize", "units", len(jobs) - len(todo), len(jobs))
-    if opts.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(opts.workers) as pool:
-            futures = {pool.submit(_run_job, jobs[i], policy, norm): i for i in todo}
-            for fut in as_completed(futures):
-                summaries[futures[fut]] = fut.result()
-                progress("normalize", "units", 1, len(jobs))
-    else:
-        for i in todo:
-            summaries[i] = _run_job(jobs[i], policy, norm)
-            progress("normalize", "units", 1, len(jobs))
+    cache.ship_inputs([jobs[i].files for i in todo], remote=executor.remote)
+    for i, summary in zip(todo, executor.map(_run_job, ((jobs[i], policy, cache) for i in todo),
+                                             on_done=lambda i, r: progress("normalize", "units", 1, len(jobs)))):
+        summaries[i] = summary
+    norm = cache.pull_normalized([(j.planned.name, j.key) for j in jobs])
 
     # mix: index → dedup/decontaminate/select → shards
     train = [(j, s) for j, s in zip(jobs, summaries) if not j.planned.evaluation]
@@ -236,15 +248,16 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                       text_threshold=recipe.dedup["text_threshold"], ngrams=ngrams)
     plan = plan_mixture(recipe, idx, eval_index)
     progress("mix", "index", 1, 1)
-    shards = write_shards(opts.out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
-                          progress=lambda stage, n: progress("write", stage, n, None))
+    shards = write_shards(out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
+                          progress=lambda stage, n: progress("write", stage, n, None), executor=executor,
+                          spill=None if out.local else cache.local / "spill" / url_key(out.url))
 
-    quarantine = _write_quarantine(opts.out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
-    removed = _write_removed(opts.out, plan.removed)
+    quarantine = _write_quarantine(out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
+    removed = _write_removed(out, plan.removed)
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
-                              "workers": opts.workers}
-    return write_manifest(opts.out, manifest)  # exactly what a reader of manifest.json sees
+                              "workers": opts.workers, "executor": executor.name}
+    return write_manifest(out, manifest)  # exactly what a reader of manifest.json sees; written last
 
 
 def _check_manual_files(planned: list[PlannedSource]) -> None:
@@ -264,37 +277,47 @@ def _check_manual_files(planned: list[PlannedSource]) -> None:
                                  + "\n".join(lines))
 
 
-def _claim_output(out: Path, recipe: Recipe) -> None:
-    """An output folder belongs to one resolved recipe: resuming into it is safe, mixing two is not."""
-    marker = out / BUILD_MARKER
+def _claim_output(out: Store, recipe: Recipe) -> None:
+    """An output folder belongs to one resolved recipe: resuming into it is safe, mixing two is not.
+    The same on object storage: the marker is an object beside the shards."""
     want = {"recipe_sha256": recipe.sha256(), "schema_version": SCHEMA_VERSION, "medmix_version": __version__}
-    if marker.exists():
-        have = json.loads(marker.read_text())
+    names = out.list()
+    if BUILD_MARKER in names:
+        have = out.read_json(BUILD_MARKER)
         if have != want:
-            raise MedmixError(f"{out} holds a build of another recipe or version ({have.get('recipe_sha256', '?')[:12]}); "
-                              f"choose an empty --out folder or delete it")
+            raise MedmixError(f"{out.url} holds a build of another recipe or version "
+                              f"({have.get('recipe_sha256', '?')[:12]}); choose an empty --out folder or delete it")
     else:
-        stray = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+        stray = [n for n in names if not n.startswith(".")]
         if stray:
-            raise MedmixError(f"{out} is not empty and holds no medmix build ({stray[0].name}, ...); choose an empty "
+            raise MedmixError(f"{out.url} is not empty and holds no medmix build ({stray[0]}, ...); choose an empty "
                               f"--out folder")
-        atomic_write_json(marker, want)
+        out.write_json(BUILD_MARKER, want)
 
 
-def _write_quarantine(out: Path, files: list[Path]) -> dict:
+def _publish_table(out: Store, rel: str, table: pa.Table) -> tuple[str, int]:
+    if out.local:
+        return write_parquet_atomic(out.local / rel, table)
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
+        digest, rows = write_parquet_atomic(Path(tmp) / rel, table)
+        out.put_file(Path(tmp) / rel, rel)
+    return digest, rows
+
+
+def _write_quarantine(out: Store, files: list[Path]) -> dict:
     tables = [pq.read_table(f) for f in files if f.exists()]
     table = pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
-    digest, rows = write_parquet_atomic(out / QUARANTINE, table.cast(QUARANTINE_SCHEMA))
+    digest, rows = _publish_table(out, QUARANTINE, table.cast(QUARANTINE_SCHEMA))
     return {"path": QUARANTINE, "rows": rows, "sha256": digest}
 
 
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("other", pa.string())])
 
 
-def _write_removed(out: Path, removed: list[tuple[str, str, str]]) -> dict:
+def _write_removed(out: Store, removed: list[tuple[str, str, str]]) -> dict:
     removed = sorted(removed)
     table = pa.Table.from_pylist([{"id": a, "reason": b, "other": c} for a, b, c in removed], schema=REMOVED_SCHEMA)
-    digest, rows = write_parquet_atomic(out / REMOVED, table)
+    digest, rows = _publish_table(out, REMOVED, table)
     return {"path": REMOVED, "rows": rows, "sha256": digest}
 
 

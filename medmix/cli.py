@@ -37,9 +37,18 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def build(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="built-in recipe name or a YAML path (default: demo)"),
-    out: Path = typer.Option(Path("mixture"), "--out", "-o", help="output folder for shards + manifest"),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="processes for normalize and shard writing"),
-    cache: Path = typer.Option(Path(".medmix-cache"), "--cache", help="download + normalized-source cache"),
+    out: str = typer.Option("mixture", "--out", "-o",
+                            help="output folder or URL (s3://bucket/mix, gs://..., any fsspec URL) for shards + manifest"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
+                                          help="local: processes for normalize and shard writing (default 1); "
+                                               "ray: most tasks in flight (default: as many as the cluster takes)"),
+    cache: str = typer.Option(".medmix-cache", "--cache", help="download + normalized-source cache (folder or URL)"),
+    executor: str = typer.Option("local", "--executor", help="where units and shards run: local (process pool) or ray"),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Ray cluster to join (auto, ray://host:10001); default: start one here"),
+    storage_option: Optional[List[str]] = typer.Option(None, "--storage-option",
+                                                       help="KEY=VALUE passed to fsspec for URL --out/--cache "
+                                                            "(e.g. endpoint_url=http://minio:9000)"),
     from_: Optional[List[str]] = typer.Option(None, "--from", help="SOURCE=DIR: local files for a gated/manual source"),
     accept_license: Optional[List[str]] = typer.Option(None, "--accept-license", help="accept a non-commercial/gated license id"),
     allow_eval: Optional[List[str]] = typer.Option(None, "--allow-eval", help="SOURCE:SPLIT benchmark split to allow in training"),
@@ -51,9 +60,15 @@ def build(
     from medmix.recipe import load_recipe
 
     try:
+        from medmix.storage import is_remote, local_path, parse_storage_options
+
         r = load_recipe(recipe)
-        opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=_parse_from(from_),
-                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror)
+        opts = BuildOptions(out=out if is_remote(out) else local_path(out),
+                            cache=cache if is_remote(cache) else local_path(cache),
+                            workers=workers if workers is not None else (1 if executor == "local" else 0),
+                            from_dirs=_parse_from(from_), accept=tuple(accept_license or ()),
+                            allow_eval=tuple(allow_eval or ()), mirror=mirror, executor=executor, address=address,
+                            storage_options=parse_storage_options(storage_option))
         if plan:
             from medmix.plan import print_plan
             print_plan(r, opts, out_console)
@@ -65,7 +80,7 @@ def build(
         _fail(exc)
         return
     from medmix.report import print_build_summary
-    print_build_summary(manifest, out, out_console)
+    print_build_summary(manifest, opts.out, out_console)
 
 
 @app.command()
