@@ -29,7 +29,8 @@ def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
             t.add_row(name, ev, str(n))
         console.print(t)
     if manifest["quarantine"]["rows"]:
-        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: {str(out).rstrip("/")}/{QUARANTINE}")
+        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: "
+                      f"{str(out).rstrip('/')}/{QUARANTINE}")
     if manifest["unpinned_upstreams"]:
         console.print(f"[yellow]{len(manifest['unpinned_upstreams'])} upstream file(s) are not pinned by sha256 "
                       f"(recorded in the manifest; `medmix lock` pins them)[/]")
