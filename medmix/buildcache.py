@@ -50,17 +50,28 @@ class BuildCache:
         return f"{NORMALIZED}/{source}/{name}"
 
     def summary(self, source: str, key: str) -> dict | None:
-        """The summary of a finished unit, or None: the unit still has to run."""
-        local = UnitPaths.at(self.local / NORMALIZED, source, key).summary
-        if local.exists():
-            return json.loads(local.read_text())
+        """The summary of a finished unit, or None: the unit still has to run.
+
+        On a remote cache the bucket is the truth: a unit finished only in this node's scratch
+        (its upload was cut off) is published now instead of being redone.
+        """
+        paths = UnitPaths.at(self.local / NORMALIZED, source, key)
         if self.store is None:
-            return None
+            return json.loads(paths.summary.read_text()) if paths.summary.exists() else None
         if source not in self._listing:  # one listing per source, not one request per unit
             self._listing[source] = set(self.store.list(f"{NORMALIZED}/{source}"))
-        if f"{key}.json" not in self._listing[source]:
-            return None
-        return self.store.read_json(self._rel(source, f"{key}.json"))
+        if f"{key}.json" in self._listing[source]:
+            if paths.summary.exists():
+                return json.loads(paths.summary.read_text())
+            return self.store.read_json(self._rel(source, f"{key}.json"))
+        if paths.summary.exists():
+            self._publish(paths, source)
+            return json.loads(paths.summary.read_text())
+        return None
+
+    def _publish(self, paths: UnitPaths, source: str) -> None:
+        for path in (paths.rows, paths.quarantine, paths.summary):  # the summary last: the commit point
+            self.store.put_file(path, self._rel(source, path.name))
 
     def run_unit(self, source: Source, unit: Unit, files: Mapping[str, Path], policy: ImagePolicy, key: str) -> dict:
         """Normalize one unit (idempotent); on a remote cache, publish it there, summary last."""
@@ -68,9 +79,7 @@ class BuildCache:
         if self.store is None:
             return run_unit(source, unit, files, policy, norm, key)
         summary = run_unit(source, unit, self._reachable(files), policy, norm, key)
-        paths = UnitPaths.at(norm, source.name, key)
-        for path in (paths.rows, paths.quarantine, paths.summary):  # the summary last: the commit point
-            self.store.put_file(path, self._rel(source.name, path.name))
+        self._publish(UnitPaths.at(norm, source.name, key), source.name)
         return summary
 
     def _reachable(self, files: Mapping[str, Path]) -> dict[str, Path]:

@@ -166,8 +166,8 @@ def read_remote_manifest(store: Store, required: Sequence[str] = MANIFEST_KEYS) 
     return manifest
 
 
-def remote_mixture_files(store: Store, split: str = DEFAULT_SPLIT) -> list[tuple[str, int | None]]:
-    """`mixture_files` for a mixture at a URL: (shard path relative to the mixture, manifest rows).
+def remote_mixture_files(store: Store, split: str = DEFAULT_SPLIT) -> list[tuple[str, int | None, str | None]]:
+    """`mixture_files` for a mixture at a URL: (shard path relative to the mixture, manifest rows, sha256).
 
     A remote mixture needs its manifest (listing a bucket is slow and shows unfinished builds).
     """
@@ -186,7 +186,7 @@ def remote_mixture_files(store: Store, split: str = DEFAULT_SPLIT) -> list[tuple
         seen.add(entry_split)
         if entry_split is not None and entry_split != split:
             continue
-        out.append((rel, entry.get("rows")))
+        out.append((rel, entry.get("rows"), entry.get("sha256")))
     if not out:
         raise MedmixError(f"{where}: no shards for split {split!r}; found {sorted(s for s in seen if s)}")
     return out

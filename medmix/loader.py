@@ -73,6 +73,7 @@ from medmix.hashing import permutation as _permutation
 from medmix.hashing import uniforms as _uniforms
 from medmix.layout import mixture_files
 from medmix.schema import ARROW_SCHEMA, COLUMNS, FEATURES
+from medmix.storage import is_remote
 
 __all__ = ["MixtureDataset", "WeightedMixture", "load", "mixture_files"]
 
@@ -87,17 +88,24 @@ class _Index:
     Checks here catch a damaged or mismatched mixture before training starts, naming the file.
     """
 
-    def __init__(self, root: Path, split: str, columns: Sequence[str]) -> None:
+    def __init__(self, root: Path, split: str, columns: Sequence[str], remote: Mapping[str, Any] | None = None) -> None:
         self.root = root
         self.paths: list[str] = []
         shard_of: list[int] = []
         local: list[int] = []
         rows: list[int] = []
-        for shard_id, (path, expected) in enumerate(mixture_files(root, split)):
-            if not path.is_file():
+        # [i13 hook] a mixture at a URL: shards listed by its manifest, footers read remotely, row
+        # groups served by medmix.shardcache (see there); `remote` holds its options
+        self.remote = None
+        if is_remote(root):
+            from medmix.shardcache import RemoteMixture
+            self.remote = RemoteMixture(str(root), split, **(remote or {}))
+        listing = zip(self.remote.paths, self.remote.expected) if self.remote else mixture_files(root, split)
+        for shard_id, (path, expected) in enumerate(listing):
+            if self.remote is None and not path.is_file():
                 raise MedmixError(f"{path}: shard listed in the manifest is missing")
             try:
-                meta = pq.read_metadata(path)
+                meta = self.remote.metas[shard_id] if self.remote else pq.read_metadata(path)
                 schema = meta.schema.to_arrow_schema()
             except (OSError, pa.ArrowException) as exc:
                 raise MedmixError(f"{path}: not a readable Parquet file: {exc}") from None
@@ -201,8 +209,8 @@ class _WindowReader:
             if len(self._files) >= _OPEN_FILES:
                 self._files.pop(next(iter(self._files))).close()  # least recently used
             path = self.index.paths[shard]
-            try:
-                handle = pq.ParquetFile(path)
+            try:  # [i13 hook] remote shards come through the row-group cache
+                handle = self.index.remote.open(shard) if self.index.remote else pq.ParquetFile(path)
             except (OSError, pa.ArrowException) as exc:
                 raise MedmixError(f"{path}: cannot open: {exc}") from None
         self._files[shard] = handle  # (re)inserted last: dicts keep order, so first = oldest
@@ -476,16 +484,18 @@ class MixtureDataset(_Stream):
                  decode_images: bool = True, transform: Callable[[dict[str, Any]], Any] | None = None,
                  columns: Sequence[str] | None = None, drop_remainder: bool = False,
                  pad_remainder: bool = False, split: str = "train", batch_size: int = 1,
-                 shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None) -> None:
+                 shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None,
+                 storage_options: Mapping[str, Any] | None = None, cache_bytes: int | None = None) -> None:
         if drop_remainder and pad_remainder:
             raise ValueError("choose at most one of drop_remainder and pad_remainder")
-        self.path = Path(path)
+        self.path = str(path) if is_remote(path) else Path(path)  # [i13] URLs stay URLs
         self.split = split
         self.shuffle = shuffle
         self.columns = _check_columns(columns)
         self.shuffle_window = _check_positive("shuffle_window", shuffle_window)
         self.remainder = "drop" if drop_remainder else "pad" if pad_remainder else "uneven"
-        self._index = _Index(self.path, split, self.columns)
+        remote = {"storage_options": storage_options, **({"cache_bytes": cache_bytes} if cache_bytes else {})}
+        self._index = _Index(self.path, split, self.columns, remote)
         self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
                           decode_images=decode_images, transform=transform)
         self._start, self._length = _rank_span(self._index.total, self.rank, self.world_size, self.remainder)
@@ -528,6 +538,9 @@ class MixtureDataset(_Stream):
         order = self._order()
         reader = _WindowReader(self._index, self.columns, self.io, dense=workers == 1)
         total, paths, decode, transform = self._index.total, self._index.paths, self.decode_images, self.transform
+        if self._index.remote:  # [i13 hook] prefetch this rank's row groups from the resume point on
+            self._index.remote.follow_order(order, self._index.rg_shard, self._index.rg_local, self._start + start,
+                                            self._length - start, total)
         for own in _own_chunks(start, self._length, self.batch_size, worker, workers, done):
             rows, shards = reader.take(order, (self._start + own) % total)
             self._chunk, self._chunk_done = (own, None), self._done
@@ -722,7 +735,13 @@ def load(path_or_repo_id: str | os.PathLike[str], split: str = "train",
     id and handed to `datasets.load_dataset` unchanged. Extra keyword arguments pass through.
     """
     local = Path(path_or_repo_id)
-    if local.exists():
+    if is_remote(path_or_repo_id):  # [i13 hook] a mixture at a URL: datasets reads it through fsspec
+        from medmix.layout import remote_mixture_files
+        from medmix.storage import Store
+        store = Store(str(path_or_repo_id), kwargs.get("storage_options"))
+        files = [store.child_url(rel) for rel, _, _ in remote_mixture_files(store, split)]
+        ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
+    elif local.exists():
         files = [str(f) for f, _ in mixture_files(local, split)]
         ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
     else:

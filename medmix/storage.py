@@ -77,6 +77,8 @@ def retrying(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         except _PERMANENT:
             raise
         except Exception as exc:  # 503 SlowDown, timeouts, dropped connections: SDK-specific classes
+            if "Validation" in type(exc).__name__:  # a wrong argument: no attempt will fix it
+                raise
             if "Credentials" in type(exc).__name__:
                 raise StorageError(f"{what}: no credentials ({exc}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                                    f"~/.aws/credentials or --storage-option") from None
@@ -114,7 +116,8 @@ class Store:
             text = str(local_path(text).absolute())
         self.url = text.rstrip("/")
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.options)
+            self._fs, self.root = fsspec.core.url_to_fs(self.url, **self.options)
+            self._pid = os.getpid()
         except ImportError as exc:
             raise MedmixError(f"{self.url}: this URL needs a filesystem package that is not installed ({exc}); "
                               f'for s3:// install `pip install "medmix[ray]"` (brings s3fs)') from None
@@ -124,6 +127,17 @@ class Store:
 
     def __reduce__(self) -> tuple:  # ship (url, options) to tasks, not a live connection
         return (Store, (self.url, self.options))
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem; a forked process (a DataLoader worker) gets its own, since async clients
+        such as s3fs's are not fork-safe."""
+        if self._pid != os.getpid():
+            import fsspec
+            self._fs = fsspec.filesystem(self._fs.protocol if isinstance(self._fs.protocol, str)
+                                         else self._fs.protocol[0], skip_instance_cache=True, **self.options)
+            self._pid = os.getpid()
+        return self._fs
 
     @property
     def local(self) -> Path | None:
@@ -148,7 +162,8 @@ class Store:
         return retrying(self._what("read", rel), self.fs.cat_file, self.key(rel))
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
-        return retrying(self._what(f"read bytes {start}-{end}", rel), self.fs.cat_file, self.key(rel), start, end)
+        return retrying(self._what(f"read bytes {start}-{end}", rel), self.fs.cat_file, self.key(rel),
+                        start=start, end=end)
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
