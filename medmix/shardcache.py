@@ -82,8 +82,8 @@ class RemoteMixture:
         with ThreadPoolExecutor(8) as pool:
             self.metas = list(pool.map(self._footer, self.rels))
         self.ranges = [_rg_ranges(m) for m in self.metas]
-        self.cache = RowGroupCache(self.store, self.rels, tags, self.ranges, cache_bytes,
-                                   Path(cache_dir) if cache_dir else scratch_dir() / "stream" / url_key(self.store.url))
+        folder = Path(cache_dir) if cache_dir else scratch_dir() / "stream" / url_key(self.store.url)
+        self.cache = RowGroupCache(self.store, self.rels, tags, self.ranges, cache_bytes, folder)
 
     def _footer(self, rel: str) -> pq.FileMetaData:
         def read() -> pq.FileMetaData:
@@ -219,7 +219,7 @@ class RowGroupCache:
                     self._cond.wait(timeout=1.0)
                     continue
                 self._busy.update(todo)
-            for key, result in zip(todo, self._pool.map(self._try_fetch, todo)):
+            for key, result in zip(todo, self._pool.map(self._try_fetch, todo), strict=True):
                 with self._cond:
                     self._busy.discard(key)
                     if isinstance(result, BaseException):

@@ -122,7 +122,8 @@ class Store:
             raise MedmixError(f"{self.url}: this URL needs a filesystem package that is not installed ({exc}); "
                               f'for s3:// install `pip install "medmix[ray]"` (brings s3fs)') from None
         except (ValueError, TypeError) as exc:
-            raise MedmixError(f"{self.url}: cannot open this location ({exc}); check the URL and --storage-option")
+            raise MedmixError(f"{self.url}: cannot open this location ({exc}); "
+                              f"check the URL and --storage-option") from None
         self.root = self.root.rstrip("/")
 
     def __reduce__(self) -> tuple:  # ship (url, options) to tasks, not a live connection
