@@ -6,7 +6,8 @@
    Timed from the start of the normalize stage to its last finished unit (default unit size:
    1000 files per unit for the local adapter).
 2. Ray's overhead per unit, in ms: (Ray 1-CPU normalize time - local 1-worker time) / units,
-   and as a share of a unit's time; plus the bare round trip of an empty Ray task.
+   and as a share of a unit's time, on warm workers; plus the bare round trip of an empty Ray
+   task, and the one-off start-up of Ray's worker processes (measured by building twice).
 3. The loader streaming from a local S3 server (moto on 127.0.0.1, through s3fs and the row-group
    cache) vs reading the same mixture from local disk: rows/s over one epoch, timed from the
    first row (the cache is warm once the first window is in; prefetch runs ahead from there).
@@ -71,6 +72,9 @@ def ray_child(folder: str, tmp: str, cpus: int) -> None:
 
     ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=f"/tmp/rt-b{os.getpid()}", logging_level="WARNING")
     try:
+        # the first build pays each worker process's start-up (importing medmix, pyarrow, Pillow)
+        # once; the second runs on warm workers, as every unit after the first per worker does
+        cold, _, _ = normalize_seconds(Path(folder), Path(tmp), f"ray{cpus}-cold", "ray", 0)
         secs, units, manifest = normalize_seconds(Path(folder), Path(tmp), f"ray{cpus}", "ray", 0)
 
         @ray.remote
@@ -85,7 +89,7 @@ def ray_child(folder: str, tmp: str, cpus: int) -> None:
     finally:
         ray.shutdown()
     shards = {s["path"]: s["sha256"] for s in manifest["shards"]}
-    print(json.dumps({"seconds": secs, "units": units, "task_ms": task_ms, "shards": shards}))
+    print(json.dumps({"seconds": secs, "cold": cold, "units": units, "task_ms": task_ms, "shards": shards}))
 
 
 def run_ray(folder: Path, tmp: Path, cpus: int) -> dict:
@@ -168,8 +172,10 @@ def main() -> None:
         print(f"byte-identical shards across the three: {same}")
         unit_ms = local_s / units * 1e3
         over_ms = (ray1["seconds"] - local_s) / units * 1e3
-        print(f"\nray overhead per unit: {over_ms:.1f} ms of a {unit_ms:.0f} ms unit ({over_ms / unit_ms:.1%}); "
-              f"empty-task round trip {ray1['task_ms']:.2f} ms")
+        print(f"\nray overhead per unit (warm workers): {over_ms:.1f} ms of a {unit_ms:.0f} ms unit "
+              f"({over_ms / unit_ms:.1%}); empty-task round trip {ray1['task_ms']:.2f} ms; worker start-up "
+              f"(once per worker process, first build): {ray1['cold'] - ray1['seconds']:.2f} s on 1 CPU, "
+              f"{ray2['cold'] - ray2['seconds']:.2f} s on 2 CPUs")
         print(f"\ndriver index: {index_bytes_per_row(tmp / 'cache-local1', manifest['total_rows']):.0f} bytes/row "
               f"(tracemalloc, build_index without text bands)")
         local, remote, fetches = streaming(tmp / "out-local1", tmp)

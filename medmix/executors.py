@@ -13,12 +13,14 @@ again; the atomic commit means its half-written file never became visible). Appl
 (a `MedmixError` such as a corrupt upstream archive) are not retried: they would fail again.
 
 What stays on the driver, and its memory model. The mix step (index, dedup, decontamination,
-selection) runs on the driver: it holds per-row arrays of 64-bit hashes, a few int32/int64
-columns and the rows' ids, about 160 bytes per row measured on the demo mixture with
-`tracemalloc` (see README, "More than one machine"): 3.35M rows ≈ 0.5 GiB. With text
-near-duplicate bands on (`dedup.text_threshold`) add ~100 bytes per text row. It stops holding
-on a 16 GiB driver at roughly 80M rows; past that, give the driver a bigger machine (the
-index is the only part that grows with the mixture; shard writing is bounded by one shard).
+selection) runs on the driver: `medmix.index.build_index` holds per row a few int32/uint64
+columns plus the row's id, license and image sha256 as Python strings: 296 bytes per row,
+measured with tracemalloc by `benchmarks/build_scaling.py` (the strings are ~80% of it). With text
+near-duplicate bands on (`dedup.text_threshold`) add 8 bytes per band and a 64-byte sketch per
+row. 3.35M rows ≈ 1 GiB. Keeping the index under half the driver's RAM, it stops holding at
+about 25M rows on a 16 GiB driver and 100M rows on 64 GiB; past that, give the driver a bigger
+machine (the index is the only part that grows with the mixture; shard writing is bounded by one
+shard, on whichever node runs it).
 """
 
 from __future__ import annotations
