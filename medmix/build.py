@@ -172,6 +172,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     planned = plan_sources(recipe, opts, log)
     policy = ImagePolicy(**recipe.image)
     _claim_output(out, recipe)
+    out.clear_temps()  # object storage: temporary keys of a killed earlier run
     for folder in (out.local, cache.local / "normalized"):
         if folder is not None and folder.exists():
             remove_stale_temps(folder)  # litter of a killed earlier run

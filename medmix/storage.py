@@ -219,6 +219,11 @@ class Store:
         except FileNotFoundError:
             pass
 
+    def clear_temps(self) -> None:
+        """Remove the temporary keys a killed run left behind (never visible to readers; litter)."""
+        if self.remote and TMP_PREFIX in self.list():
+            retrying(self._what("remove temporary keys", TMP_PREFIX), self.fs.rm, self.key(TMP_PREFIX), recursive=True)
+
     def sha256(self, rel: str, chunk: int = 1 << 22) -> str:
         h = hashlib.sha256()
 

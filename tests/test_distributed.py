@@ -204,6 +204,7 @@ def test_killed_driver_then_rerun_on_s3_reuses_every_finished_unit(s3, local_dem
     finally:
         proc.wait()
     fs.invalidate_cache()
+    fs.pipe_file("mix-kill/demo/.medmix-tmp/dead/data/train-00000-of-00002.parquet", b"half a shard")
     finished = {f: fs.info(f)["LastModified"] for f in fs.glob("mix-kill/cache/normalized/*/*.json")}
     assert finished and not fs.exists("mix-kill/demo/manifest.json")  # the commit point was never reached
     # the rerun comes from "another machine": a fresh scratch folder, only the bucket in common
@@ -212,7 +213,7 @@ def test_killed_driver_then_rerun_on_s3_reuses_every_finished_unit(s3, local_dem
     fs.invalidate_cache()
     assert {f: fs.info(f)["LastModified"] for f in finished} == finished, "a finished unit was redone"
     remote = _s3_digests("mix-kill/demo")
-    assert remote == digests
+    assert remote == digests  # and the killed run's temporary key is gone
     assert _stable(json.loads(fs.cat_file("mix-kill/demo/manifest.json"))) == _stable(manifest)
 
 
