@@ -200,7 +200,6 @@ class RowGroupCache:
         while True:
             with self._cond:
                 todo = []
-                used = sum(self._have.values()) + sum(self._size(k) for k in self._busy)
                 seen: set[tuple[int, int]] = set()
                 for key in self._plan[self._pos:]:
                     if key in seen:
@@ -208,17 +207,15 @@ class RowGroupCache:
                     seen.add(key)
                     if key in self._have or key in self._busy:
                         continue
-                    size = self._size(key)
-                    if used + size > self.cache_bytes:
+                    if not self._make_room(self._size(key)):
                         break
-                    used += size
+                    self._busy.add(key)  # reserves its bytes
                     todo.append(key)
                     if len(todo) >= FETCH_THREADS:
                         break
                 if not todo:
                     self._cond.wait(timeout=1.0)
                     continue
-                self._busy.update(todo)
             for key, result in zip(todo, self._pool.map(self._try_fetch, todo), strict=True):
                 with self._cond:
                     self._busy.discard(key)
@@ -234,17 +231,20 @@ class RowGroupCache:
         except BaseException as exc:  # reported to the reader, which fetches it again itself
             return exc
 
-    def _evict(self, keep: tuple[int, int]) -> None:
-        """Drop what the reader is past, then the oldest entries while over budget (lock held)."""
+    def _make_room(self, need: int, keep: tuple[int, int] | None = None, force: bool = False) -> bool:
+        """Evict until `need` more bytes fit (lock held): first what the reader is past, oldest
+        first; with `force` (the reader's own fetch) also entries still ahead. Entries stay while
+        they fit, so a slice that fits in `cache_bytes` is read from disk on its next pass."""
         upcoming = set(self._plan[self._pos:self._pos + 4096])
-        for key in [k for k in self._have if k != keep and k not in upcoming]:
-            self._drop(key)
-        used = sum(self._have.values())
-        for key in [k for k in self._have if k != keep]:  # oldest first (no plan, or a plan past the budget)
-            if used + self._size(keep) <= self.cache_bytes:
+        used = sum(self._have.values()) + sum(self._size(k) for k in self._busy)
+        behind = [k for k in self._have if k != keep and k not in upcoming]
+        ahead = [k for k in self._have if k != keep and k in upcoming] if force else []
+        for key in behind + ahead[::-1]:  # ahead: the furthest first
+            if used + need <= self.cache_bytes:
                 break
             used -= self._have[key]
             self._drop(key)
+        return used + need <= self.cache_bytes
 
     def _drop(self, key: tuple[int, int]) -> None:
         self._have.pop(key, None)
@@ -262,15 +262,17 @@ class RowGroupCache:
                     break
             while key in self._busy:
                 self._cond.wait(timeout=1.0)
-            self._evict(keep=key)
             fetch = key not in self._have
             if fetch:  # not prefetched (no plan, or its prefetch failed): fetch it here, counted as busy
+                self._make_room(self._size(key), keep=key, force=True)
                 self._busy.add(key)
         try:
             data = self._fetch(key) if fetch else self._file(key).read_bytes()
         except FileNotFoundError:  # gone from disk under us (a cleaned scratch folder): fetch again
             fetch = True
             with self._cond:
+                self._have.pop(key, None)
+                self._make_room(self._size(key), keep=key, force=True)
                 self._busy.add(key)
             data = self._fetch(key)
         finally:

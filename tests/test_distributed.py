@@ -177,6 +177,12 @@ def test_s3_build_on_ray_then_stream_and_load_from_the_bucket(ray_cluster, s3, l
     assert ds.io.rows - rows_before < manifest["total_rows"]  # one window read, not the epoch
     assert ds._index.remote.cache.fetches - fetched_before <= 1
 
+    # a slice that fits in the cache is read from local disk on its next pass
+    warm = MixtureDataset("s3://mix-ray/demo", seed=3, columns=["id"], decode_images=False, cache_bytes=1 << 30)
+    first = [r["id"] for r in warm]
+    fetched = warm._index.remote.cache.fetches
+    assert [r["id"] for r in warm] == first and warm._index.remote.cache.fetches == fetched
+
     hf = load("s3://mix-ray/demo")
     assert hf.num_rows == manifest["total_rows"]
     assert sorted(hf["id"]) == sorted(load(str(local_out))["id"])
