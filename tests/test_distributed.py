@@ -106,33 +106,59 @@ def test_ray_build_is_byte_identical_to_local_on_one_and_two_cpus(ray_cluster, l
         assert _digests(tmp_path / name) == digests, name
 
 
-def test_ray_worker_killed_mid_unit_is_retried_with_identical_output(ray_cluster, local_demo, tmp_path):
+def _slow_recipe(tmp: Path, images: int = 240):
+    """A local-folder source of noisy images, forced to re-encode: one unit of ~1 s, long enough
+    to be caught mid-unit on any machine."""
+    import numpy as np
+    from PIL import Image
+
+    from medmix.recipe import parse_recipe
+
+    folder = tmp / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(folder / f"img_{i:04d}.png")
+    return parse_recipe(f"""name: slow
+image: {{max_side: null, encode: jpeg}}
+dedup: {{exact: false, image_distance: null, text_threshold: null}}
+sources:
+  imgs:
+    adapter: local
+    from: {folder}
+    options: {{domain: radiology, license: CC0-1.0}}
+""", str(tmp / "slow.yaml"))
+
+
+def test_ray_worker_killed_mid_unit_is_retried_with_identical_output(ray_cluster, tmp_path):
     import psutil
 
-    _, manifest, digests = local_demo
+    recipe = _slow_recipe(tmp_path)
+    want = build(recipe, BuildOptions(out=tmp_path / "local", cache=tmp_path / "cache-local"), log=lambda m: None)
     killed: list[int] = []
     done = threading.Event()
 
-    def killer() -> None:  # SIGKILL the first worker seen running a normalize task
+    def killer() -> None:  # SIGKILL the worker process seen running the normalize task
         while not done.is_set() and not killed:
             for proc in psutil.process_iter(["pid", "cmdline"]):
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if cmd.startswith("ray::_run_job"):
+                if " ".join(proc.info["cmdline"] or []).startswith("ray::_run_job"):
                     os.kill(proc.info["pid"], signal.SIGKILL)
                     killed.append(proc.info["pid"])
                     break
-            time.sleep(0.002)
+            time.sleep(0.01)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        got = _build(tmp_path / "out", tmp_path / "cache", executor="ray", workers=2)
+        got = build(recipe, BuildOptions(out=tmp_path / "ray", cache=tmp_path / "cache-ray", executor="ray",
+                                         workers=2), log=lambda m: None)
     finally:
         done.set()
         thread.join()
     assert killed, "no normalize task was caught running"
-    assert _stable(got) == _stable(manifest)
-    assert _digests(tmp_path / "out") == digests
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    assert _stable(got) == _stable(want)
+    assert _digests(tmp_path / "ray") == _digests(tmp_path / "local")
 
 
 def test_s3_build_on_ray_then_stream_and_load_from_the_bucket(ray_cluster, s3, local_demo, tmp_path):
