@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import mmap
 import os
 import shutil
 import threading
@@ -145,7 +146,7 @@ class RowGroupCache:
         self._pos = 0                                   # index in the plan of the entry being read
         self._have: dict[tuple[int, int], int] = {}     # entries on disk (this process's view) → bytes
         self._busy: set[tuple[int, int]] = set()
-        self._hot: tuple[tuple[int, int], bytes] | None = None
+        self._hot: tuple[tuple[int, int], memoryview] | None = None  # the entry being read, zero-copy
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -250,7 +251,7 @@ class RowGroupCache:
         self._have.pop(key, None)
         self._file(key).unlink(missing_ok=True)
 
-    def get(self, key: tuple[int, int]) -> bytes:
+    def get(self, key: tuple[int, int]) -> memoryview:
         self._mine()
         if self._hot is not None and self._hot[0] == key:
             return self._hot[1]
@@ -267,7 +268,7 @@ class RowGroupCache:
                 self._make_room(self._size(key), keep=key, force=True)
                 self._busy.add(key)
         try:
-            data = self._fetch(key) if fetch else self._file(key).read_bytes()
+            data = self._fetch(key) if fetch else _map(self._file(key))
         except FileNotFoundError:  # gone from disk under us (a cleaned scratch folder): fetch again
             fetch = True
             with self._cond:
@@ -282,16 +283,26 @@ class RowGroupCache:
                     self._cond.notify_all()
         with self._cond:
             self._have[key] = len(data)
+        data = memoryview(data)
         self._hot = (key, data)
         return data
 
-    def read(self, shard: int, pos: int, n: int) -> bytes:
+    def read(self, shard: int, pos: int, n: int) -> memoryview:
         g = bisect_right(self.starts[shard], pos) - 1
         if g < 0:
             raise MedmixError(f"{self.store.child_url(self.rels[shard])}: read at byte {pos} outside any row group")
         a, b = self.ranges[shard][g]
         data = self.get((shard, g))
         return data[pos - a: min(pos + n, b) - a]
+
+
+def _map(path: Path) -> mmap.mmap | bytes:
+    """A cached entry, memory-mapped: the page cache's bytes, not a copy (an unlinked file stays mapped)."""
+    with open(path, "rb") as f:
+        try:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            return b""
 
 
 def _remove_dead(base: Path) -> None:
@@ -339,10 +350,13 @@ class _ShardView(io.RawIOBase):
         self.pos += len(data)
         return len(data)
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> memoryview | bytes:
         if n is None or n < 0:
             n = self.end - self.pos
         data = self.cache.read(self.shard, self.pos, n)
+        if len(data) == n or not data:  # the usual case: inside one row group, no copy
+            self.pos += len(data)
+            return data
         out = [data]
         got = len(data)
         while got < n and data:  # a read spanning two row groups (pyarrow coalesces nearby ranges)
