@@ -39,6 +39,7 @@ from build_throughput import make_images  # noqa: E402
 from medmix.build import BuildOptions, build  # noqa: E402
 from medmix.recipe import parse_recipe  # noqa: E402
 
+REPEAT = 2  # each normalize measurement is the best of this many builds
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_AUTO_CONNECT": "0"}
 
 
@@ -67,6 +68,12 @@ def normalize_seconds(folder: Path, tmp: Path, name: str, executor: str, workers
     return marks[-1] - marks[0], len(marks) - 1, manifest
 
 
+def best_of(n: int, folder: Path, tmp: Path, name: str, executor: str, workers: int) -> tuple[float, int, dict]:
+    """The fastest of `n` fresh builds (fresh cache each time): the machine may be shared."""
+    runs = [normalize_seconds(folder, tmp, f"{name}-{i}", executor, workers) for i in range(n)]
+    return min(runs, key=lambda r: r[0])
+
+
 def ray_child(folder: str, tmp: str, cpus: int) -> None:
     """Runs in a child process: one cluster of `cpus` CPUs, one build, one empty-task probe."""
     import ray
@@ -76,7 +83,7 @@ def ray_child(folder: str, tmp: str, cpus: int) -> None:
         # the first build pays each worker process's start-up (importing medmix, pyarrow, Pillow)
         # once; the second runs on warm workers, as every unit after the first per worker does
         cold, _, _ = normalize_seconds(Path(folder), Path(tmp), f"ray{cpus}-cold", "ray", 0)
-        secs, units, manifest = normalize_seconds(Path(folder), Path(tmp), f"ray{cpus}", "ray", 0)
+        secs, units, manifest = best_of(REPEAT, Path(folder), Path(tmp), f"ray{cpus}", "ray", 0)
 
         @ray.remote
         def noop() -> None:
@@ -161,12 +168,12 @@ def main() -> None:
         tmp = Path(d)
         folder = tmp / "images"
         make_images(folder, args.images, args.side, "jpeg")
-        local_s, units, manifest = normalize_seconds(folder, tmp, "local1", "local", 1)
+        local_s, units, manifest = best_of(REPEAT, folder, tmp, "local1", "local", 1)
         ray1 = run_ray(folder, tmp, 1)
         ray2 = run_ray(folder, tmp, 2)
         same = all(r["shards"] == {s["path"]: s["sha256"] for s in manifest["shards"]} for r in (ray1, ray2))
         n = args.images
-        print(f"\nnormalize ({n} images, {units} units, forced JPEG re-encode)")
+        print(f"\nnormalize ({n} images, {units} units, forced JPEG re-encode; best of {REPEAT} builds each)")
         print(f"{'executor':22} {'seconds':>8} {'img/s':>8} {'vs local w=1':>13}")
         for name, secs in (("local --workers 1", local_s), ("ray, 1 CPU", ray1["seconds"]),
                            ("ray, 2 CPUs", ray2["seconds"])):
@@ -178,9 +185,9 @@ def main() -> None:
               f"({over_ms / unit_ms:.1%}); empty-task round trip {ray1['task_ms']:.2f} ms; worker start-up "
               f"(once per worker process, first build): {ray1['cold'] - ray1['seconds']:.2f} s on 1 CPU, "
               f"{ray2['cold'] - ray2['seconds']:.2f} s on 2 CPUs")
-        print(f"\ndriver index: {index_bytes_per_row(tmp / 'cache-local1', manifest['total_rows']):.0f} bytes/row "
+        print(f"\ndriver index: {index_bytes_per_row(tmp / 'cache-local1-0', manifest['total_rows']):.0f} bytes/row "
               f"(tracemalloc, build_index without text bands)")
-        local, cold, warm, fetches = streaming(tmp / "out-local1", tmp)
+        local, cold, warm, fetches = streaming(tmp / "out-local1-0", tmp)
         print(f"\nloader rows/s (no image decode): local disk {local:.0f}; S3 stream, cold {cold:.0f} "
               f"({cold / local:.2f}×), warm cache {warm:.0f} ({warm / local:.2f}×); {fetches} ranged GETs")
 

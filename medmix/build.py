@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from medmix import __version__
 from medmix.buildcache import BuildCache
 from medmix.errors import LicenseRefused, ManualFilesMissing, MedmixError, RecipeError
+from medmix.executors import Executor, make_executor
 from medmix.imaging import ImagePolicy
 from medmix.layout import BUILD_MARKER, QUARANTINE, REMOVED, write_manifest
 from medmix.licenses import terms
@@ -29,7 +30,6 @@ from medmix.recipe import Recipe
 from medmix.schema import SCHEMA_VERSION
 from medmix.sources import get_source
 from medmix.sources.base import Source, Unit
-from medmix.executors import Executor, make_executor
 from medmix.storage import Store, scratch_dir, url_key
 from medmix.writer import remove_stale_temps, write_parquet_atomic
 

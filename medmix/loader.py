@@ -88,7 +88,8 @@ class _Index:
     Checks here catch a damaged or mismatched mixture before training starts, naming the file.
     """
 
-    def __init__(self, root: Path, split: str, columns: Sequence[str], remote: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, root: Path, split: str, columns: Sequence[str],
+                 remote: Mapping[str, Any] | None = None) -> None:
         self.root = root
         self.paths: list[str] = []
         shard_of: list[int] = []
