@@ -101,7 +101,7 @@ class _Index:
         if is_remote(root):
             from medmix.shardcache import RemoteMixture
             self.remote = RemoteMixture(str(root), split, **(remote or {}))
-        listing = zip(self.remote.paths, self.remote.expected) if self.remote else mixture_files(root, split)
+        listing = zip(self.remote.paths, self.remote.expected, strict=True) if self.remote else mixture_files(root, split)
         for shard_id, (path, expected) in enumerate(listing):
             if self.remote is None and not path.is_file():
                 raise MedmixError(f"{path}: shard listed in the manifest is missing")
@@ -596,7 +596,7 @@ class WeightedMixture(_Stream):
             weights.append(float(weight))
         if num_samples is not None:
             _check_positive("num_samples", num_samples)
-        self.paths = [Path(p) for p in sources]
+        self.paths = [str(p) if is_remote(p) else Path(p) for p in sources]  # [i13] URLs stay URLs
         self.weights = [w / sum(weights) for w in weights]
         self.exhausted = exhausted
         self.num_samples = num_samples

@@ -209,6 +209,12 @@ def test_s3_build_on_ray_then_stream_and_load_from_the_bucket(ray_cluster, s3, l
     fetched = warm._index.remote.cache.fetches
     assert [r["id"] for r in warm] == first and warm._index.remote.cache.fetches == fetched
 
+    # load-time weights over a bucket and a local folder
+    kw = {"seed": 2, "decode_images": False, "columns": ["id"], "shuffle_window": 16, "num_samples": 200}
+    want = [r["id"] for r in MixtureDataset.from_sources({str(local_out): 1.0, f"{local_out}/.": 2.0}, **kw)]
+    assert [r["id"] for r in MixtureDataset.from_sources({"s3://mix-ray/demo": 1.0, f"{local_out}/.": 2.0}, **kw)] \
+        == want
+
     hf = load("s3://mix-ray/demo")
     assert hf.num_rows == manifest["total_rows"]
     assert sorted(hf["id"]) == sorted(load(str(local_out))["id"])
