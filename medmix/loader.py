@@ -101,7 +101,8 @@ class _Index:
         if is_remote(root):
             from medmix.shardcache import RemoteMixture
             self.remote = RemoteMixture(str(root), split, **(remote or {}))
-        listing = zip(self.remote.paths, self.remote.expected, strict=True) if self.remote else mixture_files(root, split)
+        remote_listing = zip(self.remote.paths, self.remote.expected, strict=True) if self.remote else None
+        listing = remote_listing or mixture_files(root, split)
         for shard_id, (path, expected) in enumerate(listing):
             if self.remote is None and not path.is_file():
                 raise MedmixError(f"{path}: shard listed in the manifest is missing")
