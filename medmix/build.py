@@ -8,10 +8,9 @@ and re-runs when a weight changes, without re-downloading or re-decoding anythin
 from __future__ import annotations
 
 import dataclasses
-import json
+import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmix import __version__
+from medmix.buildcache import BuildCache
 from medmix.errors import MedmixError
+from medmix.executors import Executor, make_executor
 from medmix.imaging import ImagePolicy
-from medmix.layout import BUILD_MARKER, QUARANTINE, write_manifest
+from medmix.layout import BUILD_MARKER, QUARANTINE, REMOVED, write_manifest
 from medmix.licenses import terms
 from medmix.lock import apply_lock, default_lock_path, read_lock
-from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths, run_unit
+from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths
 from medmix.planning import BuildOptions, PlannedSource, check_manual_files, plan_sources
 from medmix.recipe import Recipe
-from medmix.removed import write_removed
+from medmix.removed import removed_table
 from medmix.schema import SCHEMA_VERSION
 from medmix.sources.base import Unit
-from medmix.writer import atomic_write_json, remove_stale_temps, write_parquet_atomic
+from medmix.storage import Store, scratch_dir, url_key
+from medmix.writer import remove_stale_temps, write_parquet_atomic
 
 Progress = Callable[[str, str, int, int | None], None]  # (stage, label, advance, total)
 
@@ -44,8 +46,8 @@ class UnitJob:
     files: dict[str, Path]
 
 
-def _run_job(job: UnitJob, policy: ImagePolicy, cache: Path) -> dict:
-    return run_unit(job.planned.source, job.unit, job.files, policy, cache, job.key)
+def _run_job(job: UnitJob, policy: ImagePolicy, cache: BuildCache) -> dict:
+    return cache.run_unit(job.planned.source, job.unit, job.files, policy, job.key)
 
 
 def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
@@ -55,13 +57,17 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     # flags are part of the resolution: the manifest (and the row-level license filter) see them
     recipe = dataclasses.replace(recipe, accept=tuple(sorted(set(recipe.accept) | set(opts.accept))),
                                  allow_eval=tuple(sorted(set(recipe.allow_eval) | set(opts.allow_eval))))
-    opts.out.mkdir(parents=True, exist_ok=True)
+    out = Store(opts.out, opts.storage_options)
+    if out.local:
+        out.local.mkdir(parents=True, exist_ok=True)
+    cache = BuildCache(opts.cache, opts.storage_options)
     planned = plan_sources(recipe, opts, log)
     policy = ImagePolicy(max_side=recipe.image.max_side, encode=recipe.image.encode,
                          jpeg_quality=recipe.image.jpeg_quality, frame=recipe.image.frame)
-    _claim_output(opts.out, recipe)
-    for folder in (opts.out, opts.cache / "normalized"):
-        if folder.exists():
+    _claim_output(out, recipe)
+    out.clear_temps()  # object storage: temporary keys of a killed earlier run
+    for folder in (out.local, cache.local / "normalized"):
+        if folder is not None and folder.exists():
             remove_stale_temps(folder)  # litter of a killed earlier run
     lock_file = opts.lock or default_lock_path(recipe.name)
     if opts.lock is not None or lock_file.exists():
@@ -71,16 +77,13 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
 
     # fetch (network-bound, one source at a time) and cut into units
     from medmix.fetch import fetch_files
-    from medmix.index import build_eval_index, build_index
-    from medmix.mixture import mixture_rows
-    from medmix.shards import write_shards
 
     check_manual_files(planned)
     jobs: list[UnitJob] = []
     provenance: dict[str, list[dict]] = {}
     for p in planned:
         progress("fetch", p.name, 0, None)
-        res = fetch_files(p.source, p.splits, cache_dir=opts.cache / "downloads", from_dir=p.from_dir,
+        res = fetch_files(p.source, p.splits, cache_dir=cache.local / "downloads", from_dir=p.from_dir,
                           mirror=opts.mirror, hf_endpoint=opts.hf_endpoint, verify=opts.verify)
         provenance[p.name] = res.provenance
         # "inputs" names every byte a unit may read: file sha256s (pinned, computed at download or
@@ -92,27 +95,34 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                 jobs.append(UnitJob(p, unit, unit.key(salt), res.paths))
         progress("fetch", p.name, 1, 1)
 
-    # normalize: units are independent; results are keyed by unit, so order never depends on workers
-    norm = opts.cache / "normalized"
+    with make_executor(opts.executor, opts.workers, opts.address) as executor:
+        return _normalize_and_mix(recipe, opts, planned, jobs, provenance, policy, out, cache, executor, progress,
+                                  started)
+
+
+def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[PlannedSource], jobs: list[UnitJob],
+                       provenance: dict[str, list[dict]], policy: ImagePolicy, out: Store, cache: BuildCache,
+                       executor: Executor, progress: Progress, started: float) -> dict:
+    from medmix.index import build_eval_index, build_index
+    from medmix.mixture import mixture_rows
+    from medmix.shards import write_shards
+
+    # normalize: units are independent; results are keyed by unit, so order never depends on the
+    # executor, its workers or the order units finish in
     summaries: list[dict] = [None] * len(jobs)  # type: ignore[list-item]
     todo = []
     for i, job in enumerate(jobs):
-        done = UnitPaths.at(norm, job.planned.name, job.key).summary
-        if done.exists():
-            summaries[i] = json.loads(done.read_text())
+        done = cache.summary(job.planned.name, job.key)
+        if done is not None:
+            summaries[i] = done
         else:
             todo.append(i)
     progress("normalize", "units", len(jobs) - len(todo), len(jobs))
-    if opts.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(opts.workers) as pool:
-            futures = {pool.submit(_run_job, jobs[i], policy, norm): i for i in todo}
-            for fut in as_completed(futures):
-                summaries[futures[fut]] = fut.result()
-                progress("normalize", "units", 1, len(jobs))
-    else:
-        for i in todo:
-            summaries[i] = _run_job(jobs[i], policy, norm)
-            progress("normalize", "units", 1, len(jobs))
+    cache.ship_inputs([jobs[i].files for i in todo], remote=executor.remote)
+    for i, summary in zip(todo, executor.map(_run_job, ((jobs[i], policy, cache) for i in todo),
+                                             on_done=lambda i, r: progress("normalize", "units", 1, len(jobs)))):
+        summaries[i] = summary
+    norm = cache.pull_normalized([(j.planned.name, j.key) for j in jobs])
 
     # mix: index → dedup/decontaminate/select → shards
     train = [(j, s) for j, s in zip(jobs, summaries) if not j.planned.evaluation]
@@ -133,42 +143,53 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
                       text_threshold=recipe.dedup.text_threshold, ngrams=ngrams)
     plan = mixture_rows(recipe, idx, eval_index)
     progress("mix", "index", 1, 1)
-    shards = write_shards(opts.out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
-                          progress=lambda stage, n: progress("write", stage, n, None))
+    shards = write_shards(out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
+                          progress=lambda stage, n: progress("write", stage, n, None), executor=executor,
+                          spill=None if out.local else cache.local / "spill" / url_key(out.url))
 
-    quarantine = _write_quarantine(opts.out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
-    removed = write_removed(opts.out, plan.removed, idx, unit_files, eval_index, eval_files,
-                            recipe.decontaminate.ngram)
+    quarantine = _write_quarantine(out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
+    digest, rows = _publish_table(out, REMOVED, removed_table(plan.removed, idx, unit_files, eval_index, eval_files,
+                                                             recipe.decontaminate.ngram))
+    removed = {"path": REMOVED, "rows": rows, "sha256": digest}
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
     # reuse counts differ between a fresh and a resumed build of the same inputs: build_info, not the rest
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),
-                              "workers": opts.workers,
+                              "workers": opts.workers, "executor": executor.name,
                               "normalize": {"units": len(jobs), "reused": len(jobs) - len(todo)}}
-    return write_manifest(opts.out, manifest)  # exactly what a reader of manifest.json sees
+    return write_manifest(out, manifest)  # exactly what a reader of manifest.json sees; written last
 
 
-def _claim_output(out: Path, recipe: Recipe) -> None:
-    """An output folder belongs to one resolved recipe: resuming into it is safe, mixing two is not."""
-    marker = out / BUILD_MARKER
+def _claim_output(out: Store, recipe: Recipe) -> None:
+    """An output folder belongs to one resolved recipe: resuming into it is safe, mixing two is not.
+    The same on object storage: the marker is an object beside the shards."""
     want = {"recipe_sha256": recipe.sha256(), "schema_version": SCHEMA_VERSION, "medmix_version": __version__}
-    if marker.exists():
-        have = json.loads(marker.read_text())
+    names = out.list()
+    if BUILD_MARKER in names:
+        have = out.read_json(BUILD_MARKER)
         if have != want:
-            other = have.get("recipe_sha256", "?")[:12]
-            raise MedmixError(f"{out} holds a build of another recipe or version ({other}); "
-                              f"choose an empty --out folder or delete it")
+            raise MedmixError(f"{out.url} holds a build of another recipe or version "
+                              f"({have.get('recipe_sha256', '?')[:12]}); choose an empty --out folder or delete it")
     else:
-        stray = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+        stray = [n for n in names if not n.startswith(".")]
         if stray:
-            raise MedmixError(f"{out} is not empty and holds no medmix build ({stray[0].name}, ...); choose an empty "
+            raise MedmixError(f"{out.url} is not empty and holds no medmix build ({stray[0]}, ...); choose an empty "
                               f"--out folder")
-        atomic_write_json(marker, want)
+        out.write_json(BUILD_MARKER, want)
 
 
-def _write_quarantine(out: Path, files: list[Path]) -> dict:
+def _publish_table(out: Store, rel: str, table: pa.Table) -> tuple[str, int]:
+    if out.local:
+        return write_parquet_atomic(out.local / rel, table)
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
+        digest, rows = write_parquet_atomic(Path(tmp) / rel, table)
+        out.put_file(Path(tmp) / rel, rel)
+    return digest, rows
+
+
+def _write_quarantine(out: Store, files: list[Path]) -> dict:
     tables = [pq.read_table(f) for f in files if f.exists()]
     table = pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
-    digest, rows = write_parquet_atomic(out / QUARANTINE, table.cast(QUARANTINE_SCHEMA))
+    digest, rows = _publish_table(out, QUARANTINE, table.cast(QUARANTINE_SCHEMA))
     return {"path": QUARANTINE, "rows": rows, "sha256": digest}
 
 

@@ -24,10 +24,21 @@ MirrorOpt = Annotated[str | None, typer.Option("--mirror",
 def build(
     recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path "
                                                "(default: demo)")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder for shards + manifest")] = Path("mixture"),
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1,
-                                         help="processes for normalize and shard writing")] = 1,
-    cache: Annotated[Path, typer.Option("--cache", help="download + normalized-source cache")] = Path(".medmix-cache"),
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder or URL (s3://bucket/mix, gs://..., any "
+                                     "fsspec URL) for shards + manifest")] = "mixture",
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1,
+                                                help="local: processes for normalize and shard writing (default 1); "
+                                                     "ray: most tasks in flight (default: as many as the cluster "
+                                                     "takes)")] = None,
+    cache: Annotated[str, typer.Option("--cache", help="download + normalized-source cache (folder or "
+                                       "URL)")] = ".medmix-cache",
+    executor: Annotated[str, typer.Option("--executor", help="where units and shards run: local (process pool) "
+                                          "or ray")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (auto, ray://host:10001); "
+                                                "default: start one here")] = None,
+    storage_option: Annotated[list[str] | None, typer.Option("--storage-option", help="KEY=VALUE passed to fsspec "
+                                                             "for URL --out/--cache (e.g. "
+                                                             "endpoint_url=http://minio:9000)")] = None,
     from_: FromOpt = None,
     accept_license: Annotated[list[str] | None, typer.Option("--accept-license",
                                                              help="accept a non-commercial/gated license id")] = None,
@@ -45,10 +56,15 @@ def build(
     from medmix.recipe import load_recipe
 
     try:
+        from medmix.storage import is_remote, local_path, parse_storage_options
+
         r = load_recipe(recipe)
-        opts = BuildOptions(out=out, cache=cache, workers=workers, from_dirs=parse_from(from_),
-                            accept=tuple(accept_license or ()), allow_eval=tuple(allow_eval or ()), mirror=mirror,
-                            verify=verify)
+        opts = BuildOptions(out=out if is_remote(out) else local_path(out),
+                            cache=cache if is_remote(cache) else local_path(cache),
+                            workers=workers if workers is not None else (1 if executor == "local" else 0),
+                            from_dirs=parse_from(from_), accept=tuple(accept_license or ()),
+                            allow_eval=tuple(allow_eval or ()), mirror=mirror, executor=executor, address=address,
+                            storage_options=parse_storage_options(storage_option), verify=verify)
         if plan:
             from medmix.preview import expected_rows
             _print_plan(r.name, expected_rows(r, opts))
@@ -59,7 +75,7 @@ def build(
     except MedmixError as exc:
         fail(exc)
     from medmix.report import print_build_summary
-    print_build_summary(manifest, out, out_console)
+    print_build_summary(manifest, opts.out, out_console)
 
 
 def _print_plan(recipe_name: str, rows: list[dict]) -> None:

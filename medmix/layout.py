@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmix.errors import MedmixError
+from medmix.storage import Store
 from medmix.writer import atomic_write_json
 
 FORMAT_VERSION = 2
@@ -203,14 +204,65 @@ def check_format_version(manifest: dict[str, Any], where: str | os.PathLike[str]
     return version
 
 
-def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(root: str | os.PathLike[str] | Store, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest atomically (the build's commit point) and return exactly what a reader sees.
 
     `format_version` leads the document so a person opening the file sees what they are reading.
+    `root` may be a `Store` (any fsspec URL): on object storage the manifest is the last object
+    written, under a temporary key and then copied into place, so its presence commits the build.
     """
     doc = {"format_version": FORMAT_VERSION, **{k: v for k, v in manifest.items() if k != "format_version"}}
-    atomic_write_json(Path(root) / MANIFEST, doc)
+    if isinstance(root, Store):
+        root.write_json(MANIFEST, doc)  # the same bytes as atomic_write_json
+    else:
+        atomic_write_json(Path(root) / MANIFEST, doc)
     return json.loads(json.dumps(doc))
+
+
+def read_remote_manifest(store: Store, required: Sequence[str] = MANIFEST_KEYS) -> dict[str, Any]:
+    """`read_manifest` for a mixture at a URL: the manifest is the commit point, so no manifest
+    means no (finished) mixture there."""
+    where = store.child_url(MANIFEST)
+    try:
+        manifest = json.loads(store.read_bytes(MANIFEST))
+    except FileNotFoundError:
+        raise MedmixError(f"{where}: missing; {store.url} is not a built mixture (or its build has not "
+                          f"finished: the manifest is written last)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MedmixError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise MedmixError(f"{where}: expected a JSON object at the top level")
+    check_format_version(manifest, where)
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise MedmixError(f"{where}: missing key(s) {missing}; was it written by `medmix build`?")
+    return manifest
+
+
+def remote_mixture_files(store: Store, split: str = DEFAULT_SPLIT) -> list[tuple[str, int | None, str | None]]:
+    """`mixture_files` for a mixture at a URL: (shard path relative to the mixture, manifest rows, sha256).
+
+    A remote mixture needs its manifest (listing a bucket is slow and shows unfinished builds).
+    """
+    manifest = read_remote_manifest(store, required=("shards",))
+    where = store.child_url(MANIFEST)
+    out = []
+    seen = set()
+    for n, entry in enumerate(manifest["shards"] if isinstance(manifest["shards"], list) else []):
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or not rel:
+            raise MedmixError(f"{where}: shards[{n}] has no 'path'")
+        if rel.startswith("/") or ".." in rel.split("/") or "://" in rel:
+            raise MedmixError(f"{where}: shards[{n}].path {rel!r} points outside the mixture folder")
+        parsed = parse_shard_name(rel)
+        entry_split = entry.get("split", parsed.split if parsed else None)
+        seen.add(entry_split)
+        if entry_split is not None and entry_split != split:
+            continue
+        out.append((rel, entry.get("rows"), entry.get("sha256")))
+    if not out:
+        raise MedmixError(f"{where}: no shards for split {split!r}; found {sorted(s for s in seen if s)}")
+    return out
 
 
 def manifest_sha256(root: str | os.PathLike[str]) -> str:

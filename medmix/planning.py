@@ -23,9 +23,9 @@ from medmix.sources.base import Manual, Source
 
 @dataclass
 class BuildOptions:
-    out: Path
-    cache: Path
-    workers: int = 1
+    out: Path | str                 # a folder or any fsspec URL (s3://bucket/mix)
+    cache: Path | str               # likewise; see medmix.buildcache
+    workers: int = 1                # local: processes; ray: most tasks in flight (0 = as many as the cluster takes)
     from_dirs: dict[str, Path] = field(default_factory=dict)
     accept: tuple[str, ...] = ()
     allow_eval: tuple[str, ...] = ()
@@ -33,6 +33,9 @@ class BuildOptions:
     hf_endpoint: str | None = None
     lock: Path | None = None        # default: the recipe's lock in manifests/, when there is one
     verify: bool = False            # hash every file of hand-placed folders for the unit keys (medmix.fileid)
+    executor: str = "local"         # "local" (process pool) or "ray" (medmix.executors)
+    address: str | None = None      # Ray cluster address for executor="ray" ("auto", "ray://host:10001")
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for URL --out/--cache
 
 
 @dataclass

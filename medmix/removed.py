@@ -22,11 +22,10 @@ import pyarrow.parquet as pq
 from medmix.decontam import text_words
 from medmix.dedup import hamming
 from medmix.index import EvalIndex, Index
-from medmix.layout import REMOVED, REMOVED_SCHEMA, REMOVED_TEXT_CHARS, REMOVED_THUMB_PX, read_rows
+from medmix.layout import REMOVED_SCHEMA, REMOVED_TEXT_CHARS, REMOVED_THUMB_PX, read_rows
 from medmix.mixture import Removal
 from medmix.textsim import qa_text, sketch_similarity
 from medmix.thumbnail import thumbnail
-from medmix.writer import write_parquet_atomic
 
 _COLUMNS = ["question", "options", "answer", "context", "image", "image_hash", "image_phash"]
 _DEDUP = ("duplicate", "same_image")
@@ -65,8 +64,9 @@ def shared_ngram(train_text: str, eval_text: str, n: int) -> str | None:
     return next((" ".join(a[i:i + k]) for i in range(len(a) - k + 1) if tuple(a[i:i + k]) in grams), None)
 
 
-def write_removed(out: Path, removals: Sequence[Removal], idx: Index, unit_files: Sequence[Path],
-                  evals: EvalIndex | None, eval_files: Sequence[tuple[str, Path]], ngram: int) -> dict:
+def removed_table(removals: Sequence[Removal], idx: Index, unit_files: Sequence[Path],
+                  evals: EvalIndex | None, eval_files: Sequence[tuple[str, Path]], ngram: int) -> pa.Table:
+    """removed.parquet's rows (layout.REMOVED_SCHEMA), sorted by id; the build publishes the table."""
     removals = sorted(removals, key=lambda r: (r.id, r.reason, r.other))
     eval_paths = [p for _, p in eval_files]
     eval_starts = np.cumsum([0] + [pq.ParquetFile(p).metadata.num_rows for p in eval_paths])
@@ -117,5 +117,4 @@ def write_removed(out: Path, removals: Sequence[Removal], idx: Index, unit_files
                 rec["ngram"] = shared_ngram(qa_text(a["question"], a["options"], a["answer"], a["context"]),
                                             qa_text(b["question"], b["options"], None, b["context"]), ngram)
         records.append(rec)
-    digest, n = write_parquet_atomic(out / REMOVED, pa.Table.from_pylist(records, schema=REMOVED_SCHEMA))
-    return {"path": REMOVED, "rows": n, "sha256": digest}
+    return pa.Table.from_pylist(records, schema=REMOVED_SCHEMA)

@@ -30,7 +30,8 @@ def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
             t.add_row(name, ev, str(n))
         console.print(t)
     if manifest["quarantine"]["rows"]:
-        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: {out / QUARANTINE}")
+        console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: "
+                      f"{str(out).rstrip('/')}/{QUARANTINE}")
     norm = manifest.get("build_info", {}).get("normalize")
     if norm:
         console.print(f"normalize: {norm['units']} unit(s), {norm['reused']} reused from the cache, "

@@ -6,15 +6,16 @@ random access would re-read row groups once per shard. Instead, two sequential p
            of the shard it belongs to (Arrow IPC streams, one per missing shard);
   gather:  per shard, read its spill file (one shard of rows), sort by output position, write
            the Parquet shard atomically. Shards are independent, so this pass runs in parallel.
-Shards already present under their final name are complete (atomic rename) and are skipped, so
-a killed build resumes with only the missing shards.
+Shards already present under their final name are complete (atomic rename, or temporary key +
+copy on object storage) and are skipped, so a killed build resumes with only the missing shards.
+The gather runs on the build's executor (`medmix.executors`): local processes or Ray tasks.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,42 +24,65 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from medmix.executors import Executor, LocalExecutor
 from medmix.layout import DATA_DIR, shard_path
 from medmix.schema import ARROW_SCHEMA, COLUMNS
+from medmix.storage import Store, scratch_dir
 from medmix.writer import sha256_file, write_parquet_atomic
 
 
-def write_shards(out: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
-                 shard_rows: int, workers: int = 1, progress: Callable[[str, int], None] | None = None) -> list[dict]:
-    """Rows (unit, row, copy) in output order → shards under `out/data/`; returns shard records."""
+def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
+                 shard_rows: int, workers: int = 1, progress: Callable[[str, int], None] | None = None,
+                 executor: Executor | None = None, spill: Path | None = None) -> list[dict]:
+    """Rows (unit, row, copy) in output order → shards under `out/data/`; returns shard records.
+
+    `out` is a local folder or a `Store` (any fsspec URL). The gather runs on `executor` (default:
+    a local pool of `workers`); an executor whose tasks may run on other machines gets each
+    shard's spilled rows as bytes (through its object store), and the task writes the shard to
+    `out` itself, atomically (temporary key, then copy into place on object storage).
+    `spill`: local scratch folder for the scatter (default `out/.spill`; required for a remote `out`).
+    """
+    store = out if isinstance(out, Store) else Store(out)
+    executor = executor or LocalExecutor(workers)
     total = len(unit)
     n_shards = max(1, -(-total // shard_rows))
     names = [shard_path(i, n_shards) for i in range(n_shards)]
-    missing = [i for i, name in enumerate(names) if not (out / name).exists()]
-    spill = out / ".spill"
+    present = set(store.list(DATA_DIR))
+    missing = [i for i, name in enumerate(names) if name.rsplit("/", 1)[-1] not in present]
+    spill = spill or (store.local / ".spill" if store.local else None)
+    if spill is None:
+        raise ValueError("write_shards: a remote output needs a local spill folder")
+    written: dict[int, tuple[int, str]] = {}
     if missing:
         if spill.exists():
             shutil.rmtree(spill)  # a killed scatter leaves partial spills; they are rebuilt from the cache
         spill.mkdir(parents=True)
         _scatter(spill, unit_files, unit, row, copy, shard_rows, set(missing), progress)
-        jobs = [(spill / f"{i}.arrow", out / names[i]) for i in missing]
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for _ in pool.map(_gather, *zip(*jobs)):
-                    if progress:
-                        progress("gather", 1)
-        else:
-            for job in jobs:
-                _gather(*job)
-                if progress:
-                    progress("gather", 1)
+        ship = executor.remote
+        calls = ((_spill_payload(spill / f"{i}.arrow", ship), store, names[i]) for i in missing)
+        results = executor.map(_gather, calls, on_done=lambda i, r: progress and progress("gather", 1))
+        written = dict(zip(missing, results))
         shutil.rmtree(spill, ignore_errors=True)
-    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    if store.local:
+        (store.local / DATA_DIR).mkdir(parents=True, exist_ok=True)
     records = []
-    for name in names:
-        rows = pq.ParquetFile(out / name).metadata.num_rows
-        records.append({"path": name, "rows": rows, "sha256": sha256_file(out / name)})
+    for i, name in enumerate(names):
+        if i in written:
+            rows, digest = written[i]
+        elif store.local:  # written by an earlier (killed) run
+            rows, digest = pq.ParquetFile(store.local / name).metadata.num_rows, sha256_file(store.local / name)
+        else:
+            with store.fs.open(store.key(name), "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            digest = store.sha256(name)
+        records.append({"path": name, "rows": rows, "sha256": digest})
     return records
+
+
+def _spill_payload(path: Path, ship: bool) -> Path | bytes | None:
+    if not path.exists():
+        return None  # an empty mixture still gets its one (empty) shard
+    return path.read_bytes() if ship else path
 
 
 SPILL_SCHEMA = ARROW_SCHEMA.append(pa.field("_pos", pa.int64())).append(pa.field("_copy", pa.int32()))
@@ -99,11 +123,14 @@ def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.
             w.close()
 
 
-def _gather(spill_file: Path, target: Path) -> None:
-    if not spill_file.exists():  # an empty mixture still gets its one (empty) shard
+def _gather(spill: Path | bytes | None, store: Store, name: str) -> tuple[int, str]:
+    """One shard: its spilled rows, sorted by output position, written atomically; (rows, sha256)."""
+    if spill is None:
         table = SPILL_SCHEMA.empty_table()
+    elif isinstance(spill, bytes):
+        table = ipc.open_stream(pa.BufferReader(spill)).read_all()
     else:
-        with pa.memory_map(str(spill_file)) as src:
+        with pa.memory_map(str(spill)) as src:
             table = ipc.open_stream(src).read_all()
     table = table.take(pc.sort_indices(table, [("_pos", "ascending")]))
     copies = table.column("_copy").to_numpy()
@@ -113,4 +140,12 @@ def _gather(spill_file: Path, target: Path) -> None:
         table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
     table = table.drop_columns(["_pos", "_copy"]).cast(ARROW_SCHEMA)
     # replace_schema_metadata keeps the `datasets` feature description on every shard
-    write_parquet_atomic(target, table.replace_schema_metadata(ARROW_SCHEMA.metadata))
+    table = table.replace_schema_metadata(ARROW_SCHEMA.metadata)
+    if store.local:
+        digest, rows = write_parquet_atomic(store.local / name, table)
+        return rows, digest
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
+        local = Path(tmp) / Path(name).name
+        digest, rows = write_parquet_atomic(local, table)
+        store.put_file(local, name)
+    return rows, digest

@@ -9,6 +9,7 @@ from typing import Any
 import datasets
 
 from medmix.layout import mixture_files
+from medmix.storage import is_remote
 
 __all__ = ["load"]
 
@@ -23,7 +24,14 @@ def load(path_or_repo_id: str | os.PathLike[str], split: str = "train",
     id and handed to `datasets.load_dataset` unchanged. Extra keyword arguments pass through.
     """
     local = Path(path_or_repo_id)
-    if local.exists():
+    if is_remote(path_or_repo_id):  # a mixture at a URL: datasets reads its shards through fsspec
+        from medmix.layout import remote_mixture_files
+        from medmix.storage import Store
+
+        store = Store(str(path_or_repo_id), kwargs.get("storage_options"))
+        files = [store.child_url(rel) for rel, _, _ in remote_mixture_files(store, split)]
+        ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
+    elif local.exists():
         files = [str(f) for f, _ in mixture_files(local, split)]
         ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, **kwargs)
     else:

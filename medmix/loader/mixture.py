@@ -14,6 +14,7 @@ from medmix.loader.partition import World, own_chunks, rank_span
 from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
+from medmix.storage import is_remote
 
 if TYPE_CHECKING:
     from medmix.loader.weighted import WeightedMixture
@@ -49,16 +50,18 @@ class MixtureDataset(Stream):
                  decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
                  columns: Sequence[str] | None = None, drop_remainder: bool = False,
                  pad_remainder: bool = False, split: str = "train", batch_size: int = 1, batched: bool = False,
-                 shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None) -> None:
+                 shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None,
+                 storage_options: Mapping[str, Any] | None = None, cache_bytes: int | None = None) -> None:
         if drop_remainder and pad_remainder:
             raise ValueError("choose at most one of drop_remainder and pad_remainder")
-        self.path = Path(path)
+        self.path = str(path) if is_remote(path) else Path(path)  # URLs stay URLs
         self.split = split
         self.shuffle = shuffle
         self.columns = check_columns(columns)
         self.shuffle_window = check_positive("shuffle_window", shuffle_window)
         self.remainder = "drop" if drop_remainder else "pad" if pad_remainder else "uneven"
-        self._index = ShardIndex(self.path, split, self.columns)
+        remote = {"storage_options": storage_options, **({"cache_bytes": cache_bytes} if cache_bytes else {})}
+        self._index = ShardIndex(self.path, split, self.columns, remote)
         self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
                           decode_images=decode_images, transform=transform, batched=batched)
         self._start, self._length = rank_span(self._index.total, self.rank, self.world_size, self.remainder)
@@ -98,6 +101,9 @@ class MixtureDataset(Stream):
         reader = WindowReader(self._index, self.columns, self.io, as_rows=not self.batched,
                               dense=world.workers == 1, prefetch=not world.in_worker)
         total, paths = self._index.total, self._index.paths
+        if self._index.remote is not None:  # prefetch this rank's row groups from the resume point on
+            self._index.remote.follow_order(order, self._index.group_shard, self._index.group_local,
+                                            self._start + start, self._length - start, total)
         if self._length:
             reader.last_window = int(order.window_of(np.asarray([(self._start + self._length - 1) % total]))[0])
         try:

@@ -1,8 +1,9 @@
 """The shard index of one mixture split, and the one place a shard file is opened.
 
-Every shard the loader touches (the footer reads here, the row-group reads of `reader`) goes
-through `open_shard(path)`, with paths kept as str: a remote store (s3://) with a local shard
-cache plugs in there and nowhere else.
+Every local shard the loader touches (the footer reads here, the row-group reads of `reader`) goes
+through `open_shard(path)`, with paths kept as str; a mixture at a URL (s3://, gs://, any fsspec
+URL) goes through `ShardIndex.open`, which hands out shards from `medmix.shardcache`'s bounded
+local row-group cache instead.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 from medmix.errors import MedmixError
 from medmix.layout import mixture_files
 from medmix.schema import ARROW_SCHEMA
+from medmix.storage import is_remote
 
 __all__ = ["ShardIndex", "open_shard"]
 
@@ -41,20 +44,35 @@ class ShardIndex:
     Row group g (global, manifest order) is row group `group_local[g]` of shard `group_shard[g]`.
     """
 
-    def __init__(self, root: Path, split: str, columns: Sequence[str]) -> None:
+    def __init__(self, root: Path | str, split: str, columns: Sequence[str],
+                 remote: Mapping[str, Any] | None = None) -> None:
         self.root = root
         self.paths: list[str] = []
         shard_of: list[int] = []
         local: list[int] = []
         rows: list[int] = []
-        for shard_id, (path, expected) in enumerate(mixture_files(root, split)):
+        # a mixture at a URL: shards listed by its manifest, footers read remotely, row groups served
+        # by medmix.shardcache's bounded local cache; `remote` holds its options
+        self.remote = None
+        if is_remote(root):
+            from medmix.shardcache import RemoteMixture
+
+            self.remote = RemoteMixture(str(root), split, **(remote or {}))
+            listing = zip(self.remote.paths, self.remote.expected, strict=True)
+        else:
+            listing = mixture_files(root, split)
+        for shard_id, (path, expected) in enumerate(listing):
             path = str(path)
-            handle = open_shard(path)
-            try:
-                meta = handle.metadata
-                schema = handle.schema_arrow
-            finally:
-                handle.close()
+            if self.remote is not None:
+                meta = self.remote.metas[shard_id]
+                schema = meta.schema.to_arrow_schema()
+            else:
+                handle = open_shard(path)
+                try:
+                    meta = handle.metadata
+                    schema = handle.schema_arrow
+                finally:
+                    handle.close()
             if expected is not None and meta.num_rows != expected:
                 raise MedmixError(f"{path}: manifest says {expected} rows, the file has {meta.num_rows}")
             _check_schema(path, schema, columns)
@@ -76,6 +94,11 @@ class ShardIndex:
         self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def open(self, shard: int) -> pq.ParquetFile:
+        if self.remote is not None:  # remote shards come through the row-group cache
+            try:
+                return self.remote.open(shard)
+            except (OSError, pa.ArrowException) as exc:
+                raise MedmixError(f"{self.paths[shard]}: cannot open: {exc}") from None
         return open_shard(self.paths[shard])
 
 

@@ -16,6 +16,7 @@ from medmix.loader.partition import World, own_chunks, rank_span
 from medmix.loader.reader import Rows, WindowReader, gather
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
+from medmix.storage import is_remote
 
 __all__ = ["WeightedMixture"]
 
@@ -64,7 +65,7 @@ class WeightedMixture(Stream):
             weights.append(float(weight))
         if num_samples is not None:
             check_positive("num_samples", num_samples)
-        self.paths = [Path(p) for p in sources]
+        self.paths = [str(p) if is_remote(p) else Path(p) for p in sources]  # URLs stay URLs
         self.weights = [w / sum(weights) for w in weights]
         self.exhausted = exhausted
         self.num_samples = num_samples
