@@ -6,7 +6,9 @@ HF streaming + `interleave_datasets` is what users would otherwise write for wei
 All runs read the same sources at the same weights, and each stops when one source runs out.
 Per-row mode (a dict per sample, batched by the DataLoader) is measured next to batched mode
 (`batched=True`, `DataLoader(batch_size=None)`: workers hand over {column: list} batches); the
-summary gives the ratios the loader is held to. The load average is printed because on a shared
+summary gives the ratios the loader is held to. Batched mode with worker_split="windows" (each
+worker reads only its own windows) is a `MixtureDataset` option, so it runs on the largest source,
+next to that source in the default worker split. The load average is printed because on a shared
 machine the worker numbers mean little when it exceeds the core count.
 
     python benchmarks/loader_throughput.py                 # generate 200k rows in a temp dir
@@ -113,6 +115,20 @@ def medmix_stream(folders: list[Path], weights: list[float], decode: bool, batch
                                        batch_size=batch, seed=0, batched=batched)
 
 
+def windows_stream(folder: Path, decode: bool, batch: int, workers: int) -> Any:
+    """Batched mode with worker_split="windows" over one source: each worker reads its own windows alone.
+
+    (worker_split="windows" is a `MixtureDataset` option, so it is measured on the largest source,
+    next to the same source in today's batched mode: the (b2w)/(b2s) and (c2w)/(c2s) pairs.)
+    """
+    return MixtureDataset(folder, decode_images=decode, batch_size=batch, seed=0, batched=True,
+                          worker_split="windows", num_workers=workers)
+
+
+def single_stream(folder: Path, decode: bool, batch: int) -> Any:
+    return MixtureDataset(folder, decode_images=decode, batch_size=batch, seed=0, batched=True)
+
+
 def hf_stream(folders: list[Path], weights: list[float], decode: bool) -> Any:
     import datasets
 
@@ -170,6 +186,10 @@ def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tu
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     del it
     return n, wall, cpu
+
+
+B2S, B2W = "(b2s) one source batched (blocks), no decode", "(b2w) one source batched windows, no decode"
+C2S, C2W = "(c2s) one source batched (blocks), decode", "(c2w) one source batched windows, decode"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,10 +266,22 @@ def main(argv: list[str] | None = None) -> None:
             def batched(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
                 return _batched_loader(medmix_stream(folders, weights, decode, args.batch, True), workers)
 
+            def one(decode: bool, windows: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
+                big = folders[int(np.argmax(weights))]
+                ds = windows_stream(big, decode, args.batch, workers) if windows else single_stream(big, decode,
+                                                                                                      args.batch)
+                return _batched_loader(ds, workers)
+
             run("(b) MixtureDataset, no decode", workers, lambda: medmix(False))
             run("(b2) MixtureDataset batched, no decode", workers, lambda: batched(False))
+            run("(b2s) one source batched (blocks), no decode", workers, lambda: one(False, False))
+            run("(b2w) one source batched windows, no decode", workers, lambda: one(False, True))
             run("(c) MixtureDataset, decode", workers, lambda: medmix(True), None, 1)
             run("(c2) MixtureDataset batched, decode", workers, lambda: batched(True), None, args.decode_repeat)
+            run("(c2s) one source batched (blocks), decode", workers, lambda: one(True, False), None,
+                args.decode_repeat)
+            run("(c2w) one source batched windows, decode", workers, lambda: one(True, True), None,
+                args.decode_repeat)
             run("(d) HF streaming+interleave, no decode", workers, lambda: hf(False), args.hf_limit, 1)
             run("(e) HF streaming+interleave, decode", workers, lambda: hf(True), args.hf_limit, 1)
 
@@ -266,15 +298,19 @@ def main(argv: list[str] | None = None) -> None:
     rate = {(label, w): r for label, w, _, r, _ in results}
     print(f"\nload average after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     print("\n| target | measured |\n|---|---:|")
-    targets = [("no decode, no DataLoader vs (a) raw pyarrow (>= 0.9x)", ("(b) MixtureDataset, no decode, no DataLoader", 0),
-                ("(a) raw pyarrow -> dicts", 0))]
+    targets = [("no decode, no DataLoader vs (a) raw pyarrow (>= 0.9x)",
+                ("(b) MixtureDataset, no decode, no DataLoader", 0), ("(a) raw pyarrow -> dicts", 0))]
     for workers in [w for w in args.workers if w > 0]:
         targets += [(f"batched no decode, {workers} workers vs 0 (>= 1.0x)", ("(b2) MixtureDataset batched, no decode",
                      workers), ("(b2) MixtureDataset batched, no decode", 0)),
                     (f"batched decode, {workers} workers vs 0 (>= 1.5x)", ("(c2) MixtureDataset batched, decode",
                      workers), ("(c2) MixtureDataset batched, decode", 0)),
                     (f"per-row no decode, {workers} workers vs 0", ("(b) MixtureDataset, no decode", workers),
-                     ("(b) MixtureDataset, no decode", 0))]
+                     ("(b) MixtureDataset, no decode", 0)),
+                    (f"one source, blocks, no decode, {workers} workers vs 0", (B2S, workers), (B2S, 0)),
+                    (f"one source, windows, no decode, {workers} workers vs 0 (>= 1.0x)", (B2W, workers), (B2W, 0)),
+                    (f"one source, blocks, decode, {workers} workers vs 0", (C2S, workers), (C2S, 0)),
+                    (f"one source, windows, decode, {workers} workers vs 0 (>= 1.5x)", (C2W, workers), (C2W, 0))]
     for name, num, den in targets:
         if num in rate and den in rate:
             print(f"| {name} | {rate[num] / rate[den]:.2f}x |")

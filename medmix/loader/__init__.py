@@ -11,7 +11,7 @@ The package follows the stream's layers, one module each:
     shards     the shard index (Parquet footers, via `medmix.layout`) and `open_shard`, the one
                place a shard file is opened
     reader     the window reader: rows at epoch positions, as Python columns, one window in memory
-    partition  ranks (remainder policies) and DataLoader workers (blocks of `batch_size`)
+    partition  ranks (remainder policies) and DataLoader workers (blocks of `batch_size`, or windows)
     cursor     the epoch position (consumed samples, worker share), its one reset and its state
     stream     what both datasets share: epochs, state_dict, per-row or batched hand-out
     mixture, weighted, hf   the public `MixtureDataset`, `WeightedMixture` and `load`
@@ -21,7 +21,9 @@ mixtures each source's position. `load_state_dict()` jumps straight to the windo
 next sample; no earlier window is read. With a plain DataLoader, after `steps` batches of this
 epoch: `ds.set_epoch(epoch); ds.skip(steps * batch_size)` (any `num_workers`). With
 `torchdata.stateful_dataloader.StatefulDataLoader` the per-worker states are saved and restored
-for you (same `num_workers` and `batch_size` on resume). Workers get a copy of the dataset at each
+for you (same `num_workers` and `batch_size` on resume). Batched mode with
+`worker_split="windows", num_workers=N` lets each worker read only its own windows (workers scale;
+the order depends on N; `skip` then takes whole loader steps). Workers get a copy of the dataset at each
 `iter(loader)`, so call `set_epoch` before it and do not use `persistent_workers=True`.
 """
 

@@ -9,8 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medmix.errors import MedmixError
 from medmix.loader.order import EpochOrder, mixture_key
-from medmix.loader.partition import World, own_chunks, rank_span
+from medmix.loader.partition import (
+    World,
+    next_worker,
+    own_chunks,
+    own_piece_chunks,
+    own_pieces,
+    rank_pieces,
+    rank_span,
+    served,
+    window_counts,
+)
 from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, check_columns, check_positive
@@ -19,7 +30,9 @@ from medmix.storage import is_remote
 if TYPE_CHECKING:
     from medmix.loader.weighted import WeightedMixture
 
-__all__ = ["MixtureDataset"]
+__all__ = ["WORKER_SPLITS", "MixtureDataset"]
+
+WORKER_SPLITS = ("blocks", "windows")
 
 
 class MixtureDataset(Stream):
@@ -39,6 +52,13 @@ class MixtureDataset(Stream):
             workers yields the same sequence as without, and `skip()` stays exact.
         batched: yield whole batches of `batch_size` rows as {column: list} (images decoded in
             the worker); use with `DataLoader(ds, batch_size=None)`. Same stream, same state.
+        worker_split: how DataLoader workers share the rank (`medmix.loader.partition`). "blocks"
+            (default): worker i takes batches i, i+n, ...; the sequence is the same for any
+            num_workers, but every worker reads every window. "windows" (batched mode only):
+            worker i reads windows i, i+n, ... alone and batches its own rows; each window is read
+            once, so workers scale, but the sequence depends on `num_workers`.
+        num_workers: with worker_split="windows", the DataLoader's num_workers (needed for `len()`
+            and checked in the workers); it is part of the order and of the resume state.
         shuffle_window: rows per shuffle window (memory: about two windows per reader, the one being
             handed out and the next, read ahead outside DataLoader workers).
         rank / world_size: override torch.distributed / RANK, WORLD_SIZE (tests, custom launchers).
@@ -51,9 +71,21 @@ class MixtureDataset(Stream):
                  columns: Sequence[str] | None = None, drop_remainder: bool = False,
                  pad_remainder: bool = False, split: str = "train", batch_size: int = 1, batched: bool = False,
                  shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None,
+                 worker_split: str = "blocks", num_workers: int = 0,
                  storage_options: Mapping[str, Any] | None = None, cache_bytes: int | None = None) -> None:
         if drop_remainder and pad_remainder:
             raise ValueError("choose at most one of drop_remainder and pad_remainder")
+        if worker_split not in WORKER_SPLITS:
+            raise ValueError(f"worker_split must be one of {WORKER_SPLITS}, got {worker_split!r}")
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        if worker_split == "windows" and not batched:
+            raise ValueError("worker_split='windows' needs batched=True (workers hand over whole batches)")
+        if worker_split == "windows" and pad_remainder:
+            raise ValueError("worker_split='windows' does not support pad_remainder: use drop_remainder=True for "
+                             "equal steps on every rank, or worker_split='blocks'")
+        self.worker_split = worker_split
+        self.num_workers = num_workers
         self.path = str(path) if is_remote(path) else Path(path)  # URLs stay URLs
         self.split = split
         self.shuffle = shuffle
@@ -80,24 +112,60 @@ class MixtureDataset(Stream):
     def _samples(self) -> int:
         return self._length
 
+    def __len__(self) -> int:
+        if self.worker_split == "blocks":
+            return super().__len__()
+        return sum(self._window_plan(self._order())[1])
+
+    def _order(self) -> EpochOrder:
+        key = mixture_key(self.seed, self.epoch, self.shuffle)
+        return EpochOrder(self._index.group_rows, key, self.shuffle_window)
+
+    def _window_plan(self, order: EpochOrder) -> tuple[np.ndarray, list[int]]:
+        """worker_split="windows": the rank's piece boundaries, and how many batches each worker yields."""
+        workers, total = max(self.num_workers, 1), self._index.total
+        bounds = rank_pieces(order.offsets, total, self._start, self._length)
+        counts = window_counts(bounds, workers, self.batch_size)
+        if self.remainder == "drop":  # every rank stops at the fewest batches any rank has: equal DDP steps
+            fewest = min(sum(window_counts(rank_pieces(order.offsets, total, *rank_span(total, r, self.world_size,
+                                                                                       "drop")),
+                                           workers, self.batch_size)) for r in range(self.world_size))
+            counts = served(counts, fewest)
+        return bounds, counts
+
     def skip(self, n: int) -> None:
         """Make the next pass of the current epoch start after its first `n` samples on this rank.
 
         `n` counts from the start of the epoch. For a plain DataLoader resume:
-        `set_epoch(epoch); skip(batches_done * batch_size)`. Nothing is read to skip.
+        `set_epoch(epoch); skip(batches_done * batch_size)`. Nothing is read to skip. With
+        worker_split="windows" and workers, `n` must be whole loader steps (each worker works out
+        how many of its own batches those steps took: `partition.served`).
         """
-        if not isinstance(n, int) or not 0 <= n <= self._length:
+        if self.worker_split == "windows" and self.num_workers > 1:  # counts loader steps: workers' short batches
+            if not isinstance(n, int) or n % self.batch_size or not 0 <= n // self.batch_size <= len(self):
+                raise ValueError(f"skip({n!r}): with worker_split='windows' skip whole batches (steps * batch_size, "
+                                 f"batch_size={self.batch_size}, at most {len(self)} steps)")
+        elif not isinstance(n, int) or not 0 <= n <= self._length:
             raise ValueError(f"skip({n!r}): this rank has {self._length} samples per epoch")
         self.cursor.reset(n, pending=True)
 
     def _identity(self) -> dict[str, Any]:
         return {"seed": self.seed, "mixture": self._index.fingerprint, "rank": self.rank,
                 "world_size": self.world_size, "shuffle": self.shuffle, "shuffle_window": self.shuffle_window,
-                "remainder": self.remainder}
+                "remainder": self.remainder,
+                **({"worker_split": "windows", "num_workers": self.num_workers} if self.worker_split == "windows"
+                   else {})}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.worker_split == "blocks" and state.get("worker_split") == "windows":
+            raise MedmixError("cannot resume: state was saved with worker_split='windows', this dataset uses 'blocks'")
+        super().load_state_dict(state)
 
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
-        order = EpochOrder(self._index.group_rows, mixture_key(self.seed, self.epoch, self.shuffle),
-                           self.shuffle_window)
+        order = self._order()
+        if self.worker_split == "windows":
+            yield from self._window_chunks(order, world, start, done)
+            return
         reader = WindowReader(self._index, self.columns, self.io, as_rows=not self.batched,
                               dense=world.workers == 1, prefetch=not world.in_worker)
         total, paths = self._index.total, self._index.paths
@@ -108,6 +176,38 @@ class MixtureDataset(Stream):
             reader.last_window = int(order.window_of(np.asarray([(self._start + self._length - 1) % total]))[0])
         try:
             for own in own_chunks(start, self._length, self.batch_size, world.worker, world.workers, done):
+                rows, shards = reader.take(order, (self._start + own) % total)
+                self.cursor.at_chunk(own)
+                yield rows, shards, paths
+        finally:
+            reader.close()
+
+    def _window_chunks(self, order: EpochOrder, world: World, start: int,
+                       done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
+        """worker_split="windows": this worker's own windows, read by it alone (`partition`)."""
+        workers = max(self.num_workers, 1)
+        if world.workers != workers:
+            raise MedmixError(f"this MixtureDataset was made with num_workers={self.num_workers} "
+                              f"(worker_split='windows'), but runs in a DataLoader with num_workers="
+                              f"{world.workers if world.in_worker else 0}: pass the same number to both")
+        bounds, counts = self._window_plan(order)
+        steps = start // self.batch_size  # loader steps before this pass (a skip or a resume)
+        role = (world.worker + next_worker(counts, steps)) % workers  # the epoch's worker this one continues
+        pieces = own_pieces(bounds, role, workers)
+        own_rows = sum(hi - lo for lo, hi in pieces)
+        stop = min(counts[role] * self.batch_size, own_rows)
+        if workers == 1:  # one reader: its own stream is the rank's, so a rank position is an own position
+            begin = start
+        else:  # this worker's share of those steps
+            begin = min(served(counts, steps)[role] * self.batch_size, own_rows)
+        if begin + done >= stop:
+            return
+        total, paths = self._index.total, self._index.paths
+        reader = WindowReader(self._index, self.columns, self.io, as_rows=False, dense=True, prefetch=True,
+                              threads=not world.in_worker, step=workers)
+        reader.last_window = int(order.window_of(np.asarray([(self._start + pieces[-1][1] - 1) % total]))[0])
+        try:
+            for own in own_piece_chunks(pieces, self.batch_size, begin, done, stop):
                 rows, shards = reader.take(order, (self._start + own) % total)
                 self.cursor.at_chunk(own)
                 yield rows, shards, paths

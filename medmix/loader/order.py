@@ -13,6 +13,14 @@ of a `WeightedMixture` on its lap-th pass. Then:
 3. Rows inside window w are sorted by `h(key(k, 1, w), j)` for their index j in the window's
    concatenated rows. The epoch's sequence is the windows one after another.
 
+What a trainer receives is this sequence cut by `partition`: ranks take contiguous spans of it.
+With worker_split="blocks" (the default) DataLoader workers take batches in turn, so the batches
+are the rank's span in order whatever num_workers is. With worker_split="windows" (batched mode)
+worker i of n takes the rank's windows i, i+n, ... and the loader interleaves the workers'
+batches: the sequence is then a function of (seed, epoch, rank, world size, remainder,
+shuffle_window, batch_size) AND num_workers; the same values give the same sequence, a different
+num_workers a different one (the same rows per epoch).
+
 `h(k, i)` is SplitMix64 of `k + i * 0x9E3779B97F4A7C15`; `key()` folds integers with it. Reading
 stays sequential at row-group granularity and memory holds a window (two with read-ahead) per reader.
 tests/test_loader_order.py pins orders captured before the loader became a package.

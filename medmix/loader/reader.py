@@ -51,19 +51,22 @@ class WindowReader:
     """Fetches rows at epoch positions, holding one decoded window in memory at a time.
 
     Inside a DataLoader worker only the worker's own rows of a window are taken; the other rows
-    belong to other workers. With `prefetch` (outside workers), the next window of the order is
+    belong to other workers. With `prefetch`, the next window this reader needs (`window + step`:
+    the next of the order, or in worker_split="windows" mode the worker's next one) is
     read by a background thread while this one is handed out: Arrow releases the GIL while it
     decodes Parquet, so reading overlaps the Python-side conversion (memory: two windows).
     """
 
     def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats, *, as_rows: bool = False,
-                 dense: bool = False, prefetch: bool = False) -> None:
+                 dense: bool = False, prefetch: bool = False, threads: bool | None = None, step: int = 1) -> None:
         self.index = index
         self.as_rows = as_rows  # hand out a list of row dicts (per-row mode), else {column: list}
         self.dense = dense
         self.columns = list(columns)
         self.stats = stats
-        self.threads = prefetch  # Arrow may decode columns in parallel too: only outside DataLoader workers
+        # Arrow may decode columns in parallel too: only outside DataLoader workers (default: with prefetch)
+        self.threads = prefetch if threads is None else threads
+        self.step = step  # the next window this reader reads is window + step (a worker's windows: step = n)
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[EpochOrder, int] | None = None  # holds the order itself: ids get reused
         self._table: pa.Table | None = None  # the window, one chunk per column
@@ -139,8 +142,9 @@ class WindowReader:
             self._given, self._table = np.zeros(len(self._shard), dtype=bool), None
         self._perm = order.rows_of(window)
         self._cached = (order, window)
-        if self._pool is not None and window + 1 < len(order.windows) and window != self.last_window:
-            self._ahead = (order, window + 1, self._pool.submit(self._read, order, window + 1))
+        nxt = window + self.step
+        if self._pool is not None and nxt < len(order.windows) and window != self.last_window:
+            self._ahead = (order, nxt, self._pool.submit(self._read, order, nxt))
 
     def _take_window(self, order: EpochOrder, window: int, positions: np.ndarray) -> tuple[Rows, np.ndarray]:
         self._load(order, window)

@@ -6,6 +6,8 @@ Per-row mode yields one dict per sample (the DataLoader batches them with the sa
 what crosses the process boundary is a few lists per batch, not a dict per row, so workers add
 throughput instead of pickling costs (numbers in benchmarks/loader_throughput.py). Both modes
 follow the same rank stream and the same state, so either resumes the other's `state_dict()`.
+Batched mode with worker_split="windows" (`MixtureDataset`) splits workers by window instead:
+the same hand-out loop, over each worker's own stream (`partition`).
 """
 
 from __future__ import annotations

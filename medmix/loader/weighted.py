@@ -53,7 +53,8 @@ class WeightedMixture(Stream):
                  exhausted: str = "cycle", num_samples: int | None = None, shuffle: bool = True,
                  decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
                  columns: Sequence[str] | None = None, split: str = "train", batch_size: int = 1,
-                 batched: bool = False, shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None) -> None:
+                 batched: bool = False, shuffle_window: int = 2048, rank: int | None = None,
+                 world_size: int | None = None) -> None:
         if exhausted not in ("cycle", "stop"):
             raise ValueError(f"exhausted must be 'cycle' or 'stop', got {exhausted!r}")
         if not sources:
