@@ -104,7 +104,8 @@ def _speed(result: dict[str, Any]) -> float:
 
 
 def table(results: list[tuple[str, dict[str, Any]]]) -> str:
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
     head = (f"{'rung':<22} {'lengths':<6} {'rows x width':>12} {'pad':>6} {'step ms':>8} {'tokens/s':>10} "
             f"{'MFU':>6} {'eff MFU':>7} {'peak GiB':>8} {'1st step s':>10}")
     lines = [head, "-" * len(head)]

@@ -51,9 +51,9 @@ SOURCES = {
     "rocov2": ("radiology", "caption", "CC-BY-4.0", "CT", 1.0, 0.10),
     "nct_crc_he": ("pathology", "classification", "CC-BY-4.0", "H&E", 1.0, 0.05),
 }
-WORDS = np.array(["patient", "tumor", "cell", "lesion", "mri", "ct", "biopsy", "histology", "shows", "the", "of", "with",
-                  "a", "normal", "abnormal", "cardiac", "renal", "liver", "findings", "consistent", "carcinoma",
-                  "benign", "scan", "nodule", "effusion", "fracture"])
+WORDS = np.array(["patient", "tumor", "cell", "lesion", "mri", "ct", "biopsy", "histology", "shows", "the", "of",
+                  "with", "a", "normal", "abnormal", "cardiac", "renal", "liver", "findings", "consistent",
+                  "carcinoma", "benign", "scan", "nodule", "effusion", "fracture"])
 
 
 def _pngs(n: int, rng: np.random.Generator) -> list[tuple[bytes, int, int]]:
@@ -97,7 +97,8 @@ def make_mixture(out: Path, rows: int, shard_rows: int = 50_000, seed: int = 0) 
                 q, a, c, o = _texts(rng, n, 12), _texts(rng, n, 6), _texts(rng, n, 60), _texts(rng, 4 * n, 2)
                 cols = {
                     "id": [f"{name}:train:{i}" for name, i in zip(src, idx)], "source": src, "split": ["train"] * n,
-                    "domain": [sp[0] for sp in spec], "modality": [sp[3] for sp in spec], "task": [sp[1] for sp in spec],
+                    "domain": [sp[0] for sp in spec], "modality": [sp[3] for sp in spec],
+                    "task": [sp[1] for sp in spec],
                     "image": [{"bytes": im[0], "path": None} if im else None for im in img],
                     "image_hash": [f"{i % len(pool):032x}" if im else None for i, im in zip(idx, img)],
                     "image_phash": [int(i % len(pool)) if im else None for i, im in zip(idx, img)],
@@ -231,10 +232,12 @@ def main() -> None:
                 ("server peak RSS (MiB)", m["peak_rss_mib"], 1024.0)]
         print(f"{'measure':<52} {'value':>9} {'target':>9} {'ratio':>7}")
         for name, value, target in rows:
-            print(f"{name:<52} {value:>9} {'< ' + str(target):>9} {value / target:>7.2f} {'ok' if value < target else 'MISS'}")
+            verdict = "ok" if value < target else "MISS"
+            print(f"{name:<52} {value:>9} {'< ' + str(target):>9} {value / target:>7.2f} {verdict}")
         print(f"(also: from `medmix view` to the overview served {m['open_from_command_s']} s, of which the server's "
               f"start (imports, shard footers) {m['listening_s']} s; overview's per-row figures complete after "
-              f"{m['figures_ready_s']} s; a never-seen page of {m['browse_thumbnails']} thumbnails {m['browse_cold_s']} s; "
+              f"{m['figures_ready_s']} s; a never-seen page of {m['browse_thumbnails']} thumbnails "
+              f"{m['browse_cold_s']} s; "
               f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores)")
         print(json.dumps({**m, "rows": args.rows, "loadavg": [round(x, 2) for x in load]}))
     finally:

@@ -180,7 +180,8 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     # 1. licenses the recipe has not accepted (per row: PMC-OA rows carry their article's license)
     bad = set(refused(set(idx.license), recipe.accept))
     if bad:
-        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted", "license")
+        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted",
+             "license")
 
     # 2. duplicates: same image cluster (or no image) and same / near-same text → one row
     rank = _rank(recipe, idx)

@@ -39,7 +39,8 @@ def _shown(row: dict) -> tuple[str | None, str | None]:
     if row["context"]:
         parts.append(f"context: {row['context']}")
     q = "\n".join(p for p in parts if p).strip() or None
-    cut = lambda s: s if s is None or len(s) <= REMOVED_TEXT_CHARS else s[:REMOVED_TEXT_CHARS] + "…"
+    def cut(s):
+        return s if s is None or len(s) <= REMOVED_TEXT_CHARS else s[:REMOVED_TEXT_CHARS] + "…"
     return cut(q), cut(row["answer"])
 
 

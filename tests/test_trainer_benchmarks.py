@@ -29,7 +29,8 @@ def one_thread():
 
 def _stats() -> dict:
     """`medmix stats --json` layout: 3 vqa rows with images, 1 text qa row; token lengths per field."""
-    hist = lambda lo, hi: {"n": 1, "histogram": {"edges": [lo, hi], "counts": [1]}}
+    def hist(lo, hi):
+        return {"n": 1, "histogram": {"edges": [lo, hi], "counts": [1]}}
     return {"rows": {"total": 4, "by_task": {"vqa": 3, "qa": 1}}, "images": {"rows": 3},
             "text": {"chars": {}, "tokens": {"vqa": {"question": hist(5, 9), "answer": hist(2, 4)},
                                              "qa": {"question": hist(10, 12), "context": hist(40, 60),

@@ -114,7 +114,8 @@ class Viewer:
                            **{k: counts.get(k) for k, _, _ in FUNNEL_STEPS}, "epochs": counts.get("epochs")})
         evals = [n for n, e in m.get("sources", {}).items() if e.get("evaluation_only")]
         source_rows = dict(sorted(((f["source"], f["selected"] or 0) for f in funnel), key=lambda kv: (-kv[1], kv[0])))
-        return self.render("overview.html", title="Overview", m=m, funnel=funnel, source_rows=source_rows, steps=FUNNEL_STEPS, evals=evals,
+        return self.render("overview.html", title="Overview", m=m, funnel=funnel, source_rows=source_rows,
+                           steps=FUNNEL_STEPS, evals=evals,
                            built=datetime.fromtimestamp(built, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
                            if isinstance(built, (int, float)) else None,
                            manifest_digest=self.manifest_digest, total=self.store.total, fig=self.figures(),
@@ -326,7 +327,8 @@ def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=p
         warn(f"warning: serving on {host}, reachable from other machines; the mixture's text and images are "
              f"shown to anyone who can connect (use --host 127.0.0.1 to keep it local)")
     store = open_store(mixture)
-    warn(f"medmix view: {store.total:,} rows of {mixture} at http://{'[' + host + ']' if ':' in host else host}:{port}/")
+    shown = f"[{host}]" if ":" in host else host
+    warn(f"medmix view: {store.total:,} rows of {mixture} at http://{shown}:{port}/")
     uvicorn.run(create_app(store), host=host, port=port, log_level="warning", server_header=False)
 
 

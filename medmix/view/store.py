@@ -120,7 +120,8 @@ class Figures:
         has_image = pc.is_valid(batch.column("width")).to_numpy(zero_copy_only=False)
         yes, no = (self.values["image"].setdefault(v, len(self.values["image"])) for v in ("yes", "no"))
         self.codes["image"].append(np.where(has_image, yes, no).astype(np.int32))
-        w, h = batch.column("width").to_numpy(zero_copy_only=False), batch.column("height").to_numpy(zero_copy_only=False)
+        w = batch.column("width").to_numpy(zero_copy_only=False)
+        h = batch.column("height").to_numpy(zero_copy_only=False)
         has = ~np.isnan(w.astype(float)) if w.dtype.kind == "f" else np.ones(len(w), bool)
         if has.any():
             self.sizes.append(np.stack([w[has], h[has]], 1).astype(np.int64))
