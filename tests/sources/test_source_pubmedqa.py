@@ -11,7 +11,7 @@ from fixtures import pubmedqa as fx
 from medmix.sources import get_source
 from medmix.sources.pubmedqa import PubMedQA
 
-DEMO = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "medmix" / "data" / "demo"
 
 
 def _read(tmp_path, upstream, split, source=None):

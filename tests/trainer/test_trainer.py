@@ -365,7 +365,7 @@ def test_checkpoint_parts_load_with_plain_transformers_and_peft(trained_run):
 def test_throughput_benchmark_runs_the_real_step_and_counts_lora_flops(tmp_path):
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
     spec = importlib.util.spec_from_file_location("train_throughput", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

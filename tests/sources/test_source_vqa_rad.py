@@ -15,7 +15,7 @@ from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.vqa_rad import VqaRad
 
-DEMO = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "medmix" / "data" / "demo"
 
 
 def _read(tmp_path, upstream, split):

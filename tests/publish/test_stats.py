@@ -25,7 +25,7 @@ from medmix.recipe import load_recipe
 from medmix.stats import IntCounts, compute_stats
 from medmix.stats_cli import stats_command
 
-RECIPES = Path(__file__).resolve().parents[1] / "medmix" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "medmix" / "recipes"
 
 
 def _app() -> typer.Typer:

@@ -12,7 +12,7 @@ from medmix.docs import datasets_markdown
 
 PRETRAINING = {"pmc_oa", "quilt1m", "pmc_vqa", "medmcqa", "rocov2", "pubmedqa", "medquad", "pathvqa",
                "vqa_med_2019", "arch", "slake", "medqa", "vqa_rad", "pubmedvision"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sources_json_lists_every_pretraining_source_with_its_facts():

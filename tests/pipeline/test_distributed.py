@@ -24,7 +24,7 @@ from medmix.build import BuildOptions, build
 from medmix.errors import MedmixError
 from medmix.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY_DAEMONS = ("raylet", "gcs_server")
 
 

@@ -22,7 +22,7 @@ import pytest
 from medmix.build import BuildOptions, build
 from medmix.recipe import load_recipe
 
-DEMO_DICOM = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo" / "dicom"
+DEMO_DICOM = Path(__file__).resolve().parents[2] / "medmix" / "data" / "demo" / "dicom"
 
 
 def _build(tmp: Path, name: str, workers: int = 1, cache: Path | None = None) -> tuple[Path, dict]:
@@ -228,7 +228,7 @@ def test_removed_parquet_shows_every_removal_beside_what_it_matched(tmp_path, de
 
     from medmix import layout
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from view_fixtures import audit_recipe
 
     out, _ = demo

@@ -14,7 +14,7 @@ from medmix.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.slake import Slake
 
-DEMO = Path(__file__).resolve().parents[1] / "medmix" / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "medmix" / "data" / "demo"
 
 
 def _read(tmp_path, upstream, split, **options):
