@@ -183,15 +183,25 @@ def read_manifest(root: str | os.PathLike[str], required: Sequence[str] = MANIFE
     if not path.is_file():
         raise MedmixError(f"{path}: missing; {root} is not a built mixture (run `medmix build --out {root}`)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise MedmixError(f"{path}: not valid JSON ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MedmixError(f"{path}: cannot read the manifest ({exc})") from None
+    return parse_manifest(data, path, required)
+
+
+def parse_manifest(data: bytes, where: str | os.PathLike[str],
+                   required: Sequence[str] = MANIFEST_KEYS) -> dict[str, Any]:
+    """The one manifest parser (local or remote bytes): JSON object, known format_version, required keys."""
+    try:
+        manifest = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MedmixError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
-        raise MedmixError(f"{path}: expected a JSON object at the top level")
-    check_format_version(manifest, path)
+        raise MedmixError(f"{where}: expected a JSON object at the top level")
+    check_format_version(manifest, where)
     missing = [k for k in required if k not in manifest]
     if missing:
-        raise MedmixError(f"{path}: missing key(s) {missing}; was it written by `medmix build`?")
+        raise MedmixError(f"{where}: missing key(s) {missing}; was it written by `medmix build`?")
     return manifest
 
 
@@ -224,19 +234,11 @@ def read_remote_manifest(store: Store, required: Sequence[str] = MANIFEST_KEYS) 
     means no (finished) mixture there."""
     where = store.child_url(MANIFEST)
     try:
-        manifest = json.loads(store.read_bytes(MANIFEST))
+        data = store.read_bytes(MANIFEST)
     except FileNotFoundError:
         raise MedmixError(f"{where}: missing; {store.url} is not a built mixture (or its build has not "
                           f"finished: the manifest is written last)") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MedmixError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise MedmixError(f"{where}: expected a JSON object at the top level")
-    check_format_version(manifest, where)
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise MedmixError(f"{where}: missing key(s) {missing}; was it written by `medmix build`?")
-    return manifest
+    return parse_manifest(data, where, required)
 
 
 def remote_mixture_files(store: Store, split: str = DEFAULT_SPLIT) -> list[tuple[str, int | None, str | None]]:

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from medmix.errors import MedmixError
 from medmix.layout import remote_mixture_files
 from medmix.storage import Store, scratch_dir, url_key
+from medmix.writer import pid_alive
 
 DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB per rank: ~80 windows of 2048 rows at ~12 KiB per image row
 FETCH_THREADS = 4
@@ -309,18 +310,8 @@ def _remove_dead(base: Path) -> None:
     """Folders of reader processes that are gone (killed before their atexit ran)."""
     for sub in base.glob("p*") if base.exists() else ():
         pid = sub.name[1:]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(sub, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _ShardView(io.RawIOBase):

@@ -197,14 +197,15 @@ def remove_stale_temps(folder: Path) -> int:
     removed = 0
     for tmp in Path(folder).rglob(".*.tmp-*"):
         pid = tmp.name.rsplit(".tmp-", 1)[-1]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (ours counts): a dead writer's temp files may go."""
     if pid == os.getpid():
         return True
     try:
