@@ -61,14 +61,19 @@ class BrowseQuery:
             d["q"] = self.text
         if self.order != "mixture":
             d["order"], d["seed"] = self.order, str(self.seed)
-        if self.page != 1:
-            d["page"] = str(self.page)
-        for k, v in change.items():
-            if v is None or v == "":
-                d.pop(k, None)
-            else:
-                d[k] = str(v)
-        return d
+        return _with_page(d, self.page, change)
+
+
+def _with_page(d: dict[str, str], page: int, change: dict[str, object]) -> dict[str, str]:
+    """Add the page (when not the first) and apply `change` (None or "" removes a parameter)."""
+    if page != 1:
+        d["page"] = str(page)
+    for k, v in change.items():
+        if v is None or v == "":
+            d.pop(k, None)
+        else:
+            d[k] = str(v)
+    return d
 
 
 def parse_browse(items: Iterable[tuple[str, str]]) -> BrowseQuery:
@@ -91,15 +96,7 @@ class ListQuery:
     page: int
 
     def params(self, **change: object) -> dict[str, str]:
-        d: dict[str, str] = dict(self.filters)
-        if self.page != 1:
-            d["page"] = str(self.page)
-        for k, v in change.items():
-            if v is None or v == "":
-                d.pop(k, None)
-            else:
-                d[k] = str(v)
-        return d
+        return _with_page(dict(self.filters), self.page, change)
 
 
 def parse_list(items: Iterable[tuple[str, str]], columns: tuple[str, ...]) -> ListQuery:
