@@ -34,25 +34,12 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_throughput import make_images  # noqa: E402
+from build_throughput import bench_recipe, make_images  # noqa: E402
 
 from medmix.build import BuildOptions, build  # noqa: E402
-from medmix.recipe import parse_recipe  # noqa: E402
 
 REPEAT = 2  # each normalize measurement is the best of this many builds
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_AUTO_CONNECT": "0"}
-
-
-def recipe_for(folder: Path, tmp: Path, encode: str = "jpeg"):
-    return parse_recipe(f"""name: scaling
-image: {{max_side: null, encode: {encode}}}
-dedup: {{exact: false, image_distance: null, text_threshold: null}}
-sources:
-  bench:
-    adapter: local
-    from: {folder}
-    options: {{domain: radiology, license: CC0-1.0}}
-""", str(tmp / "scaling.yaml"))
 
 
 def normalize_seconds(folder: Path, tmp: Path, name: str, executor: str, workers: int) -> tuple[float, int, dict]:
@@ -63,7 +50,7 @@ def normalize_seconds(folder: Path, tmp: Path, name: str, executor: str, workers
             marks.append(time.perf_counter())
 
     out, cache = tmp / f"out-{name}", tmp / f"cache-{name}"
-    manifest = build(recipe_for(folder, tmp), BuildOptions(out=out, cache=cache, workers=workers, executor=executor),
+    manifest = build(bench_recipe(folder, tmp), BuildOptions(out=out, cache=cache, workers=workers, executor=executor),
                      progress=progress, log=lambda m: None)
     return marks[-1] - marks[0], len(marks) - 1, manifest
 

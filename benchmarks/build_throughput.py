@@ -68,10 +68,9 @@ def floor_rate(paths: list[Path], fmt: str) -> tuple[float, float]:
     return len(paths) / (time.perf_counter() - t0), len(paths) / (time.process_time() - c0)
 
 
-def medmix_rate(folder: Path, encode: str, workers: int, tmp: Path) -> tuple[float, float]:
-    """(images/s wall, images/s CPU of this process) of the normalize stage; the CPU figure means
-    something only with workers=1, where units run in this process."""
-    recipe = parse_recipe(f"""name: bench
+def bench_recipe(folder: Path, tmp: Path, encode: str = "jpeg"):
+    """A recipe of one local-folder source with dedup off: only normalize work differs between runs."""
+    return parse_recipe(f"""name: bench
 image: {{max_side: null, encode: {encode}}}
 dedup: {{exact: false, image_distance: null, text_threshold: null}}
 sources:
@@ -80,6 +79,12 @@ sources:
     from: {folder}
     options: {{domain: radiology, license: CC0-1.0}}
 """, str(tmp / "bench.yaml"))
+
+
+def medmix_rate(folder: Path, encode: str, workers: int, tmp: Path) -> tuple[float, float]:
+    """(images/s wall, images/s CPU of this process) of the normalize stage; the CPU figure means
+    something only with workers=1, where units run in this process."""
+    recipe = bench_recipe(folder, tmp, encode)
     marks: list[tuple[float, float]] = []
 
     def progress(stage: str, label: str, advance: int, total) -> None:
