@@ -170,10 +170,6 @@ def parse_shard_name(name: str) -> ShardName | None:
 
 
 # -- the manifest --------------------------------------------------------------------------------
-def manifest_path(root: str | os.PathLike[str]) -> Path:
-    return Path(root) / MANIFEST
-
-
 def read_manifest(root: str | os.PathLike[str], required: Sequence[str] = MANIFEST_KEYS) -> dict[str, Any]:
     """Read and check `<root>/manifest.json`; every problem names the file and the fix."""
     root = Path(root)
