@@ -30,9 +30,10 @@ first, so a thousand copies of one black frame cost one row, not half a million 
 Default distance
 ----------------
 `DEFAULT_IMAGE_DISTANCE = 8`, measured with medmix's stored pHash (`medmix.phash.phash64`, within
-4 bits of `imagehash.phash`, 0.5 on average) on 57 distinct real images (pydicom's DICOM test
-images, tiles of larger ones, scikit-learn's sample photos; see `tests/test_dedup.py` and
-`python benchmarks/dedup_scale.py --part thresholds`):
+4 bits of `imagehash.phash`, 0.56 on average) on 57 distinct real images (pydicom's DICOM test
+images, tiles of larger ones, scikit-learn's sample photos; see `tests/mixture/test_dedup.py` and
+`python benchmarks/dedup_scale.py --part thresholds`; re-measured for schema 2.1's pHash, same
+margins as before):
 
 * planted copies (half size, JPEG q70, 2 % crop, +3 % brightness) lie at distance <= 6 for every
   single edit (margin 2 below the default) and <= 8 with all four edits at once (on the default);

@@ -12,10 +12,12 @@ kept for the whole mixture:
   hashes the same; `phash` finds near-copies (resized, recompressed, slightly cropped).
 * Speed. Each file is decoded exactly once. A JPEG/PNG that needs no pixel change is not
   re-encoded: under `encode="keep"` its own compressed stream is kept and only metadata segments
-  are dropped (lossless, no generation loss, and much cheaper than re-encoding). The pixel
-  identity is XXH3-128, not sha256: it is an exact-duplicate key, not a security boundary, and on
-  a 384x384 RGB image sha256 cost 0.27 ms against 0.01 ms (plus 0.07 ms for Pillow's `tobytes`),
-  a third of a JPEG decode + re-encode (benchmarks/build_throughput.py).
+  are dropped (lossless, no generation loss, and much cheaper than re-encoding). Hashes are
+  taken from one (H, W) / (H, W, 3) uint8 array of the pixels: XXH3-128 for identity (an
+  exact-duplicate key, not a security boundary: sha256 cost 0.27 ms per 384x384 RGB image
+  against 0.02 ms) and the pHash of `medmix.phash`. The most common input, a plain JPEG that
+  needs no change, goes through `medmix.jpeg` (libjpeg-turbo into that array, no Pillow image
+  at all); it gives the bytes and hashes the Pillow path gives for the same file.
 
 Failures raise `RowError` naming the file and the problem; no Pillow/pydicom exception escapes.
 """
@@ -33,14 +35,16 @@ import numpy as np
 import xxhash
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from medmix import jpeg
 from medmix.dicom import decode_dicom, frame_index, has_dicom_magic, to_uint8
 from medmix.errors import MedmixError, RowError
-from medmix.phash import phash64
+from medmix.phash import phash64, pixels_of
 
 __all__ = ["ImagePolicy", "NormalizedImage", "normalize_image", "phash64", "pixel_hash"]
 
 # Bumped whenever the same input + policy would give different output bytes or hashes.
-IMAGING_VERSION = "2"  # 2: pixel identity is XXH3-128 (was sha256)
+# 2: pixel identity XXH3-128 (was sha256); 3: pHash of the pixel array, JPEGs written by `medmix.jpeg`
+IMAGING_VERSION = "3"
 
 # Pillow plugins we let parse untrusted bytes. Others (EPS runs Ghostscript, PSD, ICO, ...)
 # are refused: a medical mixture has no use for them and each parser is attack surface.
@@ -126,36 +130,88 @@ def normalize_image(data: bytes, *, name: str, policy: ImagePolicy = ImagePolicy
         img = decode_dicom(data, name=name, frame=policy.frame, max_pixels=policy.max_pixels)
         source = _Decoded(img, fmt="DICOM", stream=None, lossy=False)
     else:
+        fast = _plain_jpeg(data, name, policy)
+        if fast is not None:
+            return fast
         source = _decode_raster(data, name=name, policy=policy)
     try:
         img, pixels_changed = _canonical(source)
         img, resized = _fit(img, policy.max_side)
+        pixels = pixels_of(img)
         if policy.encode == "keep" and source.stream is not None and not (pixels_changed or resized):
             out, fmt = source.stream, source.fmt.lower()
         else:
             fmt = policy.encode if policy.encode != "keep" else ("jpeg" if source.lossy else "png")
-            out = _encode(img, fmt, policy.jpeg_quality)
-        return NormalizedImage(data=out, format=fmt, width=img.width, height=img.height,
-                               pixel_hash=pixel_hash(img), phash=phash64(img))
+            out = _encode(img, pixels, fmt, policy.jpeg_quality)
+        return _normalized(out, fmt, pixels)
     except RowError:
         raise
     except Exception as exc:  # noqa: BLE001 - a Pillow failure after decode still loses only this row
         raise RowError(f"cannot normalize {source.fmt} image: {_brief(exc)}", file=name) from None
 
 
-def pixel_hash(img: Image.Image) -> str:
-    """The picture's identity: XXH3-128 (32 hex digits) of `"{mode} {width}x{height}\\n"` followed by
-    the raw pixel rows (`Image.tobytes()`: 1 byte per pixel for L, 3 for RGB, no padding).
+def _plain_jpeg(data: bytes, name: str, policy: ImagePolicy) -> NormalizedImage | None:
+    """The fast path (`medmix.jpeg`) for the most common input: a plain YCbCr/grey JPEG that
+    needs no pixel change. No Pillow image is made at all; the result is the one the Pillow path
+    gives for the same bytes (tests/imaging/test_jpeg.py). None: use the Pillow path."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    header = jpeg.plain_header(data)
+    if header is None:
+        return None
+    width, height, mode = header
+    if not 0 < width * height <= policy.max_pixels or (policy.max_side and max(width, height) > policy.max_side):
+        return None  # the Pillow path refuses (with its message) or resizes
+    keep = policy.encode == "keep"
+    # a re-encode needs only the segments before the scan (for EXIF); libjpeg's strict decode
+    # below catches truncation, and the Pillow path then names it
+    stream, exif = _walk_jpeg(data, name, headers_only=not keep)
+    if exif and _exif_orientation(data) != 1:
+        return None  # the Pillow path turns it upright
+    pixels = jpeg.decode(data, mode)
+    if pixels is None:
+        return None
+    if keep and stream is not None:
+        return _normalized(stream, "jpeg", pixels)
+    fmt = "png" if policy.encode == "png" else "jpeg"
+    img = Image.fromarray(pixels) if fmt == "png" else None
+    return _normalized(_encode(img, pixels, fmt, policy.jpeg_quality), fmt, pixels)
 
-    Why `tobytes()` and not a zero-copy view: Pillow keeps RGB as 4 bytes per pixel, and the value
-    of the padding byte is no documented contract, so hashing its buffer could make two equal
-    pictures differ. The copy costs 0.07 ms on a 384x384 RGB image; the hash itself 0.01 ms.
-    128 bits keep chance collisions out of reach (~1e-26 for 3.35M images). XXH3 is not built to
-    resist crafted collisions; the worst a crafted pair can do is have one row dropped as an
-    exact duplicate of the other, which `removed.parquet` records with both ids.
+
+def _normalized(data: bytes, fmt: str, pixels: np.ndarray) -> NormalizedImage:
+    height, width = pixels.shape[:2]
+    return NormalizedImage(data=data, format=fmt, width=width, height=height, pixel_hash=pixel_hash(pixels),
+                           phash=phash64(pixels))
+
+
+def _exif_orientation(data: bytes) -> int | None:
+    """The EXIF orientation tag of a JPEG that has an EXIF segment (Pillow parses the header only);
+    None when Pillow cannot read it (the Pillow path then decides what the file is worth)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
+            return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - header parsers raise SyntaxError, struct.error, ...
+        return None
+
+
+def pixel_hash(pixels: np.ndarray | Image.Image) -> str:
+    """The picture's identity: XXH3-128 (32 hex digits) of `"{mode} {width}x{height}\\n"` followed by
+    the raw pixel rows (1 byte per pixel for L, 3 for RGB, no padding: `Image.tobytes()`, and
+    the bytes of the (H, W) / (H, W, 3) uint8 array medmix works on).
+
+    Hashed straight from the decoded array, without a copy (0.02 ms for 384x384 RGB; Pillow's
+    `tobytes()` copy alone was 0.07 ms). 128 bits keep chance collisions out of reach (~1e-26
+    for 3.35M images). XXH3 is not built to resist crafted collisions; the worst a crafted pair
+    can do is have one row dropped as an exact duplicate of the other, which `removed.parquet`
+    records with both ids.
     """
-    digest = xxhash.xxh3_128(f"{img.mode} {img.width}x{img.height}\n".encode())
-    digest.update(img.tobytes())
+    if isinstance(pixels, Image.Image):
+        mode, (width, height), raw = pixels.mode, pixels.size, pixels.tobytes()
+    else:
+        (height, width), mode = pixels.shape[:2], "L" if pixels.ndim == 2 else "RGB"
+        raw = np.ascontiguousarray(pixels)
+    digest = xxhash.xxh3_128(f"{mode} {width}x{height}\n".encode())
+    digest.update(raw)
     return digest.hexdigest()
 
 
@@ -285,18 +341,21 @@ def _fit(img: Image.Image, max_side: int | None) -> tuple[Image.Image, bool]:
 # -- encoding -------------------------------------------------------------------------------
 
 
-def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
-    # Pillow copies some of `info` into files it writes (a JPEG comment, a PNG ICC profile or
-    # transparency): encode a bare view of the pixels.
+def _encode(img: Image.Image | None, pixels: np.ndarray, fmt: str, quality: int) -> bytes:
+    """JPEG from the pixel array (`medmix.jpeg.encode`, whichever path decoded them), PNG from the
+    Pillow image of the same pixels."""
+    if fmt == "jpeg":
+        # libjpeg-turbo writes JFIF + tables + scan and nothing else (tests/imaging/test_jpeg.py
+        # pins it), so the metadata whitelist below would find nothing to drop
+        return jpeg.encode(pixels, quality)
+    # Pillow copies some of `info` into files it writes (a PNG ICC profile or transparency):
+    # encode a bare view of the pixels.
     img.info = {}
     buf = io.BytesIO()
-    if fmt == "jpeg":
-        img.save(buf, "JPEG", quality=quality)
-    else:
-        img.save(buf, "PNG")
+    img.save(buf, "PNG")
     out = buf.getvalue()
     # Defence in depth: what we wrote goes through the same whitelist as what we keep.
-    stream = _strip_metadata(out, "JPEG" if fmt == "jpeg" else "PNG", name="<encoded>")
+    stream = _strip_png(out, name="<encoded>")
     return stream if stream is not None else out
 
 
@@ -324,7 +383,16 @@ def _strip_metadata(data: bytes, fmt: str, *, name: str) -> bytes | None:
 
 
 def _strip_jpeg(data: bytes, name: str) -> bytes | None:
+    return _walk_jpeg(data, name)[0]
+
+
+def _walk_jpeg(data: bytes, name: str, headers_only: bool = False) -> tuple[bytes | None, bool]:
+    """(`data` minus metadata or None, whether it has an EXIF segment: orientation lives there).
+
+    `headers_only`: stop at the first scan, returning (None, exif), for callers that re-encode
+    and need only the EXIF answer (scanning the entropy-coded data is most of the walk's cost)."""
     size = len(data)
+    exif = False
     view = memoryview(data)  # kept pieces are views: no copy at all unless something is dropped
     parts: list[bytes | memoryview] = [b"\xff\xd8"]
     changed = False
@@ -333,7 +401,7 @@ def _strip_jpeg(data: bytes, name: str) -> bytes | None:
         if pos >= size:
             raise RowError("truncated JPEG: file ends before the EOI marker", file=name)
         if data[pos] != 0xFF:
-            return None  # bytes between segments: Pillow tolerates them, we just don't reuse
+            return None, exif  # bytes between segments: Pillow tolerates them, we just don't reuse
         start = pos
         while pos < size and data[pos] == 0xFF:
             pos += 1
@@ -346,18 +414,20 @@ def _strip_jpeg(data: bytes, name: str) -> bytes | None:
             changed |= pos + 1 != size
             break
         if marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
-            return None
+            return None, exif
         if pos + 3 > size:
             raise RowError("truncated JPEG: file ends inside a segment header", file=name)
         length = int.from_bytes(data[pos + 1:pos + 3], "big")
         end = pos + 1 + length
         if length < 2:
-            return None
+            return None, exif
         if end > size:
             raise RowError(f"truncated JPEG: segment 0xFF{marker:02X} runs past the end of the file",
                            file=name)
         payload = data[pos + 3:end]
         if marker == 0xDA:  # SOS: header, then entropy-coded data up to the next real marker
+            if headers_only:
+                return None, exif
             found = _JPEG_NEXT_MARKER.search(data, end)
             if found is None:
                 raise RowError("truncated JPEG: image data runs to the end of the file (no EOI marker)",
@@ -378,10 +448,11 @@ def _strip_jpeg(data: bytes, name: str) -> bytes | None:
             parts.append(view[pos - 1:end])  # colour-transform flag; decoding depends on it
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             changed = True  # APPn / COM: metadata
+            exif |= marker == 0xE1 and payload.startswith(b"Exif\x00")
         else:
-            return None  # lossless/hierarchical/arithmetic SOFs, DNL, ...: not ours to rewrite
+            return None, exif  # lossless/hierarchical/arithmetic SOFs, DNL, ...: not ours to rewrite
         pos = end
-    return b"".join(parts) if changed else data
+    return (b"".join(parts) if changed else data), exif
 
 
 def _strip_png(data: bytes, name: str) -> bytes | None:

@@ -21,7 +21,10 @@ import pyarrow as pa
 # 2.0: `image_sha256` (sha256 of the decoded pixels) became `image_hash` (XXH3-128 of the same
 # pixels, see medmix.imaging.pixel_hash): 30x cheaper, and a column named for its algorithm would
 # lie the next time the algorithm changes; image bytes are stored without zstd (medmix.writer).
-SCHEMA_VERSION = "2.0"
+# 2.1: `image_phash` is computed on the decoded pixel array (medmix.phash: exact box sums, float
+# Lanczos, no 8-bit rounding between steps), and JPEGs medmix writes come from libjpeg-turbo
+# directly (medmix.jpeg): same pictures, other bytes and hashes than 2.0 (issue 15).
+SCHEMA_VERSION = "2.1"
 
 DOMAINS = frozenset(
     {"pathology", "radiology", "microscopy", "clinical-text", "general-biomedical", "dermatology",

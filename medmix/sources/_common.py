@@ -19,12 +19,14 @@ from medmix.sources.base import Unit
 
 # Work-unit sizing (see `cut_by_weight`). A unit is the smallest thing a worker takes, so it must
 # be small enough that N workers finish together, and large enough that its fixed cost (a Parquet
-# file, a quarantine file, a summary, three fsyncs: ~15 ms here) stays a few percent of its work.
-# JPEG decode + re-encode runs at ~30 MB/s of input on one core, so 64 MiB is ~2 s of work; and
-# any folder big enough is cut into at least 8 units, so 2-8 workers all stay busy even when the
-# whole source is a few seconds of work (1,500 JPEGs used to make units of 1,000 + 500).
+# file, a summary, four fsyncs: ~5 ms here) stays a few percent of its work. JPEG decode +
+# re-encode runs at ~30 MB/s of input on one core, so 64 MiB is ~2 s of work; and any folder big
+# enough is cut into at least 16 units, so 2-8 workers stay busy even when the whole source is a
+# second of work, and one worker slowed by a neighbour is made up by the others taking more
+# units (1,500 JPEGs used to make units of 1,000 + 500; at 8 units, 2 workers' wall time still
+# swung 0.71-0.99 s between identical runs here, at 16-32 units 0.73-0.79 s).
 UNIT_BYTES = 64 << 20
-MIN_UNITS = 8
+MIN_UNITS = 16
 MIN_UNIT_ITEMS = 32
 
 # Small batches: rows may carry image bytes, and memory must follow the batch, not the file.

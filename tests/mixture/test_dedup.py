@@ -148,16 +148,17 @@ def test_corpus_has_at_least_50_distinct_real_images():
 
 
 def test_medmix_phash_agrees_with_imagehash_on_real_images():
-    """Same algorithm as the reference library, written differently (two 8x32 matrix products, a box
-    pre-reduce of big images): on 57 real images at most 4 of 64 bits differ, 0.5 on average
-    (measured), far inside the dedup distance, and images of at most 64 px on a side agree exactly."""
+    """Same algorithm as the reference library, written differently (exact box sums, float luma and
+    Lanczos on the pixel array, 8x32 matrix products): on 57 real images at most 4 of 64 bits
+    differ, 0.56 on average, 42 identical (schema 2.1, measured), far inside the dedup distance;
+    images too small for the box pre-reduce differ by rounding alone, at most 2 bits."""
     images = list(real_images().values())
     ours, _, _ = measured()
     ref = np.array([reference_phash(im) for im in images], dtype=np.uint64)
     dist = dedup.hamming(ours, ref)
     assert dist.max() <= 4 and dist.mean() <= 1.0
     small = [i for i, im in enumerate(images) if min(im.size) < 128]  # no pre-reduce below 2 x 64 px
-    assert small and all(dist[i] == 0 for i in small)
+    assert small and all(dist[i] <= 2 for i in small)
 
 
 def test_planted_copies_found_and_distinct_images_kept_apart_at_default_distance():
