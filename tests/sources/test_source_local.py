@@ -112,3 +112,41 @@ def test_output_is_byte_identical_whatever_the_unit_size(folder, tmp_path, monke
     files = _files(one)
     assert {"quarantine.parquet", "removed.parquet"} < set(files) and any(f.startswith("data/") for f in files)
     assert _files(many) == files
+
+
+def _read_all(root: Path) -> list:
+    source = LocalFolder(domain="radiology", license="CC0-1.0")
+    return [item for unit in source.units("train", {".": root}) for item in source.read(unit, {".": root})]
+
+
+def test_bad_metadata_lines_are_named_and_the_good_rows_kept(tmp_path):
+    """Metadata is parsed from the bytes read once per unit (and cached by them): a non-UTF-8 CSV,
+    a malformed JSONL line and rows without file_name each become a named Bad row."""
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(_png(rng, 10))
+    (tmp_path / "metadata.csv").write_bytes(b"file_name,answer\na.png,fine\n,no name\nb.png,caf\xe9\n")
+    (tmp_path / "metadata.jsonl").write_bytes(b'{"file_name": "c.png", "answer": "ok"}\n{not json\n\xff\n[1]\n')
+    items = _read_all(tmp_path)
+    bad = sorted((b.reason, b.file) for b in items if isinstance(b, local.Bad))
+    assert ("malformed JSON line: metadata.jsonl line 2: Expecting property name enclosed in double quotes",
+            "metadata.jsonl") in bad
+    assert ("malformed text: metadata.jsonl line 3 is not UTF-8", "metadata.jsonl") in bad
+    assert ("metadata row without file_name (line 4)", "metadata.jsonl") in bad
+    assert any(reason.startswith("malformed text: metadata.csv is not UTF-8") and file == "metadata.csv"
+               for reason, file in bad)
+    answers = {r.native_id: r.answer for r in items if isinstance(r, local.Record)}
+    assert answers == {"c.png": "ok"}  # the other file's good row
+    # a CSV that does not decode is refused whole (it is decoded in 8 KB chunks): its images are
+    # quarantined by name, not silently dropped
+    assert {b.native_id for b in items if isinstance(b, local.Bad) and b.reason.startswith("no metadata row")} == \
+        {"a.png", "b.png"}
+
+
+def test_metadata_cache_follows_the_bytes(tmp_path):
+    (tmp_path / "a.png").write_bytes(_png(np.random.default_rng(2), 10))
+    meta = tmp_path / "metadata.csv"
+    meta.write_text("file_name,answer\na.png,first\n")
+    assert [r.answer for r in _read_all(tmp_path) if isinstance(r, local.Record)] == ["first"]
+    meta.write_text("file_name,answer\na.png,other\n")  # same size: only the bytes tell
+    assert [r.answer for r in _read_all(tmp_path) if isinstance(r, local.Record)] == ["other"]
