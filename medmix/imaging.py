@@ -189,7 +189,7 @@ def _exif_orientation(data: bytes) -> int | None:
     None when Pillow cannot read it (the Pillow path then decides what the file is worth)."""
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
-            return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+            return _orientation(img)
     except Exception:  # noqa: BLE001 - header parsers raise SyntaxError, struct.error, ...
         return None
 
@@ -288,7 +288,7 @@ def _canonical(source: _Decoded) -> tuple[Image.Image, bool]:
     """Upright, 8-bit L or RGB, opaque. Returns the image and whether its pixels changed."""
     img, changed = source.img, source.frame_chosen
     if source.fmt != "DICOM":
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation = _orientation(img)
         if orientation in (2, 3, 4, 5, 6, 7, 8):
             img, changed = ImageOps.exif_transpose(img), True
     if "transparency" in img.info and img.mode in ("L", "RGB", "P"):
@@ -306,6 +306,11 @@ def _canonical(source: _Decoded) -> tuple[Image.Image, bool]:
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _high_depth_to_l(img), True
     return img.convert("RGB"), True  # P, CMYK, YCbCr, LAB, HSV
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1, upright, when there is none)."""
+    return int(img.getexif().get(ExifTags.Base.Orientation, 1))
 
 
 def _on_white(img: Image.Image, mode: str) -> Image.Image:
