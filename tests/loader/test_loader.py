@@ -83,6 +83,19 @@ def _collate(batch):
     return batch
 
 
+def resumed(make, steps: int) -> tuple[list, list]:
+    """Checkpoint-resume of a (Stateful)DataLoader: the first `steps` items of a fresh `make()`,
+    and everything a second fresh `make()` yields after loading the first one's state there."""
+    first = make()
+    it = iter(first)
+    head = [next(it) for _ in range(steps)]
+    state = first.state_dict()
+    del it
+    second = make()
+    second.load_state_dict(state)
+    return head, list(second)
+
+
 def _round_robin(streams: list[list[str]], block: int) -> list[str]:
     """What a DataLoader does with its workers' outputs: one block from each in turn."""
     blocks = [[s[i:i + block] for i in range(0, len(s), block)] for s in streams]
@@ -290,14 +303,8 @@ def test_stateful_dataloader_resumes_mid_epoch(mix, workers):
         return StatefulDataLoader(ds, batch_size=4, num_workers=workers, collate_fn=_collate)
 
     reference = _flat(make())
-    first = make()
-    it = iter(first)
-    head = [next(it) for _ in range(9)]
-    state = first.state_dict()
-    del it
-    second = make()
-    second.load_state_dict(state)
-    assert _flat(head) + _flat(second) == reference
+    head, tail = resumed(make, 9)
+    assert _flat(head) + _flat(tail) == reference
 
 
 def test_plain_dataloader_resumes_with_skip(mix):
@@ -426,14 +433,8 @@ def test_weighted_stateful_dataloader_with_workers(two):
 
     reference = _flat(make())
     assert len(reference) == 600
-    first = make()
-    it = iter(first)
-    head = [next(it) for _ in range(23)]
-    state = first.state_dict()
-    del it
-    second = make()
-    second.load_state_dict(state)
-    assert _flat(head) + _flat(second) == reference
+    head, tail = resumed(make, 23)
+    assert _flat(head) + _flat(tail) == reference
 
 
 def test_weighted_ranks_share_each_source_without_overlap(two):

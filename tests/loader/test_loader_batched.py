@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import PIL.Image
 import pytest
-from test_loader import make_mixture
+from test_loader import make_mixture, resumed
 from torch.utils.data import DataLoader
 
 from medmix.loader import MixtureDataset, WeightedMixture, pass_batch
@@ -72,14 +72,8 @@ def test_batched_stateful_dataloader_resumes_mid_epoch(mix, workers):
                                   num_workers=workers, collate_fn=pass_batch)
 
     reference = _rows(make())
-    first = make()
-    it = iter(first)
-    head = [next(it) for _ in range(7)]
-    state = first.state_dict()
-    del it
-    second = make()
-    second.load_state_dict(state)
-    assert _rows(head) + _rows(second) == reference
+    head, tail = resumed(make, 7)
+    assert _rows(head) + _rows(tail) == reference
 
 
 def test_a_per_row_state_resumes_in_batched_mode(mix):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from test_loader import ALL, _as_worker, make_mixture
+from test_loader import ALL, _as_worker, make_mixture, resumed
 from torch.utils.data import DataLoader, get_worker_info
 
 from medmix.errors import MedmixError
@@ -102,14 +102,8 @@ def test_stateful_dataloader_resumes_mid_epoch_with_two_workers(mix):
 
     reference = _ids(make())
     for k in (7, len(reference) - 1):  # mid-epoch, and after worker 1 ran out (13 and 12 batches)
-        first = make()
-        it = iter(first)
-        head = [next(it)["id"] for _ in range(k)]
-        state = first.state_dict()
-        del it
-        second = make()
-        second.load_state_dict(state)
-        assert head + _ids(second) == reference
+        head, tail = resumed(make, k)
+        assert _ids(head) + _ids(tail) == reference
 
 
 @pytest.mark.parametrize("workers", [0, 2, 3])
