@@ -18,12 +18,7 @@ from trainer.prompts import IGNORE_INDEX, IMAGE_TOKEN_ID
 N_VISUAL = 16  # tiny ViT: (32 / 8)^2 patches
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
