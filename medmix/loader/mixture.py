@@ -167,7 +167,7 @@ class MixtureDataset(Stream):
             yield from self._window_chunks(order, world, start, done)
             return
         reader = WindowReader(self._index, self.columns, self.io, as_rows=not self.batched,
-                              dense=world.workers == 1, prefetch=not world.in_worker)
+                              prefetch=not world.in_worker)
         total, paths = self._index.total, self._index.paths
         if self._index.remote is not None:  # prefetch this rank's row groups from the resume point on
             self._index.remote.follow_order(order, self._index.group_shard, self._index.group_local,
@@ -203,7 +203,7 @@ class MixtureDataset(Stream):
         if begin + done >= stop:
             return
         total, paths = self._index.total, self._index.paths
-        reader = WindowReader(self._index, self.columns, self.io, as_rows=False, dense=True, prefetch=True,
+        reader = WindowReader(self._index, self.columns, self.io, prefetch=True,
                               threads=not world.in_worker, step=workers)
         reader.last_window = int(order.window_of(np.asarray([(self._start + pieces[-1][1] - 1) % total]))[0])
         try:

@@ -9,16 +9,20 @@ benchmark data, 10k rows, raw pyarrow -> dicts = 1.00):
     combined into one chunk per column, and each chunk's own rows are taken in Arrow and only
     they are converted. A whole-window Arrow gather for the dense case measured 1.5x the
     instructions of raw pyarrow (the image bytes copied twice), hence the split.
-Per-row mode gets row dicts, batched mode {column: list}; both from here, in the same order.
+Batched mode gets {column: list} from here, per-row mode a list of row dicts, in the same order.
+A window is kept as columns either way; per-row mode builds the dicts of a chunk's rows only when
+the chunk is taken (`row_builder`: one generated comprehension, no tuples, no per-column pick),
+so dicts are made just before they are handed out and each take makes new ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain, repeat
+from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -28,12 +32,22 @@ from medmix.errors import MedmixError
 from medmix.loader.order import EpochOrder
 from medmix.loader.shards import ShardIndex
 
-__all__ = ["Columns", "IOStats", "Rows", "WindowReader", "gather", "to_python", "to_rows"]
+__all__ = ["Columns", "IOStats", "Rows", "WindowReader", "gather", "row_builder", "to_python"]
 
 Columns = dict[str, list[Any]]
-Rows = Columns | list[dict[str, Any]]  # batched mode hands out columns, per-row mode row dicts
+Rows = Columns | list[dict[str, Any]]  # batched mode: columns; per-row mode: row dicts
 
 OPEN_FILES = 32  # shard files a reader keeps open
+# Columns an ordered reader leaves in file order and converts to Python once per window: a take
+# would copy the image bytes twice more (combine, then take) for one reference pick per row.
+BULKY: tuple[str, ...] = ()
+
+
+class _Window(NamedTuple):
+    table: pa.Table  # one chunk per column; an ordered reader's in epoch order, without BULKY
+    shard: np.ndarray  # shard code of each row of `table`
+    perm: np.ndarray | None  # ordered: row of the file-order window at each epoch position
+    bulky: dict[str, pa.ChunkedArray]  # ordered: BULKY columns, file order, as read
 
 
 class IOStats:
@@ -58,24 +72,27 @@ class WindowReader:
     """
 
     def __init__(self, index: ShardIndex, columns: Sequence[str], stats: IOStats, *, as_rows: bool = False,
-                 dense: bool = False, prefetch: bool = False, threads: bool | None = None, step: int = 1) -> None:
+                 prefetch: bool = False, threads: bool | None = None, step: int = 1) -> None:
         self.index = index
-        self.as_rows = as_rows  # hand out a list of row dicts (per-row mode), else {column: list}
-        self.dense = dense
+        self.as_rows = as_rows  # row dicts (per-row mode), else {column: list}
         self.columns = list(columns)
+        self._build = row_builder(tuple(self.columns)) if as_rows else None
         self.stats = stats
         # Arrow may decode columns in parallel too: only outside DataLoader workers (default: with prefetch)
         self.threads = prefetch if threads is None else threads
+        # the window is put in epoch order when read (by the prefetch thread, off the consuming
+        # one) when this reader hands out all its rows; a DataLoader worker in "blocks" mode takes
+        # a share of each window, so it takes only its rows, from the window in file order
+        self.ordered = prefetch
+        self._perm: np.ndarray | None = None  # not ordered: epoch position in the window -> row
         self.step = step  # the next window this reader reads is window + step (a worker's windows: step = n)
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[EpochOrder, int] | None = None  # holds the order itself: ids get reused
-        self._table: pa.Table | None = None  # the window, one chunk per column
-        self._python: Rows | None = None  # dense: the window in Python, file order
-        self._given: np.ndarray | None = None  # dense rows: which row dicts were handed out already
-        self._perm: np.ndarray | None = None  # epoch position in the window -> row of the table
+        self._window: _Window | None = None
+        self._bulky: Columns | None = None  # the window's bulky columns in Python, file order
         self._shard: np.ndarray | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="medmix-window") if prefetch else None
-        self._ahead: tuple[EpochOrder, int, Future[tuple[pa.Table, np.ndarray]]] | None = None
+        self._ahead: tuple[EpochOrder, int, Future[_Window]] | None = None
         self.last_window: int | None = None  # the pass ends in this window: nothing to prefetch after it
 
     def close(self) -> None:
@@ -99,10 +116,13 @@ class WindowReader:
         self._files[shard] = handle  # (re)inserted last: dicts keep order, so first = oldest
         return handle
 
-    def _read(self, order: EpochOrder, window: int) -> tuple[pa.Table, np.ndarray]:
-        """The window's rows in file order, one chunk per column, and the shard of each row.
+    def _read(self, order: EpochOrder, window: int) -> _Window:
+        """The window, one chunk per column (`_Window`).
 
         Runs on one thread at a time (the prefetch thread, or the caller after waiting for it).
+        An ordered reader's window is put in epoch order here, in Arrow, off the consuming thread,
+        so that rows are converted to Python only when taken, in the order they are handed out
+        (module docstring); its bulky columns stay in file order, uncopied.
         """
         parts, shard_ids = [], []
         for g in order.windows[window]:
@@ -116,31 +136,31 @@ class WindowReader:
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         self.stats.row_groups += len(parts)
         self.stats.rows += table.num_rows
-        if self.dense:  # converted whole, one row group (chunk) at a time: no copy in Arrow
-            return table, np.concatenate(shard_ids)
-        # One chunk per column: `take` on a multi-chunk struct column (the image) concatenates the
-        # whole window on every call. A bulk copy once, then a take of each chunk's rows, costs
-        # half of a take of the whole window in epoch order (0.25 + 0.4 vs 1.2 us/row, measured
-        # on benchmark data). Rebuilt from the arrays so that windows of different files (and
-        # sources) share one schema, whatever field metadata their writers left.
-        table = table.combine_chunks()
-        return pa.Table.from_arrays(table.columns, names=self.columns), np.concatenate(shard_ids)
+        # One chunk per column first: `take` on a multi-chunk table concatenates per call and
+        # measured 10x slower than a combine then a take. Rebuilt from the arrays so that windows
+        # of different files (and sources) share one schema, whatever field metadata their
+        # writers left.
+        shard = np.concatenate(shard_ids)
+        if not self.ordered or order.key is None:  # file order (a worker's share), or no shuffle
+            table = table.combine_chunks()
+            return _Window(pa.Table.from_arrays(table.columns, names=self.columns), shard, None, {})
+        perm = order.rows_of(window)
+        bulky = {name: table.column(name) for name in BULKY if name in self.columns}
+        rest = table.drop_columns(list(bulky)).combine_chunks().take(perm)
+        return _Window(pa.Table.from_arrays(rest.columns, names=rest.column_names), shard[perm], perm, bulky)
 
     def _load(self, order: EpochOrder, window: int) -> None:
         if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
             return
-        self._table = self._python = None  # free the previous window before reading the next
+        self._window = self._bulky = None  # free the previous window before reading the next
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] is order and ahead[1] == window:
-            self._table, self._shard = ahead[2].result()
+            self._window = ahead[2].result()
         else:
             if ahead is not None:  # a guess that missed (a new lap, a skip): let it finish, unused
                 ahead[2].cancel() or ahead[2].exception()
-            self._table, self._shard = self._read(order, window)
-        if self.dense:
-            self._python = to_rows(self._table) if self.as_rows else to_python(self._table)
-            self._given, self._table = np.zeros(len(self._shard), dtype=bool), None
-        self._perm = order.rows_of(window)
+            self._window = self._read(order, window)
+        self._perm = None if self.ordered else order.rows_of(window)
         self._cached = (order, window)
         nxt = window + self.step
         if self._pool is not None and nxt < len(order.windows) and window != self.last_window:
@@ -148,20 +168,25 @@ class WindowReader:
 
     def _take_window(self, order: EpochOrder, window: int, positions: np.ndarray) -> tuple[Rows, np.ndarray]:
         self._load(order, window)
-        rows = self._perm[positions - order.offsets[window]]
-        if self._python is None:  # other workers' rows are in the window too: convert only ours
-            taken = self._table.take(rows)
-            return (to_rows(taken) if self.as_rows else to_python(taken)), self._shard[rows]
-        # dense: every row of the window is ours, converted once; rows are picked by reference
-        idx = rows.tolist()
-        if not self.as_rows:
-            return {name: pick(values, idx) for name, values in self._python.items()}, self._shard[rows]
-        picked = pick(self._python, idx)
-        again = self._given[rows]
-        self._given[rows] = True
-        if again.any():  # a row asked for twice (a padded epoch): never hand out one dict twice
-            picked = [dict(row) if dup else row for row, dup in zip(picked, again.tolist())]
-        return picked, self._shard[rows]
+        win = self._window
+        rows = positions - order.offsets[window]
+        if self._perm is not None:  # file order: the window's other rows are other workers'
+            rows = self._perm[rows]
+        lo, n = int(rows[0]), len(rows)
+        if int(rows[-1]) - lo == n - 1 and (n < 3 or (np.diff(rows) == 1).all()):  # a run: no copy
+            part, shards = win.table.slice(lo, n), win.shard[lo : lo + n]
+        else:
+            part, shards = win.table.take(rows), win.shard[rows]
+        columns = to_python(part)
+        if win.bulky:  # converted once per window, in file order; picked by reference
+            if self._bulky is None:
+                self._bulky = {name: values.to_pylist() for name, values in win.bulky.items()}
+            idx = win.perm[rows].tolist()
+            columns.update((name, pick(values, idx)) for name, values in self._bulky.items())
+            columns = {name: columns[name] for name in self.columns}
+        if self.as_rows:
+            return self._build(range(n), *columns.values()), shards
+        return columns, shards
 
     def take(self, order: EpochOrder, positions: np.ndarray) -> tuple[Rows, np.ndarray]:
         """The rows at `positions` (any order) in Python, and the shard each came from."""
@@ -184,10 +209,20 @@ def pick(values: list[Any], idx: list[int]) -> list[Any]:
     return list(itemgetter(*idx)(values)) if len(idx) > 1 else [values[i] for i in idx]
 
 
-def to_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """A table as row dicts, converted column by column (several times faster than `to_pylist()`)."""
-    names = table.column_names
-    return list(map(dict, map(zip, repeat(names), zip(*(column.to_pylist() for column in table.columns)))))
+@functools.lru_cache(maxsize=64)
+def row_builder(names: tuple[str, ...]) -> Callable[..., list[dict[str, Any]]]:
+    """`build(idx, *columns)`: the row dicts `{names[0]: columns[0][i], ...}` for i in idx.
+
+    Generated once per column set, so each dict is one dict display (BUILD_CONST_KEY_MAP) in a
+    list comprehension: no per-row tuple, zip or dict() call. Every call makes new dicts, so a
+    row asked for twice (a padded epoch) is never one shared dict. `names` are schema columns
+    (`check_columns`); repr() quotes them anyway.
+    """
+    cols = [f"c{i}" for i in range(len(names))]
+    items = ", ".join(f"{name!r}: {col}[i]" for name, col in zip(names, cols))
+    namespace: dict[str, Any] = {}
+    exec(f"def build(idx, {', '.join(cols)}):\n    return [{{{items}}} for i in idx]\n", namespace)  # noqa: S102
+    return namespace["build"]
 
 
 def to_python(table: pa.Table) -> Columns:

@@ -148,7 +148,7 @@ class WeightedMixture(Stream):
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         cursor = self.cursor
         cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
-        readers = [WindowReader(ix, self.columns, self.io, as_rows=not self.batched, dense=world.workers == 1,
+        readers = [WindowReader(ix, self.columns, self.io, as_rows=not self.batched,
                                 prefetch=not world.in_worker) for ix in self._indexes]
         paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
