@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import pyarrow.parquet as pq
+from torch.utils.data import IterableDataset, get_worker_info
 
 from medmix.loader import MixtureDataset, mixture_files, pass_batch
+from medmix.loader.handoff import SharedBatch
 from medmix.schema import dumps_meta, empty_row, to_table
 
 WORDS = ["the", "lesion", "margin", "shows", "mild", "enhancement", "with", "no", "evidence", "of", "necrosis",
@@ -159,6 +161,26 @@ def _as_list(rows: list[Any]) -> list[Any]:
     return rows
 
 
+class Premade(IterableDataset):
+    """The transport floor: workers hand over one ready batch again and again, reading nothing.
+
+    What the DataLoader itself costs to move real batches (the first batch of the batched stream)
+    from workers to the trainer: through the pipe (`shared=False`) or through medmix's
+    shared-memory rings (`handoff`). No loader can beat it, so (b2) workers vs 0 workers can only
+    reach (this rate) / (b2, 0 workers) on this machine.
+    """
+
+    def __init__(self, batch: dict[str, list[Any]], rows: int, shared: bool) -> None:
+        self.batch, self.rows, self.shared = batch, rows, shared
+
+    def __iter__(self) -> Iterable[dict[str, list[Any]]]:
+        info = get_worker_info()
+        workers = info.num_workers if info else 1
+        make = SharedBatch if self.shared and info else dict
+        for _ in range(self.rows // len(self.batch["id"]) // workers):
+            yield make(self.batch)
+
+
 def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tuple[int, float, float]:
     """Rows, wall seconds and this process's CPU seconds, from asking for the first row to
     holding the last one. Items are rows, or whole batches ({column: list}) in batched mode.
@@ -188,6 +210,7 @@ def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tu
     return n, wall, cpu
 
 
+TRANSPORT = {False: "(t) transport floor: ready batches, pipe", True: "(t) transport floor: ready batches, shm"}
 B2S, B2W = "(b2s) one source batched (blocks), no decode", "(b2w) one source batched windows, no decode"
 C2S, C2W = "(c2s) one source batched (blocks), decode", "(c2w) one source batched windows, decode"
 
@@ -282,6 +305,12 @@ def main(argv: list[str] | None = None) -> None:
                 args.decode_repeat)
             run("(c2w) one source batched windows, decode", workers, lambda: one(True, True), None,
                 args.decode_repeat)
+            if workers:
+                first = next(iter(medmix_stream(folders, weights, False, args.batch, True)))
+                total = next(r[2] for r in results if r[0].startswith("(b2) "))  # as many rows as (b2)
+                for shared in (False, True):
+                    ready = Premade(first, total, shared)
+                    run(TRANSPORT[shared], workers, lambda ready=ready, w=workers: _batched_loader(ready, w))
             run("(d) HF streaming+interleave, no decode", workers, lambda: hf(False), args.hf_limit, 1)
             run("(e) HF streaming+interleave, decode", workers, lambda: hf(True), args.hf_limit, 1)
 
@@ -305,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
                      workers), ("(b2) MixtureDataset batched, no decode", 0)),
                     (f"batched decode, {workers} workers vs 0 (>= 1.5x)", ("(c2) MixtureDataset batched, decode",
                      workers), ("(c2) MixtureDataset batched, decode", 0)),
+                    (f"ceiling for (b2): ready batches through shared memory, {workers} workers, vs (b2) 0 "
+                     "workers", (TRANSPORT[True], workers), ("(b2) MixtureDataset batched, no decode", 0)),
+                    (f"ceiling through the pipe, {workers} workers, vs (b2) 0 workers",
+                     (TRANSPORT[False], workers), ("(b2) MixtureDataset batched, no decode", 0)),
                     (f"per-row no decode, {workers} workers vs 0", ("(b) MixtureDataset, no decode", workers),
                      ("(b) MixtureDataset, no decode", 0)),
                     (f"one source, blocks, no decode, {workers} workers vs 0", (B2S, workers), (B2S, 0)),

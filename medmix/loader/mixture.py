@@ -72,7 +72,8 @@ class MixtureDataset(Stream):
                  pad_remainder: bool = False, split: str = "train", batch_size: int = 1, batched: bool = False,
                  shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None,
                  worker_split: str = "blocks", num_workers: int = 0,
-                 storage_options: Mapping[str, Any] | None = None, cache_bytes: int | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, cache_bytes: int | None = None,
+                 shared_memory: bool = True) -> None:
         if drop_remainder and pad_remainder:
             raise ValueError("choose at most one of drop_remainder and pad_remainder")
         if worker_split not in WORKER_SPLITS:
@@ -95,7 +96,8 @@ class MixtureDataset(Stream):
         remote = {"storage_options": storage_options, **({"cache_bytes": cache_bytes} if cache_bytes else {})}
         self._index = ShardIndex(self.path, split, self.columns, remote)
         self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
-                          decode_images=decode_images, transform=transform, batched=batched)
+                          decode_images=decode_images, transform=transform, batched=batched,
+                          shared_memory=shared_memory)
         self._start, self._length = rank_span(self._index.total, self.rank, self.world_size, self.remainder)
 
     @classmethod

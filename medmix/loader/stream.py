@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset
 
 from medmix.errors import MedmixError, RowError
 from medmix.loader.cursor import Cursor
+from medmix.loader.handoff import SharedBatch
 from medmix.loader.partition import World, block_starts
 from medmix.loader.reader import IOStats, Rows
 from medmix.schema import COLUMNS, FEATURES
@@ -78,7 +79,8 @@ class Stream(IterableDataset):
     kind = "stream"
 
     def _init_stream(self, *, seed: int, batch_size: int, rank: int | None, world_size: int | None,
-                     decode_images: bool, transform: Callable[[Any], Any] | None, batched: bool) -> None:
+                     decode_images: bool, transform: Callable[[Any], Any] | None, batched: bool,
+                     shared_memory: bool = True) -> None:
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = seed
@@ -88,6 +90,7 @@ class Stream(IterableDataset):
         self.decode_images = decode_images
         self.transform = transform
         self.batched = bool(batched)
+        self.shared_memory = bool(shared_memory)
         self.epoch = 0
         self.io = IOStats()
         self.cursor = Cursor(self._zero_positions())
@@ -170,6 +173,9 @@ class Stream(IterableDataset):
         world, start, done = self._begin()
         cursor, transform, block = self.cursor, self.transform, self.batch_size
         decode = self.decode_images and "image" in self.columns
+        # batched, in a DataLoader worker: batches (dicts) leave through the worker's shared-memory
+        # ring when the DataLoader pickles them (`handoff`)
+        shared = self.batched and self.shared_memory and world.in_worker
         for rows, shards, paths in self._chunks(world, start, done):
             if self.batched:
                 n = len(shards)
@@ -178,7 +184,8 @@ class Stream(IterableDataset):
                     if decode:
                         batch["image"] = _decode_images(batch, shards[lo:hi].tolist(), paths)
                     cursor.done += hi - lo
-                    yield batch if transform is None else transform(batch)
+                    out = batch if transform is None else transform(batch)
+                    yield SharedBatch(out) if shared and type(out) is dict else out
             elif decode:
                 for row, code in zip(rows, shards.tolist()):
                     cursor.done += 1

@@ -54,7 +54,7 @@ class WeightedMixture(Stream):
                  decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
                  columns: Sequence[str] | None = None, split: str = "train", batch_size: int = 1,
                  batched: bool = False, shuffle_window: int = 2048, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, shared_memory: bool = True) -> None:
         if exhausted not in ("cycle", "stop"):
             raise ValueError(f"exhausted must be 'cycle' or 'stop', got {exhausted!r}")
         if not sources:
@@ -76,7 +76,8 @@ class WeightedMixture(Stream):
         self.shuffle_window = check_positive("shuffle_window", shuffle_window)
         self._indexes = [ShardIndex(p, split, self.columns) for p in self.paths]
         self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
-                          decode_images=decode_images, transform=transform, batched=batched)
+                          decode_images=decode_images, transform=transform, batched=batched,
+                          shared_memory=shared_memory)
         spans = [rank_span(ix.total, self.rank, self.world_size, "uneven") for ix in self._indexes]
         self._starts = [s for s, _ in spans]
         self._lengths = [n for _, n in spans]
