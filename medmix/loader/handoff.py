@@ -9,12 +9,14 @@ batches move at 247k rows/s, 2.8 us/row in the trainer and 3.3 in the workers: t
 into the ring and sends only (ring, position, length), the trainer unpickles straight from it.
 
 How: each worker process has one `Ring`, a file in /dev/shm created at its first batch, sized
-for several batches and reserved with posix_fallocate (a full /dev/shm fails there, cleanly, not
-with a SIGBUS later). The header holds how far the trainer has read (`consumed`, written by the
-trainer) and how far the worker has written. A batch is written at the next free position, or
-sent through the pipe as before when it does not fit (larger than a quarter of the ring, or the
-trainer has not read far enough): nothing ever waits on the ring, so nothing can deadlock. One
-worker's results arrive in the order they were sent (one queue), so `consumed` only moves forward.
+for several batches but to at most a quarter of the free space divided by the worker count (torch
+shares tensors through /dev/shm too, and docker gives it 64 MiB by default), and reserved with
+posix_fallocate (a full /dev/shm fails there, cleanly, not with a SIGBUS later). The header holds
+how far the trainer has read (`consumed`, written by the trainer) and how far the worker has
+written. A batch is written at the next free position, or sent through the pipe as before when
+it does not fit (larger than a quarter of the ring, or the trainer has not read far enough):
+nothing ever waits on the ring, so nothing can deadlock. One worker's results arrive in the
+order they were sent (one queue), so `consumed` only moves forward.
 
 The trainer unlinks a ring's file when it first maps it; a worker unlinks its own at exit if the
 trainer never did, and a new ring removes files of earlier runs whose processes are all gone
@@ -26,6 +28,7 @@ it (by the DataLoader's queue) goes through the ring, and the trainer receives a
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import pickle
@@ -35,6 +38,8 @@ import warnings
 from multiprocessing import util
 from pathlib import Path
 from typing import Any
+
+from torch.utils.data import get_worker_info
 
 from medmix.errors import MedmixError
 
@@ -46,6 +51,7 @@ HEADER = 64  # bytes: consumed (trainer), written (worker), both int64
 MIN_RING = 8 << 20
 MAX_RING = 256 << 20
 BATCHES_PER_RING = 8  # the DataLoader keeps prefetch_factor (default 2) batches per worker in flight
+SHARE_OF_FREE = 4  # all rings together take at most 1/4 of the free space of SHM_DIR
 
 _ring: Ring | None | bool = None  # this worker's ring; False once it could not be made
 _maps: dict[str, tuple[mmap.mmap, int]] = {}  # trainer side: ring file name -> (mapping, worker pid)
@@ -137,18 +143,27 @@ def receive(name: str, pos: int, n: int, capacity: int, worker_pid: int) -> dict
 
 
 def _worker_ring(blob_size: int) -> Ring | None:
-    """This worker process's ring, made at its first batch; None where shared memory is unavailable."""
+    """This worker process's ring, made at its first batch; None where shared memory is unavailable
+    (no /dev/shm: quietly; too little of it: with a warning, once per worker)."""
     global _ring
     if _ring is None:
+        _ring = False
+        if not SHM_DIR.is_dir():
+            return None
         _remove_stale()
-        capacity = min(MAX_RING, max(MIN_RING, BATCHES_PER_RING * blob_size))
-        capacity = -(-capacity // mmap.PAGESIZE) * mmap.PAGESIZE
+        info = get_worker_info()
+        workers = info.num_workers if info is not None else 1
+        st = os.statvfs(SHM_DIR)
+        capacity = min(MAX_RING, max(MIN_RING, BATCHES_PER_RING * blob_size),
+                       st.f_bavail * st.f_frsize // (SHARE_OF_FREE * workers))
+        capacity = capacity // mmap.PAGESIZE * mmap.PAGESIZE
         try:
+            if capacity < 4 * blob_size:
+                raise OSError(errno.ENOSPC, f"{capacity >> 20} MiB free for this worker's ring")
             _ring = Ring(capacity)
         except OSError as exc:
             warnings.warn(f"medmix: no batch ring in {SHM_DIR} ({exc.strerror}); batches go through the "
                           "DataLoader's pipe (slower; for docker, raise --shm-size)", stacklevel=2)
-            _ring = False
     return _ring or None
 
 

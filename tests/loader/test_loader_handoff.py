@@ -9,6 +9,7 @@ a `collate_fn` in the worker still gets a dict, and copies of it never touch a r
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import pickle
 import subprocess
@@ -72,14 +73,34 @@ def test_a_batch_larger_than_a_quarter_of_the_ring_is_not_put_in_it(shm):
 
 
 def test_without_shared_memory_batches_go_through_the_pipe(tmp_path, monkeypatch):
-    monkeypatch.setattr(handoff, "SHM_DIR", tmp_path / "missing")
+    monkeypatch.setattr(handoff, "SHM_DIR", tmp_path / "missing")  # no /dev/shm (not Linux): quietly
     monkeypatch.setattr(handoff, "_ring", None)
     batch = handoff.SharedBatch(_batch(5))
-    with pytest.warns(UserWarning, match="no batch ring"):
-        blob = pickle.dumps(batch)
-    back = pickle.loads(blob)
+    back = pickle.loads(pickle.dumps(batch))
     assert back == _batch(5) and type(back) is dict
-    assert pickle.loads(pickle.dumps(batch)) == _batch(5)  # one warning, then quietly the pipe
+    assert handoff._ring is False
+
+
+def test_a_full_shm_warns_once_and_batches_go_through_the_pipe(shm, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    batch = handoff.SharedBatch(_batch(6))
+    with pytest.warns(UserWarning, match="no batch ring.*No space left"):
+        blob = pickle.dumps(batch)
+    assert pickle.loads(blob) == _batch(6)
+    assert pickle.loads(pickle.dumps(batch)) == _batch(6)  # no second warning (the filter would raise)
+    assert list(shm.iterdir()) == []  # the half-made ring file was removed
+
+
+def test_rings_take_at_most_a_share_of_the_free_space(shm, monkeypatch):
+    class Tiny:
+        f_bavail, f_frsize = 20, 1 << 20  # 20 MiB free
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Tiny)
+    pickle.dumps(handoff.SharedBatch(_batch(7)))
+    assert handoff._ring.capacity == 5 << 20  # a quarter of the free space, one worker (not in a loader)
 
 
 def test_copies_of_a_shared_batch_are_plain_dicts_and_make_no_ring(shm):
