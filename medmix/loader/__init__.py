@@ -14,6 +14,7 @@ The package follows the stream's layers, one module each:
     partition  ranks (remainder policies) and DataLoader workers (blocks of `batch_size`, or windows)
     cursor     the epoch position (consumed samples, worker share), its one reset and its state
     stream     what both datasets share: epochs, state_dict, per-row or batched hand-out
+    handoff    batches from DataLoader workers to the trainer through shared memory, not the pipe
     mixture, weighted, hf   the public `MixtureDataset`, `WeightedMixture` and `load`
 
 Resume: `state_dict()` holds (seed, epoch, samples consumed by this rank), plus for weighted

@@ -62,6 +62,8 @@ class MixtureDataset(Stream):
         shuffle_window: rows per shuffle window (memory: about two windows per reader, the one being
             handed out and the next, read ahead outside DataLoader workers).
         rank / world_size: override torch.distributed / RANK, WORLD_SIZE (tests, custom launchers).
+        shared_memory: batched mode in DataLoader workers: batches reach the trainer through a
+            ring in /dev/shm instead of the DataLoader's pipe (`medmix.loader.handoff`); False: the pipe.
     """
 
     kind = "mixture"
