@@ -12,6 +12,7 @@ derived from the chunk being yielded when a state is asked for (`progress`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,28 @@ class Cursor:
         # `done` before it
         self.chunk: tuple[np.ndarray, np.ndarray | None] | None = None
         self.chunk_done = 0
+
+    @property
+    def done(self) -> int:
+        """Own samples yielded so far in this pass (see `hand_out`)."""
+        if self._rows is not None:  # a chunk handed out by its iterator: count what it gave
+            rows, total = self._rows
+            return self._done + total - rows.__length_hint__()
+        return self._done
+
+    @done.setter
+    def done(self, value: int) -> None:
+        self._rows = None
+        self._done = value
+
+    def hand_out(self, rows: list[Any]) -> Iterator[Any]:
+        """An iterator over `rows` that `done` follows, for `yield from`: the per-row loop then
+        runs in C, with no count kept per row (a list iterator has moved past an item when it is
+        yielded, so a state taken after receiving it covers it)."""
+        self.done = self.done
+        it = iter(rows)
+        self._rows = (it, len(rows))
+        return it
 
     def begin(self, worker: int, workers: int, block: int) -> tuple[int, int]:
         """Start a pass: (rank position this worker's blocks count from, own samples already done).

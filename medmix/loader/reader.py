@@ -45,7 +45,7 @@ BULKY: tuple[str, ...] = ("image",)
 
 
 class _Window(NamedTuple):
-    table: pa.Table  # one chunk per column; an ordered reader's in epoch order, without BULKY
+    table: pa.RecordBatch  # an ordered reader's in epoch order, without BULKY
     shard: np.ndarray  # shard code of each row of `table`
     perm: np.ndarray | None  # ordered: row of the file-order window at each epoch position
     bulky: dict[str, pa.ChunkedArray]  # ordered: BULKY columns, file order, as read
@@ -138,17 +138,15 @@ class WindowReader:
         self.stats.row_groups += len(parts)
         self.stats.rows += table.num_rows
         # One chunk per column first: `take` on a multi-chunk table concatenates per call and
-        # measured 10x slower than a combine then a take. Rebuilt from the arrays so that windows
-        # of different files (and sources) share one schema, whatever field metadata their
-        # writers left.
+        # measured 10x slower than a combine then a take.
         shard = np.concatenate(shard_ids)
         if not self.ordered or order.key is None:  # file order (a worker's share), or no shuffle
             table = table.combine_chunks()
-            return _Window(pa.Table.from_arrays(table.columns, names=self.columns), shard, None, {})
+            return _Window(_batch(table, self.columns), shard, None, {})
         perm = order.rows_of(window)
         bulky = {name: table.column(name) for name in BULKY if name in self.columns}
         rest = table.drop_columns(list(bulky)).combine_chunks().take(perm)
-        return _Window(pa.Table.from_arrays(rest.columns, names=rest.column_names), shard[perm], perm, bulky)
+        return _Window(_batch(rest, rest.column_names), shard[perm], perm, bulky)
 
     def _load(self, order: EpochOrder, window: int) -> None:
         if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
@@ -226,7 +224,15 @@ def row_builder(names: tuple[str, ...]) -> Callable[..., list[dict[str, Any]]]:
     return namespace["build"]
 
 
-def to_python(table: pa.Table) -> Columns:
+def _batch(table: pa.Table, names: Sequence[str]) -> pa.RecordBatch:
+    """A combined table as one record batch: slices and column access then skip ChunkedArray
+    (to_pylist of 160-row slices measured 17% faster). Rebuilt from the arrays so that windows of
+    different files (and sources) share one schema, whatever field metadata their writers left."""
+    arrays = [column.chunk(0) if column.num_chunks == 1 else column.combine_chunks() for column in table.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=list(names))
+
+
+def to_python(table: pa.Table | pa.RecordBatch) -> Columns:
     """A table as {column: list of Python values}; column by column, several times faster than rows."""
     return {name: column.to_pylist() for name, column in zip(table.column_names, table.columns)}
 

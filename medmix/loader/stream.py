@@ -193,9 +193,7 @@ class Stream(IterableDataset):
                         row["image"] = decode_image(row["image"], row.get("id"), paths[code])
                     yield row if transform is None else transform(row)
             elif transform is None:
-                for row in rows:
-                    cursor.done += 1
-                    yield row
+                yield from cursor.hand_out(rows)
             else:
                 for row in rows:
                     cursor.done += 1
