@@ -42,6 +42,7 @@ from typing import Any
 from torch.utils.data import get_worker_info
 
 from medmix.errors import MedmixError
+from medmix.writer import pid_alive
 
 __all__ = ["SHM_DIR", "Ring", "SharedBatch", "receive"]
 
@@ -94,7 +95,7 @@ class Ring:
         finally:
             os.close(fd)
         self.written = 0  # absolute position: offset in the ring is position % capacity
-        util.Finalize(self, _unlink, args=(self.path,), exitpriority=10)  # at worker exit, if still there
+        util.Finalize(self, self.path.unlink, kwargs={"missing_ok": True}, exitpriority=10)  # at worker exit
 
     def put(self, blob: bytes) -> tuple[int, int] | None:
         """Write `blob` at the next free position: (position, length), or None if it does not fit now."""
@@ -129,7 +130,7 @@ def receive(name: str, pos: int, n: int, capacity: int, worker_pid: int) -> dict
             entry = (mmap.mmap(fd, HEADER + capacity), worker_pid)
         finally:
             os.close(fd)
-        _unlink(path)  # both sides hold it mapped; nothing is left behind whatever exits first
+        path.unlink(missing_ok=True)  # both sides hold it mapped: nothing is left behind whatever exits first
         _maps[name] = entry
     ring = entry[0]
     offset = HEADER + pos % capacity
@@ -171,7 +172,7 @@ def _close_finished() -> None:
     """Close the mappings of rings whose worker has exited and whose batches were all read."""
     for name, (ring, pid) in list(_maps.items()):
         consumed, written = struct.unpack_from("<qq", ring, 0)
-        if consumed >= written and not _alive(pid):
+        if consumed >= written and not pid_alive(pid):
             ring.close()
             del _maps[name]
 
@@ -185,22 +186,7 @@ def _remove_stale() -> None:
     for name in names:
         parts = name.split("-")
         if len(parts) == 5 and parts[2].isdigit() and parts[3].isdigit():
-            if not _alive(int(parts[2])) and not _alive(int(parts[3])):
-                _unlink(SHM_DIR / name)
+            if not pid_alive(int(parts[2])) and not pid_alive(int(parts[3])):
+                (SHM_DIR / name).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
