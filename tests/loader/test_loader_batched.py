@@ -100,3 +100,26 @@ def test_weighted_batches_equal_the_weighted_rows(tmp_path):
     rows = list(make())
     batches = list(DataLoader(make(batched=True), batch_size=None, num_workers=2, collate_fn=pass_batch))
     assert _rows(batches) == rows and len(batches) == len(make(batched=True)) == -(-150 // BATCH)
+
+
+def _weighted(a, b, **kw):
+    kw = {"seed": 5, "batch_size": BATCH, "shuffle_window": 10, "decode_images": False, "exhausted": "stop", **kw}
+    return WeightedMixture({a: 2, b: 1}, **kw)
+
+
+@pytest.mark.parametrize("columns", [None, ["image"], ["image", "id"], ["id", "question"]])
+def test_every_reader_path_gives_the_same_rows_whatever_the_columns(tmp_path, columns):
+    """The ordered path (no workers: the window permuted in Arrow, the image column picked from
+    file order), the file-order path (workers in "blocks" mode) and batched mode all hand out
+    the rows of the full-column per-row stream, projected to the columns asked for."""
+    a, b = make_mixture(tmp_path / "a"), make_mixture(tmp_path / "b", source="other", seed=1)
+    full = list(_weighted(a, b))
+    names = columns or list(full[0])
+    want = [{name: row[name] for name in names} for row in full]
+    assert list(_weighted(a, b, columns=columns)) == want
+    assert _rows(_weighted(a, b, columns=columns, batched=True)) == want
+    workers = DataLoader(_weighted(a, b, columns=columns), batch_size=BATCH, num_workers=2, collate_fn=list)
+    assert [row for rows in workers for row in rows] == want
+    one = [{name: row[name] for name in names} for row in _make(a)]
+    assert list(_make(a, columns=columns)) == one
+
