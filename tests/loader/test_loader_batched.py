@@ -116,7 +116,8 @@ def test_every_reader_path_gives_the_same_rows_whatever_the_columns(tmp_path, co
     full = list(_weighted(a, b))
     names = columns or list(full[0])
     want = [{name: row[name] for name in names} for row in full]
-    assert list(_weighted(a, b, columns=columns)) == want
+    got = list(_weighted(a, b, columns=columns))
+    assert got == want and all(list(row) == names for row in got)  # values, and keys in column order
     assert _rows(_weighted(a, b, columns=columns, batched=True)) == want
     workers = DataLoader(_weighted(a, b, columns=columns), batch_size=BATCH, num_workers=2, collate_fn=list)
     assert [row for rows in workers for row in rows] == want
