@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from test_loader import make_mixture
 from torch.utils.data import DataLoader
 
@@ -159,3 +160,18 @@ def test_a_collate_fn_in_the_worker_still_gets_a_dict(tmp_path):
     assert seen and all(is_dict for is_dict, _ in seen)
     assert sum(n for _, n in seen) == len(list(WeightedMixture({a: 1, b: 1}, decode_images=False,
                                                                exhausted="stop")))
+
+
+def _with_tensor(batch: dict) -> dict:
+    return {"id": batch["id"], "x": torch.arange(len(batch["id"])) + len(batch["id"][0])}
+
+
+@pytest.mark.skipif(not handoff.SHM_DIR.is_dir(), reason="needs /dev/shm (Linux)")
+def test_tensors_in_a_batch_cross_as_torch_shares_them(mix):
+    kw = {"seed": 3, "batch_size": 4, "shuffle_window": 10, "decode_images": False, "batched": True,
+          "transform": _with_tensor}
+    want = list(MixtureDataset(mix, **kw))
+    got = list(DataLoader(MixtureDataset(mix, **kw), batch_size=None, num_workers=2, collate_fn=pass_batch))
+    assert [b["id"] for b in got] == [b["id"] for b in want]
+    assert all(torch.equal(g["x"], w["x"]) for g, w in zip(got, want))
+    assert all(g["x"].is_shared() for g in got)  # torch's shared-memory handles, not pickled bytes
