@@ -24,7 +24,7 @@ from medmix.loader.partition import (
 )
 from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
-from medmix.loader.stream import Stream, check_columns, check_positive
+from medmix.loader.stream import WORKER_SPLITS, Stream, check_columns, check_positive, check_worker_split
 from medmix.storage import is_remote
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["WORKER_SPLITS", "MixtureDataset"]
 
-WORKER_SPLITS = ("blocks", "windows")
 
 
 class MixtureDataset(Stream):
@@ -78,12 +77,7 @@ class MixtureDataset(Stream):
                  shared_memory: bool = True) -> None:
         if drop_remainder and pad_remainder:
             raise ValueError("choose at most one of drop_remainder and pad_remainder")
-        if worker_split not in WORKER_SPLITS:
-            raise ValueError(f"worker_split must be one of {WORKER_SPLITS}, got {worker_split!r}")
-        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
-        if worker_split == "windows" and not batched:
-            raise ValueError("worker_split='windows' needs batched=True (workers hand over whole batches)")
+        check_worker_split(worker_split, num_workers, batched)
         if worker_split == "windows" and pad_remainder:
             raise ValueError("worker_split='windows' does not support pad_remainder: use drop_remainder=True for "
                              "equal steps on every rank, or worker_split='blocks'")

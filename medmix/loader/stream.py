@@ -29,7 +29,8 @@ from medmix.loader.partition import World, block_starts
 from medmix.loader.reader import IOStats, Rows
 from medmix.schema import COLUMNS, FEATURES
 
-__all__ = ["STATE_FORMAT", "Stream", "check_columns", "check_positive", "pass_batch"]
+__all__ = ["STATE_FORMAT", "WORKER_SPLITS", "Stream", "check_columns", "check_positive", "check_worker_split",
+           "pass_batch"]
 
 STATE_FORMAT = "medmix.loader/1"
 
@@ -47,6 +48,18 @@ def check_positive(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+WORKER_SPLITS = ("blocks", "windows")
+
+
+def check_worker_split(worker_split: str, num_workers: int, batched: bool) -> None:
+    if worker_split not in WORKER_SPLITS:
+        raise ValueError(f"worker_split must be one of {WORKER_SPLITS}, got {worker_split!r}")
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    if worker_split == "windows" and not batched:
+        raise ValueError("worker_split='windows' needs batched=True (workers hand over whole batches)")
 
 
 def check_columns(columns: Sequence[str] | None) -> list[str]:

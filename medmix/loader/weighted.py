@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -12,10 +13,10 @@ import numpy as np
 
 from medmix.errors import MedmixError
 from medmix.loader.order import EpochOrder, choice_uniforms, source_key
-from medmix.loader.partition import World, own_chunks, rank_span
+from medmix.loader.partition import World, next_worker, own_chunks, rank_span, served
 from medmix.loader.reader import Rows, WindowReader, gather
 from medmix.loader.shards import ShardIndex
-from medmix.loader.stream import Stream, check_columns, check_positive
+from medmix.loader.stream import Stream, check_columns, check_positive, check_worker_split
 from medmix.storage import is_remote
 
 __all__ = ["WeightedMixture"]
@@ -42,7 +43,14 @@ class WeightedMixture(Stream):
       * `set_epoch(e)` re-keys the choices and restarts every source at pass 0 of epoch e.
       * The order of the `sources` mapping is part of the definition (same order, same stream).
       * Workers: blocks of `batch_size` as in `MixtureDataset`; each worker computes the
-        (cheap) choices of the whole rank stream but converts and decodes only its own rows.
+        (cheap) choices of the whole rank stream but converts and decodes only its own rows, and
+        reads every window of the rank.
+      * worker_split="windows" (batched mode; pass the DataLoader's `num_workers` too): worker j
+        of n is rank `rank * n + j` of `world_size * n` (its own contiguous span of each source,
+        its own choices), so each worker reads only its ~1/n of every source. The loader hands
+        out the workers' batches in turn (`partition.merge_round_robin`), so the sequence depends
+        on num_workers; `skip` takes whole loader steps (`partition.served`), and a
+        StatefulDataLoader state resumes with the same num_workers.
 
     Other keyword arguments are those of `MixtureDataset` (without the remainder options).
     """
@@ -54,9 +62,13 @@ class WeightedMixture(Stream):
                  decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
                  columns: Sequence[str] | None = None, split: str = "train", batch_size: int = 1,
                  batched: bool = False, shuffle_window: int = 2048, rank: int | None = None,
-                 world_size: int | None = None, shared_memory: bool = True) -> None:
+                 world_size: int | None = None, shared_memory: bool = True, worker_split: str = "blocks",
+                 num_workers: int = 0) -> None:
         if exhausted not in ("cycle", "stop"):
             raise ValueError(f"exhausted must be 'cycle' or 'stop', got {exhausted!r}")
+        check_worker_split(worker_split, num_workers, batched)
+        self.worker_split = worker_split
+        self.num_workers = num_workers
         if not sources:
             raise ValueError("from_sources needs at least one source")
         weights = []
@@ -78,21 +90,54 @@ class WeightedMixture(Stream):
         self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
                           decode_images=decode_images, transform=transform, batched=batched,
                           shared_memory=shared_memory)
-        spans = [rank_span(ix.total, self.rank, self.world_size, "uneven") for ix in self._indexes]
+        self._thresholds = np.cumsum(self.weights)[:-1]
+        self._place(self.rank, self.world_size)
+        if worker_split == "windows":
+            for j in range(max(num_workers, 1)):  # every worker's span must hold rows of every source
+                self._worker_view(j)
+
+    def _place(self, rank: int, world_size: int) -> None:
+        """This stream's rank of world_size: each source's span and the per-rank sample cap."""
+        self.rank, self.world_size = rank, world_size
+        spans = [rank_span(ix.total, rank, world_size, "uneven") for ix in self._indexes]
         self._starts = [s for s, _ in spans]
         self._lengths = [n for _, n in spans]
         for path, n in zip(self.paths, self._lengths):
             if n == 0:
-                raise MedmixError(f"{path}: too few rows for world_size={self.world_size}: rank {self.rank} gets none")
-        self._cap = None if num_samples is None else -(-num_samples // self.world_size)
-        self._thresholds = np.cumsum(self.weights)[:-1]
+                hint = "" if self.worker_split == "blocks" else (
+                    " (with worker_split='windows' each DataLoader worker reads as a rank of world_size * "
+                    "num_workers: fewer workers, or worker_split='blocks')")
+                raise MedmixError(f"{path}: too few rows for world_size={world_size}: rank {rank} gets none{hint}")
+        self._cap = None if self.num_samples is None else -(-self.num_samples // world_size)
         self._len_cache: dict[int, int] = {}
+
+    def _worker_view(self, j: int) -> WeightedMixture:
+        """worker_split="windows": DataLoader worker j's stream, rank `rank * n + j` of `world_size * n`
+        (a copy sharing this dataset's cursor, files and counters)."""
+        n = max(self.num_workers, 1)
+        view = copy.copy(self)
+        view._place(self.world.rank * n + j, self.world.world_size * n)
+        return view
+
+    def _view_batches(self, views: list[WeightedMixture], steps: int) -> list[int]:
+        """Batches each worker's stream holds (endless streams: more than `steps` can use)."""
+        if self.exhausted == "cycle" and self.num_samples is None:
+            return [steps + 1] * len(views)
+        return [-(-v._samples() // self.batch_size) for v in views]
 
     def _identity(self) -> dict[str, Any]:
         return {"seed": self.seed, "mixtures": [ix.fingerprint for ix in self._indexes],
-                "weights": self.weights, "rank": self.rank, "world_size": self.world_size,
+                "weights": self.weights, "rank": self.world.rank, "world_size": self.world.world_size,
                 "exhausted": self.exhausted, "num_samples": self.num_samples, "shuffle": self.shuffle,
-                "shuffle_window": self.shuffle_window}
+                "shuffle_window": self.shuffle_window,
+                **({"worker_split": "windows", "num_workers": self.num_workers} if self.worker_split == "windows"
+                   else {})}
+
+    def __len__(self) -> int:
+        if self.worker_split == "blocks":
+            return super().__len__()
+        views = [self._worker_view(j) for j in range(max(self.num_workers, 1))]
+        return sum(-(-v._samples() // self.batch_size) for v in views)
 
     def _zero_positions(self) -> list[int]:
         return [0] * len(self.paths)
@@ -131,7 +176,16 @@ class WeightedMixture(Stream):
         return self._len_cache[self.epoch]
 
     def skip(self, n: int) -> None:
-        """Like `MixtureDataset.skip`; computes each source's position from hashes (no reads)."""
+        """Like `MixtureDataset.skip`; computes each source's position from hashes (no reads).
+
+        With worker_split="windows", `n` counts whole loader steps (steps * batch_size): each
+        worker works out how many of its own batches those steps took (`partition.served`)."""
+        if self.worker_split == "windows":
+            if not isinstance(n, int) or n < 0 or n % self.batch_size:
+                raise ValueError(f"skip({n!r}): with worker_split='windows' skip whole batches (steps * batch_size, "
+                                 f"batch_size={self.batch_size})")
+            self.cursor.reset(n, pending=True)
+            return
         if not isinstance(n, int) or n < 0 or (self._cap is not None and n > self._cap):
             raise ValueError(f"skip({n!r}) is out of range for this rank")
         positions = self._zero_positions()
@@ -147,10 +201,41 @@ class WeightedMixture(Stream):
         return EpochOrder(self._indexes[source].group_rows, key, self.shuffle_window, lap)
 
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
+        if self.worker_split == "windows":
+            yield from self._worker_chunks(world, start, done)
+        else:
+            yield from self._stream_chunks(world, start, done, self.cursor.consumed, self.cursor.positions)
+
+    def _worker_chunks(self, world: World, start: int,
+                       done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
+        """worker_split="windows": this worker's own stream, from where `start` loader steps left it."""
+        n = max(self.num_workers, 1)
+        if world.workers != n:
+            raise MedmixError(f"this WeightedMixture was made with num_workers={self.num_workers} "
+                              f"(worker_split='windows'), but runs in a DataLoader with num_workers="
+                              f"{world.workers if world.in_worker else 0}: pass the same number to both")
+        views = [self._worker_view(j) for j in range(n)]
+        steps = start // self.batch_size
+        counts = self._view_batches(views, steps)
+        role = (world.worker + next_worker(counts, steps)) % n  # the epoch's worker this one continues
+        view = views[role]
+        begin = served(counts, steps)[role] * self.batch_size
+        positions = view._zero_positions()
+        if begin:
+            _, after, end = view._scan(0, begin, positions)
+            if end is not None and end < begin:
+                return
+            positions = after[-1].tolist()
+        yield from view._stream_chunks(World(view.rank, view.world_size, 0, 1, True), begin, done, begin, positions)
+
+    def _stream_chunks(self, world: World, start: int, done: int, consumed: int,
+                       positions: Sequence[int]) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
+        """This worker's blocks of the stream from `start` (own sample `done` on), given each
+        source's count after `consumed` samples."""
         cursor = self.cursor
-        cursor_k, cursor_n = cursor.consumed, list(cursor.positions)
-        readers = [WindowReader(ix, self.columns, self.io, as_rows=not self.batched,
-                                prefetch=not world.in_worker) for ix in self._indexes]
+        cursor_k, cursor_n = consumed, list(positions)
+        readers = [WindowReader(ix, self.columns, self.io, as_rows=not self.batched, prefetch=world.workers == 1,
+                                threads=not world.in_worker) for ix in self._indexes]
         paths = [p for ix in self._indexes for p in ix.paths]  # shard code -> file, for error messages
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
         orders: dict[int, EpochOrder] = {}
