@@ -7,9 +7,11 @@ All runs read the same sources at the same weights, and each stops when one sour
 Per-row mode (a dict per sample, batched by the DataLoader) is measured next to batched mode
 (`batched=True`, `DataLoader(batch_size=None)`: workers hand over {column: list} batches); the
 summary gives the ratios the loader is held to. Batched mode with worker_split="windows" (each
-worker reads only its own windows) is a `MixtureDataset` option, so it runs on the largest source,
-next to that source in the default worker split. The load average is printed because on a shared
-machine the worker numbers mean little when it exceeds the core count.
+worker reads only its own share) runs on the weighted mixture, rows (b2v)/(c2v), and on the largest
+source alone next to that source in the default worker split, rows (b2w)/(c2w). Rows (t) move ready
+batches and read nothing: the DataLoader's own cost through the pipe and through medmix's
+shared-memory rings. The load average is printed because on a shared machine the worker numbers
+mean little when it exceeds the core count.
 
     python benchmarks/loader_throughput.py                 # generate 200k rows in a temp dir
     python benchmarks/loader_throughput.py --rows 50000    # quicker
@@ -112,9 +114,12 @@ def raw_arrow_only(folders: list[Path]) -> int:
     return n
 
 
-def medmix_stream(folders: list[Path], weights: list[float], decode: bool, batch: int, batched: bool = False) -> Any:
+def medmix_stream(folders: list[Path], weights: list[float], decode: bool, batch: int, batched: bool = False,
+                  workers: int | None = None) -> Any:
+    """The weighted mixture; `workers` set: worker_split="windows" for that many DataLoader workers."""
+    split = {} if workers is None else {"worker_split": "windows", "num_workers": workers}
     return MixtureDataset.from_sources(dict(zip(folders, weights)), exhausted="stop", decode_images=decode,
-                                       batch_size=batch, seed=0, batched=batched)
+                                       batch_size=batch, seed=0, batched=batched, **split)
 
 
 def windows_stream(folder: Path, decode: bool, batch: int, workers: int) -> Any:
@@ -211,6 +216,7 @@ def timed(make: Callable[[], Iterable[dict[str, Any]]], limit: int | None) -> tu
 
 
 TRANSPORT = {False: "(t) transport floor: ready batches, pipe", True: "(t) transport floor: ready batches, shm"}
+B2V, C2V = "(b2v) MixtureDataset batched windows, no decode", "(c2v) MixtureDataset batched windows, decode"
 B2S, B2W = "(b2s) one source batched (blocks), no decode", "(b2w) one source batched windows, no decode"
 C2S, C2W = "(c2s) one source batched (blocks), decode", "(c2w) one source batched windows, decode"
 
@@ -286,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
             def hf(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
                 return _loader(hf_stream(folders, weights, decode), workers, args.batch)
 
-            def batched(decode: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
-                return _batched_loader(medmix_stream(folders, weights, decode, args.batch, True), workers)
+            def batched(decode: bool, workers: int = workers, split: bool = False) -> Iterable[dict[str, Any]]:
+                ds = medmix_stream(folders, weights, decode, args.batch, True, workers if split else None)
+                return _batched_loader(ds, workers)
 
             def one(decode: bool, windows: bool, workers: int = workers) -> Iterable[dict[str, Any]]:
                 big = folders[int(np.argmax(weights))]
@@ -297,10 +304,12 @@ def main(argv: list[str] | None = None) -> None:
 
             run("(b) MixtureDataset, no decode", workers, lambda: medmix(False))
             run("(b2) MixtureDataset batched, no decode", workers, lambda: batched(False))
+            run(B2V, workers, lambda: batched(False, split=True))
             run("(b2s) one source batched (blocks), no decode", workers, lambda: one(False, False))
             run("(b2w) one source batched windows, no decode", workers, lambda: one(False, True))
             run("(c) MixtureDataset, decode", workers, lambda: medmix(True), None, 1)
             run("(c2) MixtureDataset batched, decode", workers, lambda: batched(True), None, args.decode_repeat)
+            run(C2V, workers, lambda: batched(True, split=True), None, args.decode_repeat)
             run("(c2s) one source batched (blocks), decode", workers, lambda: one(True, False), None,
                 args.decode_repeat)
             run("(c2w) one source batched windows, decode", workers, lambda: one(True, True), None,
@@ -338,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
                      "workers", (TRANSPORT[True], workers), ("(b2) MixtureDataset batched, no decode", 0)),
                     (f"ceiling through the pipe, {workers} workers, vs (b2) 0 workers",
                      (TRANSPORT[False], workers), ("(b2) MixtureDataset batched, no decode", 0)),
+                    (f"weighted, windows, no decode, {workers} workers vs 0", (B2V, workers), (B2V, 0)),
+                    (f"weighted, windows, decode, {workers} workers vs 0", (C2V, workers), (C2V, 0)),
                     (f"per-row no decode, {workers} workers vs 0", ("(b) MixtureDataset, no decode", workers),
                      ("(b) MixtureDataset, no decode", 0)),
                     (f"one source, blocks, no decode, {workers} workers vs 0", (B2S, workers), (B2S, 0)),
