@@ -12,15 +12,17 @@ How: each worker process has one `Ring`, a file in /dev/shm created at its first
 for several batches but to at most a quarter of the free space divided by the worker count (torch
 shares tensors through /dev/shm too, and docker gives it 64 MiB by default), and reserved with
 posix_fallocate (a full /dev/shm fails there, cleanly, not with a SIGBUS later). The header holds
-how far the trainer has read (`consumed`, written by the trainer) and how far the worker has
-written. A batch is written at the next free position, or sent through the pipe as before when
-it does not fit (larger than a quarter of the ring, or the trainer has not read far enough):
-nothing ever waits on the ring, so nothing can deadlock. One worker's results arrive in the
-order they were sent (one queue), so `consumed` only moves forward.
+how far the trainer has read (`consumed`, written by the trainer only). A batch is written at the
+next free position, or sent through the pipe as before when it does not fit (larger than a
+quarter of the ring, or the trainer has not read far enough): nothing ever waits on the ring, so
+nothing can deadlock. One worker's results arrive in the order they were sent (one queue), so
+`consumed` only moves forward.
 
 The trainer unlinks a ring's file when it first maps it; a worker unlinks its own at exit if the
 trainer never did, and a new ring removes files of earlier runs whose processes are all gone
-(a SIGKILLed run). Mappings of finished workers are closed once all their batches are read.
+(a SIGKILLed run). The trainer closes a ring's mapping once its worker has exited: DataLoader
+workers exit only when the trainer shuts the loader down, after the last batch or when the
+iterator is dropped, so nothing is read from such a ring again.
 
 What is handed to a `collate_fn` in the worker is a `SharedBatch`, a dict: only the pickling of
 it (by the DataLoader's queue) goes through the ring, and the trainer receives a plain dict.
@@ -50,7 +52,7 @@ __all__ = ["SHM_DIR", "Ring", "SharedBatch", "receive"]
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "medmix-ring"
-HEADER = 64  # bytes: consumed (trainer), written (worker), both int64
+HEADER = 64  # bytes: consumed (int64, written by the trainer), then padding to a cache line
 MIN_RING = 8 << 20
 MAX_RING = 256 << 20
 BATCHES_PER_RING = 8  # the DataLoader keeps prefetch_factor (default 2) batches per worker in flight
@@ -121,7 +123,6 @@ class Ring:
         offset = HEADER + pos % cap
         self.map[offset : offset + n] = blob
         self.written = pos + n
-        struct.pack_into("<q", self.map, 8, self.written)
         return pos, n
 
 
@@ -179,10 +180,9 @@ def _worker_ring(blob_size: int) -> Ring | None:
 
 
 def _close_finished() -> None:
-    """Close the mappings of rings whose worker has exited and whose batches were all read."""
+    """Close the mappings of rings whose worker has exited (module docstring)."""
     for name, (ring, pid) in list(_maps.items()):
-        consumed, written = struct.unpack_from("<qq", ring, 0)
-        if consumed >= written and not pid_alive(pid):
+        if not pid_alive(pid):
             ring.close()
             del _maps[name]
 

@@ -175,3 +175,18 @@ def test_tensors_in_a_batch_cross_as_torch_shares_them(mix):
     assert [b["id"] for b in got] == [b["id"] for b in want]
     assert all(torch.equal(g["x"], w["x"]) for g, w in zip(got, want))
     assert all(g["x"].is_shared() for g in got)  # torch's shared-memory handles, not pickled bytes
+
+
+@pytest.mark.skipif(not handoff.SHM_DIR.is_dir(), reason="needs /dev/shm (Linux)")
+def test_rings_of_a_dropped_loader_are_unmapped_by_the_next_one(mix, monkeypatch):
+    monkeypatch.setattr(handoff, "_maps", {})
+    kw = {"seed": 3, "batch_size": 4, "shuffle_window": 10, "decode_images": False, "batched": True}
+    first = iter(DataLoader(MixtureDataset(mix, **kw), batch_size=None, num_workers=2, collate_fn=pass_batch))
+    next(first), next(first)  # one batch from each worker, the rest never read
+    dropped = set(handoff._maps)
+    assert len(dropped) == 2
+    del first  # shuts the workers down
+    rest = list(DataLoader(MixtureDataset(mix, **kw), batch_size=None, num_workers=2, collate_fn=pass_batch))
+    assert rest == list(MixtureDataset(mix, **kw))
+    assert not dropped & set(handoff._maps) and len(handoff._maps) == 2
+    assert _mine() == []
