@@ -183,11 +183,7 @@ class MixtureDataset(Stream):
     def _window_chunks(self, order: EpochOrder, world: World, start: int,
                        done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         """worker_split="windows": this worker's own windows, read by it alone (`partition`)."""
-        workers = max(self.num_workers, 1)
-        if world.workers != workers:
-            raise MedmixError(f"this MixtureDataset was made with num_workers={self.num_workers} "
-                              f"(worker_split='windows'), but runs in a DataLoader with num_workers="
-                              f"{world.workers if world.in_worker else 0}: pass the same number to both")
+        workers = self._split_workers(world)
         bounds, counts = self._window_plan(order)
         steps = start // self.batch_size  # loader steps before this pass (a skip or a resume)
         role = (world.worker + next_worker(counts, steps)) % workers  # the epoch's worker this one continues

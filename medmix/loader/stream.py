@@ -171,6 +171,15 @@ class Stream(IterableDataset):
         start, done = self.cursor.begin(world.worker, world.workers, self.batch_size)
         return world, start, done
 
+    def _split_workers(self, world: World) -> int:
+        """worker_split="windows": the worker count the dataset was made for, checked against the DataLoader's."""
+        workers = max(self.num_workers, 1)
+        if world.workers != workers:
+            raise MedmixError(f"this {type(self).__name__} was made with num_workers={self.num_workers} "
+                              f"(worker_split='windows'), but runs in a DataLoader with num_workers="
+                              f"{world.workers if world.in_worker else 0}: pass the same number to both")
+        return workers
+
     def _chunks(self, world: World, start: int, done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         """This worker's samples of the pass, chunk by chunk: (rows, shard code of each row, shard
         paths by code), with `cursor.at_chunk` called before each."""

@@ -209,11 +209,7 @@ class WeightedMixture(Stream):
     def _worker_chunks(self, world: World, start: int,
                        done: int) -> Iterator[tuple[Rows, np.ndarray, Sequence[str]]]:
         """worker_split="windows": this worker's own stream, from where `start` loader steps left it."""
-        n = max(self.num_workers, 1)
-        if world.workers != n:
-            raise MedmixError(f"this WeightedMixture was made with num_workers={self.num_workers} "
-                              f"(worker_split='windows'), but runs in a DataLoader with num_workers="
-                              f"{world.workers if world.in_worker else 0}: pass the same number to both")
+        n = self._split_workers(world)
         views = [self._worker_view(j) for j in range(n)]
         steps = start // self.batch_size
         counts = self._view_batches(views, steps)
