@@ -48,7 +48,7 @@ class _Window(NamedTuple):
     table: pa.RecordBatch  # an ordered reader's in epoch order, without BULKY
     shard: np.ndarray  # shard code of each row of `table`
     perm: np.ndarray | None  # ordered: row of the file-order window at each epoch position
-    bulky: dict[str, pa.ChunkedArray]  # ordered: BULKY columns, file order, as read
+    bulky: dict[str, pa.ChunkedArray | None]  # ordered: BULKY columns, file order, as read (None: converted)
 
 
 class IOStats:
@@ -180,6 +180,9 @@ class WindowReader:
         if win.bulky:  # converted once per window, in file order; picked by reference
             if self._bulky is None:
                 self._bulky = {name: values.to_pylist() for name, values in win.bulky.items()}
+                # the Arrow copy is no longer needed: memory stays at one window in Python plus the
+                # next one read ahead, as before this path existed
+                self._window = win._replace(bulky=dict.fromkeys(win.bulky))
             idx = win.perm[rows].tolist()
             columns.update((name, pick(values, idx)) for name, values in self._bulky.items())
             columns = {name: columns[name] for name in self.columns}
