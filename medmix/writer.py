@@ -205,7 +205,10 @@ def remove_stale_temps(folder: Path) -> int:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine still runs (ours counts): a dead writer's temp files may go."""
+    """Whether a process of this machine still runs (ours counts): a dead writer's temp files may go.
+
+    A zombie (exited, not yet reaped) counts as dead: in a container without an init process, the
+    killed helpers of a SIGKILLed run stay zombies for as long as the container lives."""
     if pid == os.getpid():
         return True
     try:
@@ -214,4 +217,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux), or it just exited
+        return True
+    return stat[stat.rindex(")") + 2 :].split(" ", 1)[0] != "Z"

@@ -12,8 +12,10 @@ import copy
 import errno
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -190,3 +192,54 @@ def test_rings_of_a_dropped_loader_are_unmapped_by_the_next_one(mix, monkeypatch
     assert rest == list(MixtureDataset(mix, **kw))
     assert not dropped & set(handoff._maps) and len(handoff._maps) == 2
     assert _mine() == []
+
+
+KILLED_RUN = """
+import sys, time
+from torch.utils.data import DataLoader
+from medmix.loader import MixtureDataset, pass_batch
+ds = MixtureDataset(sys.argv[1], batch_size=2, batched=True, decode_images=False, shuffle_window=10)
+it = iter(DataLoader(ds, batch_size=None, num_workers=2, collate_fn=pass_batch))  # workers start, nothing read
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not handoff.SHM_DIR.is_dir(), reason="needs /dev/shm (Linux)")
+def test_rings_left_by_a_killed_run_are_removed_by_the_next_ring(mix):
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(mix)], stdout=subprocess.PIPE, text=True,
+                           start_new_session=True)  # its own process group: the kill takes its workers too
+    pattern = f"{handoff.PREFIX}-{run.pid}-*"
+    try:
+        assert run.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while len(list(handoff.SHM_DIR.glob(pattern))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(handoff.SHM_DIR.glob(pattern))) == 2  # both workers' rings, never mapped by the trainer
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    deadline = time.monotonic() + 30
+    while list(handoff.SHM_DIR.glob(pattern)) and time.monotonic() < deadline:
+        handoff._remove_stale()  # what a new ring does first
+        time.sleep(0.05)
+    assert list(handoff.SHM_DIR.glob(pattern)) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+def test_a_zombie_counts_as_gone():
+    """Killed helpers of a SIGKILLed run stay zombies where no init reaps them (containers)."""
+    from medmix.writer import pid_alive
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not pid_alive(pid)
+    finally:
+        os.waitpid(pid, 0)
+    assert pid_alive(os.getpid()) and not pid_alive(pid)
