@@ -236,6 +236,14 @@ class WeightedMixture(Stream):
         base = np.cumsum([0] + [len(ix.paths) for ix in self._indexes])
         orders: dict[int, EpochOrder] = {}
         lengths = np.asarray(self._lengths, dtype=np.int64)
+
+        def order_of(s: int, lap: int) -> EpochOrder:
+            if s not in orders or orders[s].lap != lap:
+                orders[s] = self._source_order(s, lap)
+                last = np.asarray([self._starts[s] + self._lengths[s] - 1])
+                readers[s].last_window = int(orders[s].window_of(last)[0])  # this rank's part ends there
+            return orders[s]
+
         try:
             for own in own_chunks(start, self._cap, self.batch_size, world.worker, world.workers, done):
                 hi = int(own[-1]) + 1
@@ -251,11 +259,7 @@ class WeightedMixture(Stream):
                 parts, slots, codes = [], [], []
                 for s, lap in sorted(set(zip(src.tolist(), laps.tolist()))):
                     where = np.flatnonzero((src == s) & (laps == lap))
-                    if s not in orders or orders[s].lap != lap:
-                        orders[s] = self._source_order(s, lap)
-                        last = np.asarray([self._starts[s] + self._lengths[s] - 1])
-                        readers[s].last_window = int(orders[s].window_of(last)[0])  # this rank's part ends there
-                    part, shards = readers[s].take(orders[s], self._starts[s] + item[where] % lengths[s])
+                    part, shards = readers[s].take(order_of(s, lap), self._starts[s] + item[where] % lengths[s])
                     parts.append(part)
                     slots.append(where)
                     codes.append(shards + base[s])
