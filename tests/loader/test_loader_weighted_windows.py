@@ -37,12 +37,7 @@ def _make(sources, workers, **kw):
 
 
 def _virtual(sources, rank, world, **kw):
-    a, b = sources
-    kw = {"seed": 4, "batch_size": BATCH, "shuffle_window": 8, "decode_images": False, "batched": True,
-          "exhausted": "stop", **kw}
-    ds = WeightedMixture({a: 3, b: 2}, rank=rank, world_size=world, **kw)
-    ds.set_epoch(2)
-    return list(ds)
+    return list(_weighted_view(sources, rank, world, **kw))
 
 
 def _loader(ds, workers):
@@ -131,3 +126,27 @@ def test_too_many_workers_for_a_source_is_an_error_naming_the_fix(tmp_path):
     a, b = make_mixture(tmp_path / "a", sizes=(40,)), make_mixture(tmp_path / "b", sizes=(3,), source="b")
     with pytest.raises(MedmixError, match="each DataLoader worker reads as a rank.*fewer workers"):
         WeightedMixture({a: 1, b: 1}, batched=True, worker_split="windows", num_workers=4)
+
+
+def test_an_endless_stream_splits_and_skips_the_same_way(sources):
+    from itertools import islice
+
+    kw = {"exhausted": "cycle"}  # no num_samples: endless, no len()
+    views = [list(islice(iter(_weighted_view(sources, j, 2, **kw)), 6)) for j in range(2)]
+    want = merge_round_robin(views)
+    got = list(islice(iter(_loader(_make(sources, 2, **kw), 2)), 12))
+    assert got == want
+    ds = _make(sources, 2, **kw)
+    ds.skip(5 * BATCH)
+    assert list(islice(iter(_loader(ds, 2)), 7)) == want[5:]
+    with pytest.raises(TypeError, match="no length"):
+        len(_make(sources, 2, **kw))
+
+
+def _weighted_view(sources, rank, world, **kw):
+    a, b = sources
+    kw = {"seed": 4, "batch_size": BATCH, "shuffle_window": 8, "decode_images": False, "batched": True,
+          "exhausted": "stop", **kw}
+    ds = WeightedMixture({a: 3, b: 2}, rank=rank, world_size=world, **kw)
+    ds.set_epoch(2)
+    return ds
