@@ -24,13 +24,13 @@ from medmix.loader.partition import (
 )
 from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
-from medmix.loader.stream import WORKER_SPLITS, Stream, check_columns, check_positive, check_worker_split
+from medmix.loader.stream import Stream, check_columns, check_positive, check_worker_split
 from medmix.storage import is_remote
 
 if TYPE_CHECKING:
     from medmix.loader.weighted import WeightedMixture
 
-__all__ = ["WORKER_SPLITS", "MixtureDataset"]
+__all__ = ["MixtureDataset"]
 
 
 

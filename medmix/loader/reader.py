@@ -48,7 +48,7 @@ class _Window(NamedTuple):
     table: pa.RecordBatch  # an ordered reader's in epoch order, without BULKY
     shard: np.ndarray  # shard code of each row of `table`
     perm: np.ndarray | None  # ordered: row of the file-order window at each epoch position
-    bulky: dict[str, pa.ChunkedArray | None]  # ordered: BULKY columns, file order, as read (None: converted)
+    bulky: dict[str, pa.ChunkedArray]  # ordered: BULKY columns, file order, as read
 
 
 class IOStats:
@@ -90,8 +90,7 @@ class WindowReader:
         self._files: dict[int, pq.ParquetFile] = {}
         self._cached: tuple[EpochOrder, int] | None = None  # holds the order itself: ids get reused
         self._window: _Window | None = None
-        self._bulky: Columns | None = None  # the window's bulky columns in Python, file order
-        self._shard: np.ndarray | None = None
+        self._bulky: Columns = {}  # the window's BULKY columns in Python, file order (ordered readers)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="medmix-window") if prefetch else None
         self._ahead: tuple[EpochOrder, int, Future[_Window]] | None = None
         self.last_window: int | None = None  # the pass ends in this window: nothing to prefetch after it
@@ -151,14 +150,18 @@ class WindowReader:
     def _load(self, order: EpochOrder, window: int) -> None:
         if self._cached is not None and self._cached[0] is order and self._cached[1] == window:
             return
-        self._window = self._bulky = None  # free the previous window before reading the next
+        self._window, self._bulky = None, {}  # free the previous window before reading the next
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] is order and ahead[1] == window:
-            self._window = ahead[2].result()
+            win = ahead[2].result()
         else:
             if ahead is not None:  # a guess that missed (a new lap, a skip): let it finish, unused
                 ahead[2].cancel() or ahead[2].exception()
-            self._window = self._read(order, window)
+            win = self._read(order, window)
+        # BULKY columns converted once per window, in file order, then picked by reference; the
+        # Arrow copy is dropped, so memory stays at one window in Python plus the next read ahead
+        self._bulky = {name: values.to_pylist() for name, values in win.bulky.items()}
+        self._window = win._replace(bulky={})
         self._perm = None if self.ordered else order.rows_of(window)
         self._cached = (order, window)
         nxt = window + self.step
@@ -177,12 +180,7 @@ class WindowReader:
         else:
             part, shards = win.table.take(rows), win.shard[rows]
         columns = to_python(part)
-        if win.bulky:  # converted once per window, in file order; picked by reference
-            if self._bulky is None:
-                self._bulky = {name: values.to_pylist() for name, values in win.bulky.items()}
-                # the Arrow copy is no longer needed: memory stays at one window in Python plus the
-                # next one read ahead, as before this path existed
-                self._window = win._replace(bulky=dict.fromkeys(win.bulky))
+        if self._bulky:
             idx = win.perm[rows].tolist()
             columns.update((name, pick(values, idx)) for name, values in self._bulky.items())
             columns = {name: columns[name] for name in self.columns}

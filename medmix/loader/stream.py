@@ -214,12 +214,9 @@ class Stream(IterableDataset):
                     if row["image"] is not None:
                         row["image"] = decode_image(row["image"], row.get("id"), paths[code])
                     yield row if transform is None else transform(row)
-            elif transform is None:
-                yield from cursor.hand_out(rows)
             else:
-                for row in rows:
-                    cursor.done += 1
-                    yield transform(row)
+                handed = cursor.hand_out(rows)
+                yield from handed if transform is None else map(transform, handed)
 
 
 def _decode_images(batch: dict[str, list[Any]], codes: list[int], paths: Sequence[str]) -> list[Any]:

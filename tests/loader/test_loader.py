@@ -538,3 +538,14 @@ def test_every_shard_file_is_opened_through_open_shard(mix, monkeypatch):
     assert sorted(_ids(ds)) == sorted(ALL)
     assert all(isinstance(p, str) for p in opened)
     assert sorted(set(opened)) == sorted(ds._index.paths) and len(opened) >= 2 * len(SIZES)  # index + reader
+
+
+@pytest.mark.parametrize("steps", [1, 11, 40])
+def test_a_per_row_transform_resumes_exactly(mix, steps):
+    """The per-row hand-out with and without a transform counts the same way (`Cursor.hand_out`)."""
+    def make():
+        return MixtureDataset(mix, seed=2, shuffle_window=10, decode_images=False, transform=lambda r: r["id"])
+
+    full = list(make())
+    head, rest = resumed(make, steps)
+    assert head + rest == full and len(full) == sum(SIZES)
