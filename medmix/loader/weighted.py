@@ -119,9 +119,10 @@ class WeightedMixture(Stream):
         view._place(self.world.rank * n + j, self.world.world_size * n)
         return view
 
-    def _view_batches(self, views: list[WeightedMixture], steps: int) -> list[int]:
-        """Batches each worker's stream holds (endless streams: more than `steps` can use)."""
-        if self.exhausted == "cycle" and self.num_samples is None:
+    def _view_batches(self, views: list[WeightedMixture], steps: int | None = None) -> list[int]:
+        """Batches each worker's stream holds; endless streams: more than `steps` can use (without
+        `steps`, an endless stream raises, as it has no length)."""
+        if steps is not None and self.exhausted == "cycle" and self.num_samples is None:
             return [steps + 1] * len(views)
         return [-(-v._samples() // self.batch_size) for v in views]
 
@@ -136,8 +137,7 @@ class WeightedMixture(Stream):
     def __len__(self) -> int:
         if self.worker_split == "blocks":
             return super().__len__()
-        views = [self._worker_view(j) for j in range(max(self.num_workers, 1))]
-        return sum(-(-v._samples() // self.batch_size) for v in views)
+        return sum(self._view_batches([self._worker_view(j) for j in range(max(self.num_workers, 1))]))
 
     def _zero_positions(self) -> list[int]:
         return [0] * len(self.paths)
@@ -188,13 +188,18 @@ class WeightedMixture(Stream):
             return
         if not isinstance(n, int) or n < 0 or (self._cap is not None and n > self._cap):
             raise ValueError(f"skip({n!r}) is out of range for this rank")
-        positions = self._zero_positions()
-        if n:
-            _, after, end = self._scan(0, n, positions)
-            if end is not None and end < n:
-                raise ValueError(f"skip({n}): this rank's stream ends after {end} samples")
-            positions = after[-1].tolist()
+        positions, end = self._positions_after(n)
+        if positions is None:
+            raise ValueError(f"skip({n}): this rank's stream ends after {end} samples")
         self.cursor.reset(n, positions, pending=True)
+
+    def _positions_after(self, n: int) -> tuple[list[int] | None, int | None]:
+        """How many of the first `n` samples each source gave (from hashes, no reads), and where a
+        "stop" stream ends; positions are None when it ends before `n`."""
+        if not n:
+            return self._zero_positions(), None
+        _, after, end = self._scan(0, n, self._zero_positions())
+        return (None if end is not None and end < n else after[-1].tolist()), end
 
     def _source_order(self, source: int, lap: int) -> EpochOrder:
         key = source_key(self.seed, self.epoch, source, lap, self.shuffle)
@@ -216,12 +221,9 @@ class WeightedMixture(Stream):
         role = (world.worker + next_worker(counts, steps)) % n  # the epoch's worker this one continues
         view = views[role]
         begin = served(counts, steps)[role] * self.batch_size
-        positions = view._zero_positions()
-        if begin:
-            _, after, end = view._scan(0, begin, positions)
-            if end is not None and end < begin:
-                return
-            positions = after[-1].tolist()
+        positions, _ = view._positions_after(begin)
+        if positions is None:
+            return
         yield from view._stream_chunks(World(view.rank, view.world_size, 0, 1, True), begin, done, begin, positions)
 
     def _stream_chunks(self, world: World, start: int, done: int, consumed: int,
