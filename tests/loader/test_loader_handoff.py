@@ -22,6 +22,7 @@ import torch
 from test_loader import make_mixture
 from torch.utils.data import DataLoader
 
+from medmix.errors import MedmixError
 from medmix.loader import MixtureDataset, WeightedMixture, handoff, pass_batch
 
 
@@ -243,3 +244,14 @@ def test_a_zombie_counts_as_gone():
     finally:
         os.waitpid(pid, 0)
     assert pid_alive(os.getpid()) and not pid_alive(pid)
+
+
+def test_a_ring_that_is_gone_is_an_error_naming_it(shm):
+    ring = handoff.Ring(1 << 16)
+    handle = _send(ring, _batch(8))
+    later = _send(ring, _batch(9))
+    (shm / ring.name).unlink()  # someone cleaned /dev/shm before the trainer mapped it
+    with pytest.raises(MedmixError, match=f"{ring.name}: a DataLoader worker's batch ring is gone"):
+        handoff.receive(*handle)
+    assert handoff._maps == {}  # nothing half-mapped is kept
+    assert later is not None and ring.written > 0  # the worker's side is untouched
