@@ -105,6 +105,35 @@ Upstream = Remote | Manual | Derived
 
 
 @dataclass(frozen=True)
+class RealBytes:
+    """Where the adapter's format was checked against real upstream bytes.
+
+    Why it exists: three of nine adapters once passed their tests on fixtures that imitated the
+    documentation and failed on the real files. An adapter that declares `RealBytes` has a test
+    fixture cut from the files named here (a public repository that mirrors, samples or loads
+    the dataset), with a `PROVENANCE` file beside it; one that declares none is "from
+    documentation only", and `medmix sources` says so.
+    `repo` is `owner/name` on GitHub, `commit` the 40-hex commit read, `paths` the files in it.
+    """
+
+    repo: str
+    commit: str
+    paths: tuple[str, ...]
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.commit) != 40 or any(c not in "0123456789abcdef" for c in self.commit):
+            raise ValueError(f"RealBytes {self.repo!r}: commit must be 40 lowercase hex digits, got {self.commit!r}")
+        if not self.paths:
+            raise ValueError(f"RealBytes {self.repo!r}: name at least one path read")
+
+    @property
+    def citation(self) -> str:
+        """`owner/name@commit:path[, path…]`, the form PROVENANCE files and `medmix sources` use."""
+        return f"{self.repo}@{self.commit}:{', '.join(self.paths)}"
+
+
+@dataclass(frozen=True)
 class Unit:
     """An independent, idempotent piece of work: one slice of one split of one source.
 
@@ -182,6 +211,8 @@ class Source:
     # bumped when the adapter's output for the same inputs changes; part of every unit key.
     version: ClassVar[str] = "1"
     notes: ClassVar[str] = ""
+    # the real upstream bytes the adapter's fixture was cut from; () means "from documentation only".
+    real_bytes: ClassVar[tuple[RealBytes, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.option_names())
