@@ -246,6 +246,11 @@ def _decode_raster(data: bytes, *, name: str, policy: ImagePolicy) -> _Decoded:
     except Image.DecompressionBombError as exc:
         raise RowError(f"decompression bomb: {exc}", file=name) from None
     except UnidentifiedImageError:
+        claimed = _sniff(data)
+        if claimed in ("JPEG", "PNG"):
+            # Pillow 12 cannot identify a JPEG cut inside its header at all (13 opens it and fails
+            # later); the structural walk names the cut the same way for every Pillow version.
+            _strip_metadata(data, claimed, name=name)
         raise RowError(f"not an image: no supported format ({', '.join(RASTER_FORMATS)}, DICOM) "
                        f"recognizes the first bytes {data[:8]!r}", file=name) from None
     except Exception as exc:  # noqa: BLE001 - header parsers raise SyntaxError, struct.error, ...
