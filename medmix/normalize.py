@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from medmix.errors import MedmixError, RowError
 from medmix.imaging import ImagePolicy, normalize_image
+from medmix.modality import canonical as canonical_modality
 from medmix.schema import SCHEMA_VERSION, SchemaError, dumps_meta, validate_row
 from medmix.sources.base import Bad, Record, Source, Unit
 from medmix.writer import ParquetAtomicWriter, atomic_write_json, write_rows_atomic
@@ -85,12 +86,17 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
         options = [_text(o, "options") for o in rec.options]
         if any(o is None for o in options):
             raise RowError("empty option")
+    meta = dict(rec.meta or {})
+    label = _text(rec.modality, "modality") or source.modality
+    modality = canonical_modality(label)
+    if rec.modality is not None and label is not None and label != modality:
+        meta.setdefault("modality_upstream", label)
     row: dict[str, Any] = {
         "id": f"{source.name}/{rec.native_id}",
         "source": source.name,
         "split": unit.split,
         "domain": rec.domain or source.domain,
-        "modality": rec.modality or source.modality,
+        "modality": modality,
         "task": rec.task or (source.tasks[0] if len(source.tasks) == 1 else None),
         "image": None, "image_hash": None, "image_phash": None, "width": None, "height": None,
         "question": _text(rec.question, "question"),
@@ -98,7 +104,7 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
         "answer": answer,
         "context": _text(rec.context, "context"),
         "license": rec.license or source.license,
-        "meta": dumps_meta(rec.meta),
+        "meta": dumps_meta(meta),
     }
     if rec.image is not None:
         data, name = _image_bytes(rec)

@@ -18,13 +18,17 @@ from typing import Any
 import datasets
 import pyarrow as pa
 
+from medmix.modality import CODES as MODALITY_CODES
+
 # 2.0: `image_sha256` (sha256 of the decoded pixels) became `image_hash` (XXH3-128 of the same
 # pixels, see medmix.imaging.pixel_hash): 30x cheaper, and a column named for its algorithm would
 # lie the next time the algorithm changes; image bytes are stored without zstd (medmix.writer).
 # 2.1: `image_phash` is computed on the decoded pixel array (medmix.phash: exact box sums, float
 # Lanczos, no 8-bit rounding between steps), and JPEGs medmix writes come from libjpeg-turbo
 # directly (medmix.jpeg): same pictures, other bytes and hashes than 2.0 (issue 15).
-SCHEMA_VERSION = "2.1"
+# 2.2: `modality` holds one vocabulary, DICOM's Modality codes (medmix.modality); the source's own
+# label stays in `meta.modality_upstream` (issue 22).
+SCHEMA_VERSION = "2.2"
 
 DOMAINS = frozenset(
     {"pathology", "radiology", "microscopy", "clinical-text", "general-biomedical", "dermatology",
@@ -91,6 +95,9 @@ def validate_row(row: Mapping[str, Any]) -> None:
         value = row.get(key)
         if value is not None and not isinstance(value, str):
             raise SchemaError(f"field {key!r} must be text or null, got {type(value).__name__}")
+    if row.get("modality") is not None and row["modality"] not in MODALITY_CODES:
+        raise SchemaError(f"modality {row['modality']!r} is not a code of medmix.modality.CODES "
+                          "(map the upstream label with medmix.modality.canonical)")
     options = row.get("options")
     if options is not None:
         if not isinstance(options, (list, tuple)) or not all(isinstance(o, str) and o.strip() for o in options):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from medmix.modality import canonical as canonical_modality
+
 
 @dataclass(frozen=True)
 class Remote:
@@ -64,6 +66,8 @@ class Manual:
     """A file or folder the user must obtain by hand and place under `--from SOURCE=DIR`.
 
     `name` is the path relative to DIR; `how` says where to get it (URL, form, terms).
+    `content_sha256` pins a folder's content (every file's name, size and sha256, as
+    `medmix.fileid.fingerprint(verify=True)` digests it); a lock sets it, like a Remote's sha256.
     """
 
     name: str
@@ -71,6 +75,7 @@ class Manual:
     is_dir: bool = False
     extract: bool = False
     splits: tuple[str, ...] | None = None
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +255,7 @@ class Source:
             "title": cls.title,
             "license": cls.license,
             "domain": cls.domain,
-            "modality": cls.modality,
+            "modality": canonical_modality(cls.modality),  # what its rows will carry
             "tasks": list(cls.tasks),
             "homepage": cls.homepage,
             "citation": cls.citation.strip(),

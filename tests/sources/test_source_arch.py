@@ -33,7 +33,7 @@ def test_end_to_end_one_row_per_image_with_shared_caption_ids(http_server, tmp_p
     pub = [metas[f"arch/pubmed/{u}"] for u, *_ in fx.PUBMED[:2]]
     assert pub[0]["caption_id"] == pub[1]["caption_id"] and "figure_id" not in pub[0]
     assert pub[0]["caption_id"].startswith("pubmed:") and bag[0]["caption_id"].startswith("books:")
-    assert all(r["license"] == "CC-BY-NC-SA-4.0" and r["modality"] == "histopathology" for r in rows)
+    assert all(r["license"] == "CC-BY-NC-SA-4.0" and r["modality"] == "SM" for r in rows)
     assert all(Image.open(io.BytesIO(r["image"]["bytes"])).size[0] > 0 for r in rows)
     assert next(r for r in rows if r["id"].endswith(fx.BOOKS[0][0]))["answer"] == fx.BAG_CAPTION
     reasons = {b["id"]: b["reason"] for b in bad}

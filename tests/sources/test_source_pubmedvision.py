@@ -32,7 +32,8 @@ def test_end_to_end_single_image_rows_missing_images_and_filtered_multi(http_ser
     assert mri["question"] == fx.SINGLE[0][3] and mri["answer"] == fx.SINGLE[0][4]
     assert cells["answer"] == fx.SINGLE[1][4]  # non-ASCII text intact
     assert ct["question"] == "Describe this CT scan."  # the <image> placeholder is not question text
-    assert (mri["domain"], mri["modality"]) == ("radiology", "Magnetic Resonance Imaging")
+    assert (mri["domain"], mri["modality"]) == ("radiology", "MR")
+    assert json.loads(mri["meta"])["modality_upstream"] == "Magnetic Resonance Imaging"
     assert (cells["domain"], skin["domain"]) == ("microscopy", "dermatology")
     assert json.loads(mri["meta"])["body_part"] == "Brain"
     assert all(r["task"] == "vqa" and r["license"] == "Apache-2.0" for r in rows)

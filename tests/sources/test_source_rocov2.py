@@ -45,8 +45,9 @@ def test_end_to_end_captions_concepts_and_licenses(http_server, tmp_path):
     assert json.loads(first["meta"])["cuis"] == fx.CUIS[0]
     assert by_id["rocov2/ROCOv2_2023_train_000002"]["license"] == "CC-BY-NC-4.0"
     assert by_id["rocov2/ROCOv2_2023_train_000002"]["answer"].startswith("Computed tomography")  # leading space gone
-    assert by_id["rocov2/ROCOv2_2023_train_000003"]["modality"] == "X-ray"
-    assert by_id["rocov2/ROCOv2_2023_valid_000002"]["modality"] == "angiography"
+    xray, angio = by_id["rocov2/ROCOv2_2023_train_000003"], by_id["rocov2/ROCOv2_2023_valid_000002"]
+    assert (xray["modality"], json.loads(xray["meta"])["modality_upstream"]) == ("DX", "X-ray")
+    assert (angio["modality"], json.loads(angio["meta"])["modality_upstream"]) == ("XA", "angiography")
     inferred = by_id["rocov2/ROCOv2_2023_train_000093"]
     assert inferred["license"] == "CC-BY-NC-4.0" and json.loads(inferred["meta"])["license_inferred"] is True
     assert all(Image.open(io.BytesIO(r["image"]["bytes"])).mode for r in rows)

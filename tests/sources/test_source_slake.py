@@ -103,7 +103,8 @@ def test_end_to_end_through_fetch_extract_and_normalize(http_server, tmp_path):
                           languages=["en", "zh"])
     assert len(rows) == (3 + 1 + 1) * 3  # every image: 2 English questions and 1 Chinese
     assert {r["license"] for r in rows} == {"CC-BY-4.0"}
-    assert {r["modality"] for r in rows} <= {"CT", "MRI", "X-Ray"}
+    assert {r["modality"] for r in rows} <= {"CT", "MR", "DX"}  # SLAKE's "MRI" / "X-Ray" in DICOM's codes
+    assert {json.loads(r["meta"]).get("modality_upstream") for r in rows} <= {None, "MRI", "X-Ray"}
     assert all(decodes(r) == (r["width"], r["height"]) for r in rows)
     # questions about one picture carry the same content hash
     by_image = {}
