@@ -73,7 +73,7 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
     if opts.lock is not None or lock_file.exists():
         lock = read_lock(lock_file)
         for p in planned:
-            apply_lock(p.source, type(p.source).name, lock)
+            apply_lock(p.source, type(p.source).name, lock, name=p.name)
 
     # fetch (network-bound, one source at a time) and cut into units
     from medmix.fetch import fetch_files

@@ -153,10 +153,19 @@ def _hub_url(endpoint: str, item: Any) -> str:
 HASH_LOCAL_UP_TO = 256 << 20  # pinned local copies up to this size are hashed too (~0.3 s at 1 GB/s)
 
 
-def _local(base: Check, path: Path, want_size: int | None, is_dir: bool = False, want_sha: str | None = None) -> Check:
+def _local(base: Check, path: Path, want_size: int | None, is_dir: bool = False, want_sha: str | None = None,
+           want_content: str | None = None) -> Check:
     if is_dir:
-        ok = path.is_dir()
-        base.status, base.detail = ("ok", "folder present") if ok else ("missing", f"no folder {path}")
+        if not path.is_dir():
+            base.status, base.detail = "missing", f"no folder {path}"
+        elif want_content is None:
+            base.status, base.detail = "ok", "folder present"
+        else:
+            from medmix.fileid import fingerprint
+
+            same = fingerprint(path, verify=True)["content_sha256"] == want_content
+            base.status, base.detail = (("ok", "folder present, matches the pin") if same else
+                                        ("missing", f"{path}: not the pinned folder (content sha256 differs)"))
         return base
     if not path.is_file():
         base.status, base.detail = "missing", f"no file {path}"
@@ -185,7 +194,7 @@ def check_recipe(recipe: Any, opts: Any, *, workers: int = 8) -> list[Check]:
     if opts.lock is not None or Path(lock_file).exists():
         lock = read_lock(lock_file)
         for p in planned:
-            apply_lock(p.source, type(p.source).name, lock)
+            apply_lock(p.source, type(p.source).name, lock, name=p.name)
     endpoint = opts.hf_endpoint or os.environ.get("HF_ENDPOINT") or HF_ENDPOINT
     tasks: list[Callable[[], Check]] = []
     for p in planned:
@@ -197,7 +206,8 @@ def check_recipe(recipe: Any, opts: Any, *, workers: int = 8) -> list[Check]:
                     base.detail = f"pass --from {p.name}=DIR with {item.name} in it ({item.how})"
                     tasks.append(lambda b=base: b)
                 else:
-                    tasks.append(lambda b=base, path=local, d=item.is_dir: _local(b, path, None, d))
+                    tasks.append(lambda b=base, path=local, d=item.is_dir, c=item.content_sha256:
+                                 _local(b, path, None, d, want_content=c))
                 continue
             if isinstance(item, Derived) and item.table is not None:
                 base = Check(p.name, item.name, item.upstream, "ok",

@@ -518,7 +518,14 @@ def _fetch_manual(item: Manual, from_dir: Path, cache_dir: Path,
     record: dict[str, Any] = {"name": item.name, "upstream": f"manual:{target}", "sha256": None, "size": None,
                               "pinned": False, "revision": None}
     if item.is_dir:
-        fp = fingerprint(target, verify=verify)
+        fp = fingerprint(target, verify=verify or item.content_sha256 is not None)
+        if item.content_sha256 is not None:
+            if fp["content_sha256"] != item.content_sha256:
+                raise FetchError(f"{target}: the folder's content ({fp['files']} files, {fp['bytes']} bytes) is not "
+                                 f"the one the lock pins (content sha256 {fp['content_sha256'][:12]}… != "
+                                 f"{item.content_sha256[:12]}…); restore the folder, or run `medmix lock` to pin "
+                                 "what is there now")
+            record["pinned"] = True
         # the manifest gets what is equal for equal folders anywhere; the key also gets path and mtimes
         record.update(files=fp["files"], size=fp["bytes"], content_sha256=fp["content_sha256"],
                       fingerprint=fp["key"])
