@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from medmix.layout import FUNNEL_COLUMNS, QUARANTINE
 
 
+def _cell(value: object) -> str:
+    """Counts as they are; ratios (epochs) to two decimals, which is what a person compares."""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
     table = Table(title=f"{manifest['recipe']['name']}: {manifest['total_rows']} rows in {len(manifest['shards'])} "
-                        f"shard(s) → {out}")
-    table.add_column("source")
+                        f"shard(s) → {out}", box=box.SIMPLE_HEAD, pad_edge=False)
+    names = [name for name, s in manifest["sources"].items() if "counts" in s]
+    # a source name is never cut ("pubmed…" named nothing); the numbers give way first
+    table.add_column("source", no_wrap=True, min_width=max(map(len, names), default=6))
     for _, header, _ in FUNNEL_COLUMNS:
         table.add_column(header, justify="right")
-    for name, s in manifest["sources"].items():
-        if "counts" in s:
-            table.add_row(name, *[str(s["counts"].get(c, "")) for c, _, _ in FUNNEL_COLUMNS])
+    for name in names:
+        counts = manifest["sources"][name]["counts"]
+        table.add_row(name, *[_cell(counts.get(c, "")) for c, _, _ in FUNNEL_COLUMNS])
     console.print(table)
     decon = [(name, ev, n) for name, s in manifest["sources"].items()
              for ev, n in s.get("decontamination", {}).items()]

@@ -20,6 +20,7 @@ import pydicom
 import pytest
 
 from medmix.build import BuildOptions, build
+from medmix.modality import CODES
 from medmix.recipe import load_recipe
 
 DEMO_DICOM = Path(__file__).resolve().parents[2] / "medmix" / "data" / "demo" / "dicom"
@@ -254,3 +255,33 @@ def test_removed_parquet_shows_every_removal_beside_what_it_matched(tmp_path, de
         for blob in (r["thumb"], r["other_thumb"]):
             with Image.open(io.BytesIO(blob)) as im:
                 assert im.format == "JPEG" and max(im.size) <= layout.REMOVED_THUMB_PX
+
+
+def test_demo_mixture_speaks_one_vocabulary(demo):
+    out, manifest = demo
+    shards = [out / s["path"] for s in manifest["shards"]]
+    rows = pq.read_table(shards, columns=["source", "modality", "meta"]).to_pylist()
+    assert {r["modality"] for r in rows} - {None} <= set(CODES)
+    slake = [r for r in rows if r["source"] == "slake"]
+    upstream = {(r["modality"], json.loads(r["meta"]).get("modality_upstream")) for r in slake}
+    # SLAKE writes MRI and X-Ray; the rows say MR and DX, and keep what SLAKE wrote
+    assert ("MR", "MRI") in upstream and ("DX", "X-Ray") in upstream and ("CT", None) in upstream
+    # the DICOM folder's MR files meet SLAKE's MRI on one value
+    assert {r["modality"] for r in rows if r["source"] == "dicom_demo"} >= {"MR", "CT"}
+
+
+def test_the_summary_never_cuts_a_source_name(demo):
+    """At 80 columns the table used to print "pubmed…" and "dicom_…"; names stay whole, numbers give way."""
+    from rich.console import Console
+
+    from medmix.report import print_build_summary
+
+    out, manifest = demo
+    console = Console(width=80, record=True, color_system=None)
+    print_build_summary(manifest, out, console)
+    lines = console.export_text().splitlines()
+    for name, s in manifest["sources"].items():
+        if "counts" in s:
+            row = next(line for line in lines if line.split() and line.split()[0] == name)
+            assert "…" not in row and str(s["counts"]["selected"]) in row.split()
+    assert manifest["unpinned_upstreams"] == []  # the embedded demo folder is pinned by its lock
