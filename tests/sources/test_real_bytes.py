@@ -22,6 +22,7 @@ from PIL import Image
 
 from medmix.sources import registry
 from medmix.sources.arch import ARCH, caption_id
+from medmix.sources.medmcqa import MedMCQA
 from medmix.sources.medqa import MedQA
 from medmix.sources.pneumoniamnist import PneumoniaMNIST
 from medmix.sources.slake import Slake
@@ -53,7 +54,7 @@ def _provenance_files(text: str) -> set[str]:
 
 def test_every_real_bytes_declaration_has_a_matching_provenance():
     declared = {name: cls for name, cls in registry().items() if cls.real_bytes}
-    assert {"slake", "vqa_med_2019", "medqa", "arch", "pneumoniamnist"} <= set(declared)
+    assert {"slake", "vqa_med_2019", "medqa", "medmcqa", "arch", "pneumoniamnist"} <= set(declared)
     for name, cls in declared.items():
         folder = REAL / name
         provenance = folder / "PROVENANCE"
@@ -189,6 +190,49 @@ def test_medqa_reads_the_real_test_lines(tmp_path):
     assert records[1].answer == "Cross-linking of DNA"
 
 
+# -- MedMCQA --------------------------------------------------------------------------------------
+def _medmcqa_files(tmp_path: Path) -> dict[str, Path]:
+    """The real release lines as the Hub's Parquet: the loading script's mapping (PROVENANCE cites it)
+    is `cop = int(cop or 0) - 1` and `exp = exp or ""`, with the script's features."""
+    from datasets import ClassLabel, Value
+    from fixtures import hf_parquet
+
+    features = {"id": Value("string"), "question": Value("string"), **{c: Value("string") for c in
+                ("opa", "opb", "opc", "opd")}, "cop": ClassLabel(names=["a", "b", "c", "d"]),
+                "choice_type": Value("string"), "exp": Value("string"), "subject_name": Value("string"),
+                "topic_name": Value("string")}
+    files = {}
+    for split, raw in (("train", "train.json"), ("validation", "dev.json"), ("test", "test.json")):
+        rows = []
+        for line in (REAL / "medmcqa" / raw).read_text(encoding="utf-8").splitlines():
+            data = json.loads(line)
+            rows.append(data | {"cop": int(data.get("cop", 0)) - 1, "exp": data.get("exp", "")})
+        path = tmp_path / f"data/{split}-00000-of-00001.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(hf_parquet(rows, features))
+        files[f"data/{split}-00000-of-00001.parquet"] = path
+    return files
+
+
+def test_medmcqa_maps_the_real_one_based_answers_and_withholds_test(tmp_path):
+    files = _medmcqa_files(tmp_path)
+    (dev,), bad = read_split(MedMCQA(), "validation", files)
+    assert bad == []
+    assert dev.native_id == "f7469b1f-dda2-476a-9b27-312a080e0c8a"
+    assert dev.options == ["Balantidium coli", "Clostridium difficile", "Cystoisospora belli",
+                           "Cryptosporidium hominis"]
+    assert dev.answer == "Cryptosporidium hominis" and dev.meta["answer_letter"] == "D"  # "cop": 4, "Ans. d."
+    assert dev.meta["explanation"].startswith("Ans. d. Cryptosporidium hominis")
+    assert dev.meta["subject"] == "Microbiology" and "topic" not in dev.meta  # topic_name is null upstream
+    (train,), _ = read_split(MedMCQA(), "train", files)
+    raw = json.loads((REAL / "medmcqa" / "train.json").read_text())
+    assert train.answer == raw["op" + "abcd"[raw["cop"] - 1]] and train.meta["answer_letter"] == "ABCD"[raw["cop"] - 1]
+    test, bad = read_split(MedMCQA(), "test", files)
+    assert test == []
+    assert [(b.native_id, b.reason) for b in bad] == [
+        ("50682996-2eb8-467a-b5fb-840f6b36e235", "answer withheld upstream: cop = -1 (MedMCQA hides test answers)")]
+
+
 # -- ARCH ------------------------------------------------------------------------------------------
 def _arch_files(tmp_path: Path) -> dict[str, Path]:
     root = _copy("arch", tmp_path / "real")
@@ -253,7 +297,7 @@ def test_pneumoniamnist_reads_the_real_npz_layout(tmp_path):
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(rec.image)).convert("L")), pixels)
 
 
-@pytest.mark.parametrize("name", ["slake", "vqa_med_2019", "medqa", "arch", "pneumoniamnist"])
+@pytest.mark.parametrize("name", ["slake", "vqa_med_2019", "medqa", "medmcqa", "arch", "pneumoniamnist"])
 def test_real_fixture_citations_are_well_formed(name):
     for rb in registry()[name].real_bytes:
         assert re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", rb.repo)
