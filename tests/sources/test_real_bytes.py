@@ -297,6 +297,21 @@ def test_pneumoniamnist_reads_the_real_npz_layout(tmp_path):
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(rec.image)).convert("L")), pixels)
 
 
+@pytest.mark.parametrize("name", ["pneumoniamnist", "breastmnist", "dermamnist", "bloodmnist"])
+def test_medmnist_adapters_match_the_upstream_registry(name):
+    """Class order, counts, URL and MD5 against MedMNIST's own INFO (see medmnist_info/PROVENANCE)."""
+    info = json.loads((REAL / "medmnist_info" / "info.json").read_text())[name]
+    cls = registry()[name]
+    labels = [info["label"][str(i)] for i in range(len(info["label"]))]
+    # the one deliberate difference: upstream's "granulocytes(myelocytes" lacks a space
+    assert list(cls.classes) == [label.replace("granulocytes(", "granulocytes (") for label in labels]
+    assert cls.splits == {"train": info["n_samples"]["train"], "validation": info["n_samples"]["val"],
+                          "test": info["n_samples"]["test"]}
+    assert cls.remote(28).url == info["url"]
+    assert f"Upstream MD5 (28 px): {info['MD5']}" in cls.notes
+    assert (cls.name == "pneumoniamnist") == bool(cls.real_bytes)
+
+
 @pytest.mark.parametrize("name", ["slake", "vqa_med_2019", "medqa", "medmcqa", "arch", "pneumoniamnist"])
 def test_real_fixture_citations_are_well_formed(name):
     for rb in registry()[name].real_bytes:
