@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import read_split
+from fixtures import Served, encode, radiology_image, read_split, run_twice, zip_bytes
 from PIL import Image
 
 from medmix.sources import registry
@@ -118,6 +118,25 @@ def test_slake_real_validation_and_test_qids_run_on(tmp_path):
     assert (test[0].question, test[0].answer, test[0].modality) == ("What modality is used to take this image?",
                                                                    "CT", "CT")
     assert test[0].image_name == "xmlab102/source.jpg" and test[0].meta["location"] == "Lung"
+
+
+def test_slake_real_rows_through_the_whole_pipeline(http_server, tmp_path):
+    """Served at the Hub paths the adapter pins, normalized and written twice: same bytes both runs."""
+    from fixtures.slake import REPO, REVISION
+
+    root = REAL / "slake"
+    names = {f: json.loads((root / f).read_text(encoding="utf-8")) for f in ("train.json", "validate.json",
+                                                                           "test.json")}
+    folders = sorted({row["img_name"] for rows in names.values() for row in rows})
+    images = zip_bytes({f"imgs/{n}": encode(radiology_image(i)) for i, n in enumerate(folders)})
+    upstream = {hub: Served(hub, (root / local).read_bytes(), hf_repo=REPO, hf_path=hub, revision=REVISION)
+                for hub, local in (("train.json", "train.json"), ("validation.json", "validate.json"),
+                                   ("test.json", "test.json"))}
+    upstream["imgs.zip"] = Served("imgs.zip", images, hf_repo=REPO, hf_path="imgs.zip", revision=REVISION)
+    rows, bad = run_twice(Slake, ("train", "validation", "test"), upstream, http_server, tmp_path)
+    assert bad == [] and len(rows) == 7 + 4 + 4
+    assert [r["id"] for r in rows[:2]] == ["slake/train-0", "slake/train-1"]
+    assert rows[0]["answer"] == "MRI" and rows[0]["split"] == "train" and rows[-1]["id"] == "slake/test-11937"
 
 
 # -- VQA-Med 2019 ----------------------------------------------------------------------------------
