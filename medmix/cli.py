@@ -126,22 +126,52 @@ def lock(
 
 
 @app.command()
-def sources(as_json: Annotated[bool, typer.Option("--json", help="print the registry as JSON")] = False) -> None:
-    """List every source adapter: license, domain, tasks, evaluation status, upstream."""
+def sources(as_json: Annotated[bool, typer.Option("--json", help="print the registry as JSON (full upstream URLs "
+                                                  "and real-bytes provenance)")] = False) -> None:
+    """List every source adapter: license, domain, tasks, evaluation status, format check, upstream.
+
+    `format` says whether the adapter's reader was checked on real upstream bytes (the provenance is
+    listed under the table) or follows the documentation only. The table shows each upstream as
+    host/…/file so it stays readable at 80 columns; `--json` has the full URLs.
+    """
     from medmix.sources import registry
+    from medmix.sources.base import short_upstream
 
     described = [cls.describe() for cls in registry().values()]
     if as_json:
         sys.stdout.write(json.dumps(described, indent=2) + "\n")
         return
     table = Table(title=f"medmix sources ({len(described)})")
-    for col in ("name", "domain", "tasks", "license", "evaluation", "upstream"):
-        table.add_column(col, overflow="fold")
+    wide = out_console.width >= 110  # domain and tasks only where they fit beside the rest
+    table.add_column("name", no_wrap=True)
+    if wide:
+        table.add_column("domain · tasks", overflow="fold")
+    table.add_column("license", overflow="fold", max_width=None if wide else 15)
+    table.add_column("evaluation", overflow="fold", max_width=None if wide else 11)
+    table.add_column("format", no_wrap=True)
+    table.add_column("upstream", overflow="fold")
     for d in described:
         ev = "benchmark" if d["benchmark"] else ", ".join(d["eval_splits"])
-        up = "manual (--from)" if d["manual"] else (d["upstream"][0] if d["upstream"] else "")
-        table.add_row(d["name"], d["domain"], ", ".join(d["tasks"]), d["license"], ev, up)
+        fmt = {"real bytes": "real bytes", "documentation only": "docs only"}.get(d["format"], "n/a")
+        if d["manual"]:
+            up = "manual (--from)"
+        elif d["upstream"]:
+            more = len(d["upstream"]) - 1
+            up = short_upstream(d["upstream"][0]) + (f" +{more}" if more else "")
+        else:
+            up = ""
+        what = (f"{d['domain']} · {', '.join(d['tasks'])}",) if wide else ()
+        table.add_row(d["name"], *what, d["license"], ev, fmt, up)
     out_console.print(table)
+    verified = [d for d in described if d["real_bytes"]]
+    if verified:
+        out_console.print("format checked on real upstream bytes (tests/fixtures/real/<name>/PROVENANCE):",
+                          highlight=False)
+        for d in verified:
+            for r in d["real_bytes"]:
+                out_console.print(f"  {d['name']}: {r['repo']}@{r['commit'][:12]}", highlight=False, soft_wrap=True)
+    out_console.print("docs only: checked against documentation, no public copy of the files was found.",
+                      highlight=False)
 
 
 @app.command()

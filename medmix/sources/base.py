@@ -137,6 +137,37 @@ class RealBytes:
         """`owner/name@commit:path[, path…]`, the form PROVENANCE files and `medmix sources` use."""
         return f"{self.repo}@{self.commit}:{', '.join(self.paths)}"
 
+    @property
+    def url(self) -> str:
+        """The repository tree at the commit read, for a reader who wants to look for themselves."""
+        return f"https://github.com/{self.repo}/tree/{self.commit}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"repo": self.repo, "commit": self.commit, "paths": list(self.paths), "note": self.note,
+                "citation": self.citation, "url": self.url}
+
+
+def short_upstream(upstream: str) -> str:
+    """`host` and file name on two lines, for a table cell; `medmix sources --json` keeps the full URL.
+
+    Why: at 80 columns a full Zenodo or Hub URL folds into a column ten lines tall; the host says
+    who serves the file and the file name says which one, which is what a reader scans for.
+    """
+    from urllib.parse import urlsplit
+
+    if upstream.startswith("manual: "):
+        return upstream
+    if upstream.startswith("hf://"):
+        rest = upstream[len("hf://"):]
+        host, path = "hf.co", rest.split("@", 1)[-1].split("/", 1)[-1]
+    else:
+        parts = urlsplit(upstream)
+        host, path = parts.netloc, parts.path
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if len(name) > 32:  # hash-named shards and archives: both ends say which file it is
+        name = f"{name[:12]}…{name[-14:]}"
+    return f"{host}\n{name}" if name else host
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -218,6 +249,8 @@ class Source:
     notes: ClassVar[str] = ""
     # the real upstream bytes the adapter's fixture was cut from; () means "from documentation only".
     real_bytes: ClassVar[tuple[RealBytes, ...]] = ()
+    # False for an adapter that reads the user's own files: there is no upstream format to check.
+    upstream_format: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.option_names())
@@ -249,6 +282,13 @@ class Source:
 
     # -- descriptive helpers used by `medmix sources` and the plan ----------------------------
     @classmethod
+    def format_status(cls) -> str:
+        """"real bytes", "documentation only", or "not applicable" (the user's own files)."""
+        if not cls.upstream_format:
+            return "not applicable"
+        return "real bytes" if cls.real_bytes else "documentation only"
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "name": cls.name,
@@ -266,4 +306,6 @@ class Source:
             "per_row_license": cls.per_row_license,
             "manual": any(isinstance(f, Manual) for f in cls.files),
             "upstream": [f"manual: {f.name}" if isinstance(f, Manual) else f.upstream for f in cls.files],
+            "format": cls.format_status(),
+            "real_bytes": [r.describe() for r in cls.real_bytes],
         }

@@ -35,6 +35,7 @@ TEXT_FIELDS = ("question", "answer", "options", "context", "modality", "license"
 
 class LocalFolder(Source):
     name = "local"
+    upstream_format = False  # the user's folder: nothing upstream to check the reader against
     title = "Local folder (imagefolder layout, DICOM welcome)"
     homepage = "https://huggingface.co/docs/datasets/image_dataset#imagefolder"
     citation = ""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medmix.sources._common import iter_parquet_slice, slice_units
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 _REPO = "openlifescienceai/medmcqa"
 _SPLITS = ("train", "validation", "test")
@@ -54,6 +54,12 @@ class MedMCQA(Source):
     eval_splits = frozenset({"validation", "test"})
     files = tuple(Remote(name=_path(s), hf_repo=_REPO, hf_path=_path(s), splits=(s,)) for s in _SPLITS)
     notes = "Test answers are withheld upstream (cop = -1); validation is the de-facto benchmark."
+    # One real line per split of the original JSON release, and the loading script that turned those
+    # files into the Hub's columns (cop 1-4 -> ClassLabel 0-3, test -> -1): the Parquet follows from it.
+    real_bytes = (RealBytes("huggingface/datasets", "87a849c0c19d623063813065d43030b57851fd40",
+                            ("datasets/medmcqa/dummy/1.1.0/dummy_data.zip", "datasets/medmcqa/medmcqa.py",
+                             "datasets/medmcqa/dataset_infos.json"),
+                            note="rows of the original JSON release + the script that made the Hub's columns"),)
     unit_rows = 50_000
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 _REPO = "GBaker/MedQA-USMLE-4-options"
 # main when checked: three commits, the last a README update (commit 0fb93dd...).
@@ -52,6 +52,8 @@ class MedQA(Source):
     files = tuple(Remote(name=f, hf_repo=_REPO, hf_path=f, revision=_REVISION, splits=(s,))
                   for s, f in _SPLIT_FILES.items())
     notes = "US 4-option version; no dev split in this copy; license tags conflict between copies."
+    real_bytes = (RealBytes("Taewhoo/BioRAG", "d001e8c26264773e55af85d5e9530364d269f99d",
+                            ("phrases_no_exclude_test.jsonl",), note="the full test file: 1,273 lines"),)
 
     def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
         name = _SPLIT_FILES[unit.split]

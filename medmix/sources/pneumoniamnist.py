@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from medmix.sources._benchmarks import MedMNISTBenchmark
+from medmix.sources.base import RealBytes
 
 
 class PneumoniaMNIST(MedMNISTBenchmark):
@@ -14,6 +15,10 @@ class PneumoniaMNIST(MedMNISTBenchmark):
     modality = "X-ray"
     classes = ("normal", "pneumonia")
     splits = {"train": 4708, "validation": 524, "test": 624}
+    # A subset copy of the npz (not the Zenodo file: its MD5 differs and it has 2,428 / 270 / 468 rows):
+    # it shows the layout (six arrays, uint8 N×28×28 images, N×1 labels), not the counts.
+    real_bytes = (RealBytes("aksufatih/snn-medmnist", "59a75490493d7eeeccf796b961bac15689286e3c",
+                            ("pneumoniamnist.npz",), note="layout only: a subset copy, not the Zenodo file"),)
     citation = MedMNISTBenchmark.citation_medmnist + """
 @article{kermany2018identifying,
   title={Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep Learning},

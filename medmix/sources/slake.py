@@ -18,7 +18,7 @@ from typing import Any
 
 from medmix.errors import MedmixError
 from medmix.sources._common import image_root, resolve_image
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 _REPO = "BoKelvin/SLAKE"
 # main at the time of writing (tree listing huggingface.co/datasets/BoKelvin/SLAKE/tree/a9083ce...).
@@ -56,6 +56,10 @@ class Slake(Source):
         Remote(name=_IMAGES, hf_repo=_REPO, hf_path=_IMAGES, revision=_REVISION, extract=True),
     )
     notes = "English-only by default (option `languages`); images come from public segmentation/classification sets."
+    # The JSON files as released (before the Hub copy renamed validate.json), committed by the PMC-VQA authors.
+    real_bytes = (RealBytes("xiaoman-zhang/PMC-VQA", "97358cdbc05fdd6bf3483083511b7d0985c52360",
+                            ("Slake1.0/train.json", "Slake1.0/validate.json", "Slake1.0/test.json"),
+                            note="full files: 9,835 / 2,099 / 2,094 questions, English 4,919 / 1,053 / 1,061"),)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

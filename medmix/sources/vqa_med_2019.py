@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medmix.errors import MedmixError
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 ZENODO = "https://zenodo.org/records/10499039/files"
 TRAIN_ZIP = "ImageClef-2019-VQA-Med-Training.zip"
@@ -114,6 +114,17 @@ class VQAMed2019(Source):
              "the test split. Test answers may list alternatives ('a#b') and optional parts ('(x) y'); the raw "
              "answer is kept and the alternatives are in meta.")
     version = "1"
+    # The organisers' files as unzipped, committed whole by a project that trained on them.
+    real_bytes = (
+        RealBytes("thiliniprr/AquaNet_VQA", "b01a92fb53880b9f84db92e3e4b09df19b46dc99",
+                  tuple(f"{top}/{f}" for top, suffix in (("ImageClef-2019-VQA-Med-Training", "train"),
+                                                         ("ImageClef-2019-VQA-Med-Validation", "val"))
+                        for f in (f"All_QA_Pairs_{suffix}.txt",
+                                  *(f"QAPairsByCategory/{c}_{suffix}.txt" for c in CATEGORY_FILES))),
+                  note="full train/validation files: 12,792 / 2,000 rows, every one categorised"),
+        RealBytes("thiliniprr/AquaNet_VQA", "af1d8bb990ed4390d517875317343d1e4e1216cc",
+                  ("dataset/VQAMed2019_Test_Questions_w_Ref_Answers.txt",), note="full test file: 500 rows"),
+    )
 
     def read(self, unit: Unit, files: Mapping[str, Path]) -> Iterator[Record | Bad]:
         zip_name, top, qa_name, image_folder, cat_suffix = LAYOUT[unit.split]
