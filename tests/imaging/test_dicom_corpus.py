@@ -1,7 +1,8 @@
 """Every pixel-bearing file of two public DICOM corpora through medmix, against pydicom's own array.
 
-The corpora: the test files pydicom installs and those of `pydicom-data` (a dev dependency;
-`pydicom.data.get_testdata_files()` lists both, nothing is downloaded). Each file with pixel data
+The corpora: the test files pydicom installs and those of `pydicom-data` (a dev dependency),
+the two local sources `pydicom.data.get_testdata_files()` lists, read from disk without its
+download step. Each file with pixel data
 is one test. Why so broad: a fix for one odd file (big-endian palettes) once broke another (a
 big-endian segmented palette, gdcm-US-ALOKA-16_big.dcm), and only a run over whole corpora sees
 that.
@@ -39,6 +40,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from pydicom.data import data_manager
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from medmix.dicom import decode_dicom, frame_index
@@ -47,12 +49,26 @@ from medmix.errors import RowError
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
+def _corpus_files() -> list[tuple[str, Path]]:
+    """(corpus, path) of every file of both corpora, found on disk only.
+
+    Not `pydicom.data.get_testdata_files()`: besides the installed files it tries to download
+    pydicom's 79 on-line test files into ~/.pydicom on every call, and a test must not touch the
+    network. The same two places it searches locally are listed here directly.
+    """
+    own = Path(pydicom.data.__file__).parent / "test_files"
+    files = [("pydicom", p) for p in sorted(own.rglob("*")) if p.is_file()]
+    source = data_manager.external_data_sources().get("pydicom-data")
+    if source is not None:
+        files += [("pydicom-data", Path(p)) for p in sorted(source.get_paths("**/*", data_manager.DataTypes.DATASET))]
+    return files
+
+
 def _corpus() -> list[tuple[str, Path]]:
     """(test id, path) of every file in both corpora that parses and carries pixel data."""
     root_pydicom = Path(pydicom.data.__file__).parent / "test_files"
     out = []
-    for name in sorted(set(pydicom.data.get_testdata_files())):
-        path = Path(name)
+    for corpus, path in _corpus_files():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -61,7 +77,6 @@ def _corpus() -> list[tuple[str, Path]]:
             continue
         if not any(tag in ds for tag in _PIXEL_TAGS):
             continue
-        corpus = "pydicom" if path.is_relative_to(root_pydicom) else "pydicom-data"
         rel = path.relative_to(root_pydicom) if corpus == "pydicom" else path.name
         out.append((f"{corpus}:{rel}", path))
     return out
