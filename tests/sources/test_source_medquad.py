@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, serve
@@ -80,3 +82,12 @@ def test_real_bytes_are_declared_with_their_provenance():
     assert f"{declared.repo}@{COMMIT}" in provenance
     assert sorted(declared.paths) == sorted(p.relative_to(fx.REAL).as_posix() for p in fx.REAL.rglob("*.xml"))
     assert all(p in provenance for p in declared.paths)
+
+
+def test_real_files_are_the_upstream_blobs_unedited():
+    """Each fixture file hashes to the git blob id its PROVENANCE names (`git hash-object`)."""
+    blobs = dict(re.findall(r"^\s+(\S+\.xml)\s+blob ([0-9a-f]{40})", (fx.REAL / "PROVENANCE").read_text(), re.M))
+    assert len(blobs) == 6
+    for rel, blob in blobs.items():
+        data = (fx.REAL / rel).read_bytes()
+        assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == blob, rel
