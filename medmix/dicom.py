@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -131,13 +131,19 @@ def _little_endian_luts(ds: Dataset) -> Dataset:
     Why: pydicom keeps OW values as the file's raw bytes, and `apply_color_lut` reads them as
     little-endian whatever the transfer syntax, so an explicit big-endian PALETTE COLOR file got
     entries like 0xFF00 read as 0x00FF, i.e. an all-black image (its little-endian twin was right).
-    Only the image-pixel group (0028) is copied; the caller's dataset is left alone.
+    Only the image-pixel group (0028) is copied; the caller's dataset is left alone. The copy
+    says it is little-endian (its own file meta), because `apply_color_lut` unpacks segmented
+    LUTs (0028,1221-1223) in the byte order the dataset declares: a copy that declared none
+    failed with "Unable to determine the endianness" (pydicom's gdcm-US-ALOKA-16_big.dcm), and
+    one that kept the file's big-endian syntax would unpack the swapped words wrongly.
     """
     encoding = getattr(ds, "original_encoding", None)
     little = encoding[1] if encoding and encoding[1] is not None else getattr(ds, "is_little_endian", True)
     if little is not False:
         return ds
     fixed = Dataset()
+    fixed.file_meta = FileMetaDataset()
+    fixed.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     for elem in ds.group_dataset(0x0028):
         fixed.add(elem)
     for tag in _LUT_DATA_TAGS:

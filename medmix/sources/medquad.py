@@ -7,6 +7,15 @@ Three collections (A.D.A.M. encyclopedia, MedlinePlus drugs, MedlinePlus herbs a
 ship with every answer removed for MedlinePlus copyright. Those pairs are yielded as `Bad`
 with a reason starting "filtered:" so the build counts them (they show up in the quarantine
 report under that reason) instead of losing them silently; medmix never crawls the answers back.
+
+Native ids are `<folder>/<qid>`, except where CancerGov splits one PDQ page over several files
+(`0000013_2.xml`, then `0000013_2_1.xml` ... `0000013_2_6.xml`): those files repeat the page's
+Document id and qids (`0000013_2-1`, ...) with another Focus and other answers, so a pair whose
+qid does not belong to its own file gets `<folder>/<file stem>/<qid>`. Why not the stem for every
+pair: the ids of the 16,372 answered pairs in files that own their qids stay as they were.
+Before, the repeats were quarantined as duplicate ids. On the real archive at the pinned commit
+(`tests/fixtures/real/count_real.py`): 47,441 pairs, 16,407 answered records with 16,407
+distinct ids (35 of them from split-page files), 31,029 filtered for copyright, 5 empty answers.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from medmix.errors import MedmixError
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 COMMIT = "7e94c7b336f1f8e010c03091df691c8bea014399"
 ARCHIVE_URL = f"https://github.com/abachaa/MedQuAD/archive/{COMMIT}.zip"
@@ -59,12 +68,17 @@ class MedQuAD(Source):
     license = "CC-BY-4.0"  # LICENSE.txt in the repository
     domain = "clinical-text"
     tasks = ("qa",)
-    splits = {"train": 16_407}  # approximate: answered pairs (lavita/MedQuAD has 16,407 rows), unverified
+    splits = {"train": 16_407}  # answered pairs of the real archive at COMMIT (count_real.py); lavita/MedQuAD agrees
     files = (Remote("MedQuAD.zip", url=ARCHIVE_URL, revision=COMMIT, extract=True),)
     notes = ("Answers of 3 MedlinePlus collections were removed upstream for copyright; those pairs are "
              "counted as 'filtered: answer removed upstream' and not crawled. Questions overlap the TREC 2017 "
              "LiveQA-Med test questions used in its QA test collection.")
-    version = "1"
+    version = "2"
+    real_bytes = (RealBytes(repo="abachaa/MedQuAD", commit=COMMIT,
+                            paths=("1_CancerGov_QA/0000013_2.xml", "1_CancerGov_QA/0000013_2_4.xml",
+                                   "1_CancerGov_QA/0000013_2_6.xml", "2_GARD_QA/0000931.xml",
+                                   "2_GARD_QA/0002079.xml", "10_MPlus_ADAM_QA/0003664.xml"),
+                            note="whole files; the full archive was counted once (count_real.py)"),)
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
         folders = qa_folders(Path(files["MedQuAD.zip"]))
@@ -101,7 +115,8 @@ class MedQuAD(Source):
         for pos, pair in enumerate(doc.findall("QAPairs/QAPair"), start=1):
             qnode = pair.find("Question")
             qid = (qnode.get("qid") if qnode is not None else None) or f"{path.stem}-p{pair.get('pid') or pos}"
-            native = f"{folder}/{qid}"
+            own = qid.rsplit("-", 1)[0] == path.stem  # CancerGov's split-page files reuse their page's qids
+            native = f"{folder}/{qid}" if own else f"{folder}/{path.stem}/{qid}"
             question = _text(qnode)
             answer = _text(pair.find("Answer"))
             if not question:

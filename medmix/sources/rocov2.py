@@ -9,6 +9,25 @@ concepts, drops the per-image licenses and relabels the whole set CC BY-NC-SA 4.
 ROCOv2 kept only articles under CC BY or CC BY-NC, so each row gets its own article's license;
 a row whose license cannot be read gets the stricter of the two, CC-BY-NC-4.0, and says so in
 `meta.license_inferred`.
+
+Modality comes from `{split}_concepts_manual.csv`, the curated concepts (modality for every
+image, body region and direction for X-rays), and from the automatic `{split}_concepts.csv`
+(MedCAT on the caption) only for an image the manual file has no row for. Why: the automatic
+file disagrees with the curated one on 181 train / 40 valid / 45 test rows (issue 22, over the
+full files), mostly by listing a PET concept first where the curators gave none: in the first
+288 train rows (read here from the mirror below) `ROCOv2_2023_train_000186` and `_000203` are
+`C0032743;...` (PET) automatically and empty in the curated file; `ROCOv2_2023_test_000028`, a
+PET/CT fusion, is CT first automatically and empty curated. A curated row without a modality
+concept leaves the modality unset rather than taking the automatic guess. Both CUI lists stay
+in `meta` (`cuis`, automatic; `cuis_manual`, curated, None without a row) with
+`modality_source` saying which one was used.
+
+Split sizes: the Sci Data paper and the Zenodo page say 59,958 / 9,904 / 9,927; the real
+`train_captions.csv` and concept files have 59,962 train rows. Evidence from real bytes: the
+eltorio/ROCOv2-radiology mirror loads `train_captions.csv` whole and its notebook's output
+(sctg-development/ROCOv2-radiology, generate.ipynb) pushes the train split as 27 shards of which
+22 hold 2,221 rows and 5 hold 2,220, i.e. 59,962 rows; its valid and test saves show 9,904 and
+9,927. medmix reads every caption row, so it declares 59,962.
 """
 
 from __future__ import annotations
@@ -20,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from medmix.errors import MedmixError
-from medmix.sources.base import Bad, Record, Remote, Source, Unit
+from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 ZENODO = "https://zenodo.org/records/10821435/files"
 # medmix split → the prefix Zenodo uses for its files and the folder inside each images zip.
@@ -79,18 +98,30 @@ class ROCOv2(Source):
     per_row_license = True
     domain = "radiology"
     tasks = ("caption",)
-    splits = {"train": 59_958, "valid": 9_904, "test": 9_927}
+    splits = {"train": 59_962, "valid": 9_904, "test": 9_927}  # train: the real file's rows, not the paper's 59,958
     files = (
         *(Remote(f"{p}_captions.csv", url=f"{ZENODO}/{p}_captions.csv", splits=(s,)) for s, p in SPLIT_PREFIX.items()),
         *(Remote(f"{p}_concepts.csv", url=f"{ZENODO}/{p}_concepts.csv", splits=(s,)) for s, p in SPLIT_PREFIX.items()),
+        *(Remote(f"{p}_concepts_manual.csv", url=f"{ZENODO}/{p}_concepts_manual.csv", splits=(s,))
+          for s, p in SPLIT_PREFIX.items()),
         *(Remote(f"{p}_images.zip", url=f"{ZENODO}/{p}_images.zip", extract=True, splits=(s,))
           for s, p in SPLIT_PREFIX.items()),
         Remote("license_information.csv", url=f"{ZENODO}/license_information.csv"),
     )
     notes = ("A subset of PMC-OA figures: overlaps PMC-OA, PMC-VQA and PubMedVision; its test split "
              "was reused (with minor changes) in ImageCLEFmedical Caption 2023.")
-    version = "1"
+    version = "2"
     rows_per_unit = 30_000
+    # The Zenodo files themselves are not in a public repository; this mirror holds them unchanged
+    # (source_dataset/). License_information.csv was found in none, so its columns stay documented only.
+    real_bytes = (
+        RealBytes(repo="sctg-development/ROCOv2-radiology", commit="982165ee0c5d97ec250b0794dceceb304b6de50b",
+                  paths=("source_dataset/test_captions.csv",)),
+        RealBytes(repo="sctg-development/ROCOv2-radiology", commit="5e93de596d561ac6dcc496acc17e8efc99f945e2",
+                  paths=("source_dataset/test_concepts.csv",)),
+        RealBytes(repo="sctg-development/ROCOv2-radiology", commit="bca098e340ecebee45417010d8832de68cde9355",
+                  paths=("source_dataset/test_concepts_manual.csv", "generate.ipynb")),
+    )
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
         n = len(read_csv_rows(Path(files[f"{SPLIT_PREFIX[split]}_captions.csv"])))
@@ -107,14 +138,16 @@ class ROCOv2(Source):
         rows = rows[int(unit.args["start"]):int(unit.args["stop"])]
         wanted = {(r.get("ID") or "").strip() for r in rows}
         concepts = self._concepts(Path(files[f"{prefix}_concepts.csv"]), wanted)
+        manual = self._concepts(Path(files[f"{prefix}_concepts_manual.csv"]), wanted)
         licenses = self._licenses(Path(files["license_information.csv"]), wanted)
         images = Path(files[f"{prefix}_images.zip"])
         image_dirs = [d for d in (images / prefix, images) if d.is_dir()]
         for offset, row in enumerate(rows, start=int(unit.args["start"])):
-            yield self._record(row, offset, captions_path.name, concepts, licenses, image_dirs, prefix)
+            yield self._record(row, offset, captions_path.name, concepts, manual, licenses, image_dirs, prefix)
 
     def _record(self, row: dict[str, str], index: int, csv_name: str, concepts: dict[str, list[str]],
-                licenses: dict[str, str], image_dirs: list[Path], prefix: str) -> Record | Bad:
+                manual: dict[str, list[str]], licenses: dict[str, str], image_dirs: list[Path],
+                prefix: str) -> Record | Bad:
         image_id = (row.get("ID") or "").strip()
         where = f"{csv_name}:{index + 2}"  # header is line 1
         if not image_id:
@@ -129,11 +162,14 @@ class ROCOv2(Source):
         if path is None:
             return Bad(image_id, f"image file missing: {name}", file=f"{prefix}_images.zip/{name}")
         cuis = concepts.get(image_id, [])
+        curated = manual.get(image_id)  # None: no row in the manual file; []: a row without concepts
+        source = "manual" if curated is not None else "automatic"
         attribution = licenses.get(image_id)
         license_id = cc_license_to_spdx(attribution)
-        meta: dict[str, Any] = {"cuis": cuis, "license_attribution": attribution,
-                                "license_inferred": license_id is None}
-        modality = next((MODALITY_CUIS[c] for c in cuis if c in MODALITY_CUIS), None)
+        meta: dict[str, Any] = {"cuis": cuis, "cuis_manual": curated, "modality_source": source,
+                                "license_attribution": attribution, "license_inferred": license_id is None}
+        modality = next((MODALITY_CUIS[c] for c in (cuis if curated is None else curated) if c in MODALITY_CUIS),
+                        None)
         return Record(native_id=image_id, answer=caption, image=path, image_name=name, modality=modality,
                       license=license_id or FALLBACK_LICENSE, meta=meta)
 

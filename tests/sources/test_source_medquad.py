@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, serve
@@ -47,3 +49,45 @@ def test_one_unit_per_collection_in_numeric_order_and_stable_ids(tmp_path):
     b, _ = read_split(MedQuAD(), "train", files)
     assert [r.native_id for r in a] == [r.native_id for r in b]
     assert len({r.native_id for r in a}) == len(a) == 3
+
+
+def test_real_cancergov_split_page_gives_distinct_stable_ids(http_server, tmp_path):
+    """Real files: 0000013_2.xml and two of its split files repeat Document id and qids."""
+    serve(http_server, fx.real())
+    rows, bad = run_adapter(MedQuAD(), ("train",), server=http_server, cache_dir=tmp_path)
+    ids = [r["id"] for r in rows]
+    assert ids == ["medquad/1_CancerGov_QA/0000013_2-1", "medquad/1_CancerGov_QA/0000013_2-2",
+                   "medquad/1_CancerGov_QA/0000013_2-3", "medquad/1_CancerGov_QA/0000013_2-4",
+                   "medquad/1_CancerGov_QA/0000013_2_4/0000013_2-1", "medquad/1_CancerGov_QA/0000013_2_4/0000013_2-2",
+                   "medquad/1_CancerGov_QA/0000013_2_6/0000013_2-1", "medquad/1_CancerGov_QA/0000013_2_6/0000013_2-2",
+                   "medquad/2_GARD_QA/0000931-1"]
+    by_id = {r["id"]: r for r in rows}
+    page, split = (json.loads(by_id[f"medquad/1_CancerGov_QA/{i}"]["meta"])
+                   for i in ("0000013_2-1", "0000013_2_6/0000013_2-1"))
+    assert page["document"] == split["document"] == "0000013_2"
+    assert (page["focus"], split["focus"]) == ("Chronic Myeloproliferative Neoplasms", "Chronic Myelogenous Leukemia")
+    assert by_id["medquad/1_CancerGov_QA/0000013_2_6/0000013_2-1"]["question"] == (
+        "What is (are) Chronic Myelogenous Leukemia ?")
+    assert by_id["medquad/1_CancerGov_QA/0000013_2_6/0000013_2-2"]["answer"] == (
+        "See the PDQ summary about Chronic Myelogenous Leukemia Treatment for information.")
+    assert {b["id"]: b["reason"] for b in bad} == {
+        "medquad/2_GARD_QA/0002079-1": "empty answer",
+        "medquad/10_MPlus_ADAM_QA/0003664-1": "filtered: answer removed upstream for MedlinePlus copyright"}
+
+
+def test_real_bytes_are_declared_with_their_provenance():
+    (declared,) = MedQuAD.real_bytes
+    provenance = (fx.REAL / "PROVENANCE").read_text()
+    assert declared.repo == "abachaa/MedQuAD" and declared.commit == COMMIT
+    assert f"{declared.repo}@{COMMIT}" in provenance
+    assert sorted(declared.paths) == sorted(p.relative_to(fx.REAL).as_posix() for p in fx.REAL.rglob("*.xml"))
+    assert all(p in provenance for p in declared.paths)
+
+
+def test_real_files_are_the_upstream_blobs_unedited():
+    """Each fixture file hashes to the git blob id its PROVENANCE names (`git hash-object`)."""
+    blobs = dict(re.findall(r"^\s+(\S+\.xml)\s+blob ([0-9a-f]{40})", (fx.REAL / "PROVENANCE").read_text(), re.M))
+    assert len(blobs) == 6
+    for rel, blob in blobs.items():
+        data = (fx.REAL / rel).read_bytes()
+        assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == blob, rel

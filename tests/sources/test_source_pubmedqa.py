@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, local_files, read_split, run_twice
 from fixtures import pubmedqa as fx
@@ -38,7 +41,7 @@ def test_labeled_rows_are_three_way_mcqa_with_abstract_context(tmp_path):
     assert r.question == src["question"]
     assert r.context.splitlines()[0] == "BACKGROUND: " + src["context"]["contexts"][0]
     assert r.meta["long_answer"] == src["long_answer"]
-    assert r.meta["reasoning_required_pred"] == src["final_decision"]
+    assert r.meta["reasoning_required_pred"] == r.meta["reasoning_free_pred"] == src["final_decision"]
     assert r.native_id == f"pqa_labeled-{src['pubid']}"
     assert r.image is None
 
@@ -95,3 +98,36 @@ def test_demo_folder_builds_offline(tmp_path):
     assert (unlabeled[18]["question"], unlabeled[18]["context"]) == (unlabeled[2]["question"], unlabeled[2]["context"])
     assert (unlabeled[19]["question"], unlabeled[19]["context"]) == (labeled[0]["question"], labeled[0]["context"])
     assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_real_pqa_labeled_items_read_exactly(tmp_path):
+    """Six real `ori_pqal.json` items, turned into the Hub's Parquet by the loading script's mapping."""
+    upstream = fx.real_labeled()
+    stored = pq.read_table(io.BytesIO(upstream[fx.path("pqa_labeled")].data)).to_pylist()
+    # the real layout: no top-level annotator columns; inside `context`, lists of characters
+    assert set(stored[0]) == {"pubid", "question", "context", "long_answer", "final_decision"}
+    assert stored[1]["pubid"] == 2224269 and stored[1]["context"]["reasoning_required_pred"] == ["n", "o"]
+    records, bads = _read(tmp_path, upstream, "pqa_labeled")
+    assert bads == []
+    assert [r.native_id for r in records] == ["pqa_labeled-25277731", "pqa_labeled-2224269", "pqa_labeled-21214884",
+                                              "pqa_labeled-11296674", "pqa_labeled-12068831", "pqa_labeled-23848044"]
+    assert Counter(r.answer for r in records) == {"yes": 2, "no": 2, "maybe": 2}
+    first_names = records[1]
+    assert first_names.question == "Should general practitioners call patients by their first names?"
+    assert first_names.answer == "yes" and first_names.options == ["yes", "no", "maybe"]
+    assert (first_names.meta["reasoning_required_pred"], first_names.meta["reasoning_free_pred"]) == ("no", "yes")
+    assert first_names.context.startswith("OBJECTIVE: To assess the acceptability to patients of the use")
+    assert first_names.context.count("\n") == 5  # six labelled sections
+    assert first_names.meta["meshes"][:3] == ["Adolescent", "Adult", "Age Factors"]
+    assert first_names.meta["long_answer"].startswith("General practitioners should consider using patients' first")
+    prostate = records[3]
+    assert (prostate.answer, prostate.meta["reasoning_required_pred"], prostate.meta["reasoning_free_pred"]) == (
+        "maybe", "yes", "maybe")
+
+
+def test_real_bytes_are_declared_with_their_provenance():
+    cited = {rb.repo: rb for rb in PubMedQA.real_bytes}
+    assert set(cited) == {"pubmedqa/pubmedqa", "huggingface/datasets"}
+    provenance = (fx.REAL / "PROVENANCE").read_text()
+    for rb in PubMedQA.real_bytes:
+        assert rb.citation.split(":", 1)[0] in provenance and all(p in provenance for p in rb.paths)

@@ -24,7 +24,9 @@ def test_registered_pins_the_zenodo_release():
     assert_matches_remotes(ROCOv2, fx.build())
     # a valid-only recipe downloads valid files and the shared license list, nothing of train/test
     assert sorted(f.name for f in ROCOv2().files_for(("valid",))) == [
-        "license_information.csv", "valid_captions.csv", "valid_concepts.csv", "valid_images.zip"]
+        "license_information.csv", "valid_captions.csv", "valid_concepts.csv", "valid_concepts_manual.csv",
+        "valid_images.zip"]
+    assert ROCOv2.splits["train"] == 59_962  # the real file's rows (see the adapter docstring), not the paper's
 
 
 @pytest.mark.parametrize("text, spdx", [
@@ -74,3 +76,37 @@ def test_wrong_caption_columns_stop_with_the_file_name(tmp_path):
     files = local_files(tmp_path, ROCOv2(), upstream, ("test",))
     with pytest.raises(MedmixError, match="test_captions.csv: expected columns ID, Caption"):
         read_split(ROCOv2(), "test", files)
+
+
+def test_real_rows_curated_modality_wins_and_automatic_is_the_fallback(http_server, tmp_path):
+    """Real test-split rows: captions, automatic and curated concepts (see real/rocov2/PROVENANCE)."""
+    serve(http_server, fx.real())
+    rows, bad = run_adapter(ROCOv2(), ("test",), server=http_server, cache_dir=tmp_path)
+    assert bad == []
+    by_id = {r["id"].split("/", 1)[1]: r for r in rows}
+    assert list(by_id) == [f"ROCOv2_2023_test_{n:06d}" for n in (1, 6, 11, 15, 21, 28, 29)]
+    meta = {k: json.loads(r["meta"]) for k, r in by_id.items()}
+    # the real disagreement: a PET/CT fusion, CT first automatically, no curated modality
+    fusion = meta["ROCOv2_2023_test_000028"]
+    assert fusion["cuis"][0] == "C0040405" and fusion["cuis_manual"] == [] and fusion["modality_source"] == "manual"
+    assert by_id["ROCOv2_2023_test_000028"]["modality"] is None
+    assert by_id["ROCOv2_2023_test_000028"]["answer"].startswith("The whole body F18-FDG PET/CT tomography scan")
+    # no curated row (left out of the cut on purpose): the automatic file gives US
+    assert meta["ROCOv2_2023_test_000011"]["cuis_manual"] is None
+    assert meta["ROCOv2_2023_test_000011"]["modality_source"] == "automatic"
+    assert by_id["ROCOv2_2023_test_000011"]["modality"] == "US"
+    assert by_id["ROCOv2_2023_test_000011"]["answer"].endswith("the \u201cstring of pearls\u201d sign.")
+    assert meta["ROCOv2_2023_test_000015"]["cuis_manual"] == ["C1306645", "C0817096", "C1996865"]
+    assert [by_id[f"ROCOv2_2023_test_{n:06d}"]["modality"] for n in (1, 6, 15, 21, 29)] == [
+        "CT", "CT", "X-ray", "CT", "PET"]
+    assert by_id["ROCOv2_2023_test_000006"]["answer"].endswith("no extravasation of contrast media was seen.")
+    assert by_id["ROCOv2_2023_test_000021"]["answer"].startswith("Computed tomography of the head")
+
+
+def test_real_bytes_are_declared_with_their_provenance():
+    provenance = (fx.REAL / "PROVENANCE").read_text()
+    declared = {p: rb for rb in ROCOv2.real_bytes for p in rb.paths}
+    assert {p.rsplit("/", 1)[-1] for p in declared if p.endswith(".csv")} == {
+        p.name for p in fx.REAL.glob("*.csv")}
+    for path, rb in declared.items():
+        assert f"{rb.repo}@{rb.commit}:{path}" in provenance or (path == "generate.ipynb" and rb.commit in provenance)
