@@ -46,13 +46,13 @@ ZENODO = "https://zenodo.org/records/10821435/files"
 SPLIT_PREFIX = {"train": "train", "valid": "valid", "test": "test"}
 FALLBACK_LICENSE = "CC-BY-NC-4.0"
 # The manually curated modality concepts (one per image) → a readable modality.
-MODALITY_CUIS = {
-    "C1306645": "X-ray",
-    "C0040405": "CT",
-    "C0024485": "MR",
-    "C0041618": "US",
-    "C0002978": "angiography",
-    "C0032743": "PET",
+MODALITY_CUIS = {  # UMLS concept → medmix.modality code (DICOM's Modality terms)
+    "C1306645": "DX",  # Plain x-ray
+    "C0040405": "CT",  # X-Ray Computed Tomography
+    "C0024485": "MR",  # Magnetic Resonance Imaging
+    "C0041618": "US",  # Ultrasonography
+    "C0002978": "XA",  # angiogram
+    "C0032743": "PT",  # Positron-Emission Tomography
 }
 _CC = re.compile(r"\bCC[\s_-]*(?:BY(?P<mods>(?:[\s_-]*(?:NC|SA|ND))*)|0)\b(?:[\s_-]*(?P<ver>\d\.\d))?", re.I)
 

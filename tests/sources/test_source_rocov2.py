@@ -48,8 +48,8 @@ def test_end_to_end_captions_concepts_and_licenses(http_server, tmp_path):
     assert by_id["rocov2/ROCOv2_2023_train_000002"]["license"] == "CC-BY-NC-4.0"
     assert by_id["rocov2/ROCOv2_2023_train_000002"]["answer"].startswith("Computed tomography")  # leading space gone
     xray, angio = by_id["rocov2/ROCOv2_2023_train_000003"], by_id["rocov2/ROCOv2_2023_valid_000002"]
-    assert (xray["modality"], json.loads(xray["meta"])["modality_upstream"]) == ("DX", "X-ray")
-    assert (angio["modality"], json.loads(angio["meta"])["modality_upstream"]) == ("XA", "angiography")
+    assert (xray["modality"], angio["modality"]) == ("DX", "XA")  # the CUIs map straight to medmix.modality codes
+    assert "modality_upstream" not in json.loads(xray["meta"])
     inferred = by_id["rocov2/ROCOv2_2023_train_000093"]
     assert inferred["license"] == "CC-BY-NC-4.0" and json.loads(inferred["meta"])["license_inferred"] is True
     assert all(Image.open(io.BytesIO(r["image"]["bytes"])).mode for r in rows)
@@ -98,7 +98,7 @@ def test_real_rows_curated_modality_wins_and_automatic_is_the_fallback(http_serv
     assert by_id["ROCOv2_2023_test_000011"]["answer"].endswith("the \u201cstring of pearls\u201d sign.")
     assert meta["ROCOv2_2023_test_000015"]["cuis_manual"] == ["C1306645", "C0817096", "C1996865"]
     assert [by_id[f"ROCOv2_2023_test_{n:06d}"]["modality"] for n in (1, 6, 15, 21, 29)] == [
-        "CT", "CT", "X-ray", "CT", "PET"]
+        "CT", "CT", "DX", "CT", "PT"]
     assert by_id["ROCOv2_2023_test_000006"]["answer"].endswith("no extravasation of contrast media was seen.")
     assert by_id["ROCOv2_2023_test_000021"]["answer"].startswith("Computed tomography of the head")
 
