@@ -136,3 +136,20 @@ def test_snippet(snippet: Snippet, demo_mixture: Path, page_state: dict, tmp_pat
         monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", work / ".hf-datasets")
         monkeypatch.chdir(work)
         exec(compile(snippet.code, snippet.id, "exec"), namespace)  # the docs' own code, run as a reader would
+
+
+def test_collector_reads_languages_markers_and_indents(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("\n".join([
+        "```bash", "echo run", "```",
+        "<!-- snippet: skip, needs a GPU -->", "```python", "import torch", "```",
+        "```yaml", "a: 1", "```",
+        "- item", "  ```py", "  x = 1", "  ```",
+        "````text", "```bash", "not a fence of its own", "```", "````",
+    ]) + "\n")
+    got = [(s.line, s.lang, s.code, s.skip) for s in snippets(page)]
+    assert got == [(1, "bash", "echo run\n", None), (5, "python", "import torch\n", "needs a GPU"),
+                   (12, "python", "x = 1\n", None)]
+    page.write_text("```bash\necho never closed\n")
+    with pytest.raises(AssertionError, match="never closed"):
+        snippets(page)
