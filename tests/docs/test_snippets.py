@@ -153,3 +153,13 @@ def test_collector_reads_languages_markers_and_indents(tmp_path: Path) -> None:
     page.write_text("```bash\necho never closed\n")
     with pytest.raises(AssertionError, match="never closed"):
         snippets(page)
+
+
+def test_readme_links_resolve() -> None:
+    """README sits outside the mkdocs site, so `mkdocs build --strict` does not check its links."""
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert local, "README links to no docs page"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
