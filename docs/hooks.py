@@ -41,7 +41,7 @@ def on_files(files, config):
     names = {p.stem for p in _pages()}
     table = re.sub(r"^\| `(\w+)` \|", lambda m: f"| [`{m[1]}`]({m[1]}.md) |" if m[1] in names else m[0],
                    summary_table(), flags=re.M)
-    intro = INTRO.replace("# DATASETS", "# Datasets", 1)
+    intro = INTRO.replace("# DATASETS", "# Datasets", 1).replace("the sections below it", "the pages of this section")
     files.append(File.generated(config, INDEX, content=f"{intro}\n## Summary\n\n{table}\n"))
     return files
 
