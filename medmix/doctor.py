@@ -237,21 +237,24 @@ def report(checks: list[Check]) -> dict[str, Any]:
 
 
 def print_table(checks: list[Check], console: Any, title: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in ("source", "file", "status", "size", "detail"):
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "unpinned": "yellow"}
     for c in checks:
-        table.add_row(c.source, c.file, f"[{style.get(c.status, 'bold red')}]{c.status}[/]",
-                      "" if c.size is None else f"{c.size:,}", c.detail)
+        # an upstream's answer (detail) and file names are data: escaped, never read as markup
+        table.add_row(escape(c.source), escape(c.file), f"[{style.get(c.status, 'bold red')}]{c.status}[/]",
+                      "" if c.size is None else f"{c.size:,}", escape(c.detail))
     console.print(table)
 
 
 def _doctor(recipe_name: str, as_json: bool, mirror: str | None, from_dirs: dict[str, Path], lock: Path | None,
             hf_endpoint: str | None = None) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from medmix.build import BuildOptions
     from medmix.recipe import load_recipe
@@ -263,7 +266,7 @@ def _doctor(recipe_name: str, as_json: bool, mirror: str | None, from_dirs: dict
                             hf_endpoint=hf_endpoint, lock=lock)
         checks = check_recipe(r, opts)
     except MedmixError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     result = report(checks)
     verdict = "all upstreams answer as pinned" if result["ok"] else "some upstreams are gone, moved or changed"

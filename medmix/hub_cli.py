@@ -38,14 +38,14 @@ def push_command(
         if dry_run is not None:
             layout = hub.prepare(path, dry_run, repo_id=repo_id, policy=policy, log=_log)
             out_console.print(f"dry run: {len(layout.files)} file(s), {layout.bytes:,} bytes in {dry_run} "
-                      f"(nothing uploaded)", highlight=False)
+                      f"(nothing uploaded)", highlight=False, markup=False)
             return
         url = hub.push(path, repo_id, policy=policy, private=private, revision=revision, message=message, log=_log)
     except MedmixError as exc:
         fail(exc)
-    out_console.print(f"pushed to {url}", highlight=False)
+    out_console.print(f"pushed to {url}", highlight=False, markup=False)
 
 
 def _log(message: str) -> None:
     style = "bold red" if message.startswith("WARNING") else None
-    err_console.print(message, style=style, highlight=False, soft_wrap=True)
+    err_console.print(message, style=style, highlight=False, soft_wrap=True, markup=False)

@@ -5,20 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medmix.layout import FUNNEL_COLUMNS, QUARANTINE
 
 
 def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
-    table = Table(title=f"{manifest['recipe']['name']}: {manifest['total_rows']} rows in {len(manifest['shards'])} "
-                        f"shard(s) → {out}")
+    # escape: names, paths and matches are data, not Rich markup (a `[x]` in them would vanish)
+    table = Table(title=escape(f"{manifest['recipe']['name']}: {manifest['total_rows']} rows in "
+                               f"{len(manifest['shards'])} shard(s) → {out}"))
     table.add_column("source")
     for _, header, _ in FUNNEL_COLUMNS:
         table.add_column(header, justify="right")
     for name, s in manifest["sources"].items():
         if "counts" in s:
-            table.add_row(name, *[str(s["counts"].get(c, "")) for c, _, _ in FUNNEL_COLUMNS])
+            table.add_row(escape(name), *[str(s["counts"].get(c, "")) for c, _, _ in FUNNEL_COLUMNS])
     console.print(table)
     decon = [(name, ev, n) for name, s in manifest["sources"].items()
              for ev, n in s.get("decontamination", {}).items()]
@@ -27,11 +29,11 @@ def print_build_summary(manifest: dict, out: Path, console: Console) -> None:
         for c in ("source", "evaluation set (match)", "rows"):
             t.add_column(c)
         for name, ev, n in decon:
-            t.add_row(name, ev, str(n))
+            t.add_row(escape(name), escape(ev), str(n))
         console.print(t)
     if manifest["quarantine"]["rows"]:
         console.print(f"{manifest['quarantine']['rows']} row(s) quarantined with reasons: "
-                      f"{str(out).rstrip('/')}/{QUARANTINE}")
+                      f"{str(out).rstrip('/')}/{QUARANTINE}", markup=False)
     norm = manifest.get("build_info", {}).get("normalize")
     if norm:
         console.print(f"normalize: {norm['units']} unit(s), {norm['reused']} reused from the cache, "
