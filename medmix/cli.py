@@ -11,15 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from medmix.cli_common import err_console, fail, needs_extra, out_console, parse_from
+from medmix.cli_common import FromOpt, MirrorOpt, err_console, fail, needs_extra, out_console, parse_from
 from medmix.errors import MedmixError
 from medmix.extras import require
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproducible, license-aware medical vision-language pretraining mixtures.")
-FromOpt = Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local files for a gated/manual source")]
-MirrorOpt = Annotated[str | None, typer.Option("--mirror",
-                                                help="fetch https://host/path from MIRROR/host/path instead")]
 
 
 @app.command()
@@ -175,7 +172,7 @@ def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras).
 
     Each is wrapped in `needs_extra` under its name in `medmix.extras.COMMANDS`."""
-    from medmix.doctor import make_command as doctor_command
+    from medmix.doctor import doctor_command
     from medmix.evaluation.cli import eval_classify, eval_vqa
     from medmix.hub_cli import push_command
     from medmix.stats_cli import stats_command
@@ -183,7 +180,7 @@ def _register_extensions() -> None:
 
     app.command("stats")(needs_extra("stats")(stats_command))
     app.command("push")(needs_extra("push")(push_command))
-    app.command("doctor")(needs_extra("doctor")(doctor_command()))
+    app.command("doctor")(needs_extra("doctor")(doctor_command))
     app.command("train")(needs_extra("train")(train_command))
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
     eval_app.command("vqa")(needs_extra("eval vqa")(eval_vqa))

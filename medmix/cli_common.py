@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -64,6 +64,13 @@ def needs_extra(command: str) -> Callable[[F], F]:
                 fail(MissingExtra(command, extra, name))
         return run  # type: ignore[return-value]
     return wrap
+
+
+# `--from` and `--mirror` mean the same for build, lock, doctor and both evals: declared once, one help text
+FromOpt = Annotated[list[str] | None, typer.Option(
+    "--from", help="SOURCE=DIR: local upstream files for a source (gated or manual ones); repeatable")]
+MirrorOpt = Annotated[str | None, typer.Option(
+    "--mirror", help="fetch https://host/path from MIRROR/host/path instead")]
 
 
 def parse_from(values: list[str] | None) -> dict[str, Path]:

@@ -7,6 +7,7 @@ that may not be redistributed) print in bold red on stderr; errors exit with sta
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,17 +16,18 @@ from medmix.errors import MedmixError
 
 
 def push_command(
-    path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
-    repo_id: str = typer.Argument(..., help="Hub dataset repository, e.g. my-org/medmix-demo"),
-    private: bool = typer.Option(False, "--private", help="create the repository as private"),
-    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
-    message: str = typer.Option("Upload medmix mixture", "--message", "-m", help="commit message"),
-    dry_run: Path | None = typer.Option(None, "--dry-run",
-                                           help="write the folder that would be uploaded here; upload nothing"),
-    exclude_nonredistributable: bool = typer.Option(
-        False, "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution"),
-    force_nonredistributable: bool = typer.Option(
-        False, "--force-nonredistributable", help="push them anyway (you hold the rights; loud warning)"),
+    path: Annotated[Path, typer.Argument(help="a mixture folder written by `medmix build`")],
+    repo_id: Annotated[str, typer.Argument(help="Hub dataset repository, e.g. my-org/medmix-demo")],
+    private: Annotated[bool, typer.Option("--private", help="create the repository as private")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="branch to push to (created if "
+                                                 "missing)")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="commit message")] = "Upload medmix mixture",
+    dry_run: Annotated[Path | None, typer.Option("--dry-run", help="write the folder that would be uploaded here; "
+                                                 "upload nothing")] = None,
+    exclude_nonredistributable: Annotated[bool, typer.Option(
+        "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution")] = False,
+    force_nonredistributable: Annotated[bool, typer.Option(
+        "--force-nonredistributable", help="push them anyway (you hold the rights; loud warning)")] = False,
 ) -> None:
     """Upload a mixture to the Hugging Face Hub with a license-aware dataset card (Parquet, one config per source)."""
     from medmix import hub

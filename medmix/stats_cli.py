@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -160,12 +160,13 @@ def print_compare(cmp: dict[str, Any], console: Console) -> None:
 
 
 def stats_command(
-    path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
-    as_json: bool = typer.Option(False, "--json", help="print every figure as JSON instead of tables"),
-    plot: Path | None = typer.Option(None, "--plot", help="write PNG charts into this folder"),
-    compare: Path | None = typer.Option(None, "--compare", help="another mixture folder to compare against"),
-    tokenizer: str | None = typer.Option(None, "--tokenizer",
-                                            help="also count tokens with this tokenizer (Hub name or local folder)"),
+    path: Annotated[Path, typer.Argument(help="a mixture folder written by `medmix build`")],
+    as_json: Annotated[bool, typer.Option("--json", help="print every figure as JSON instead of tables")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write PNG charts into this folder")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="another mixture folder to compare "
+                                                 "against")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="also count tokens with this tokenizer (Hub "
+                                                  "name or local folder)")] = None,
 ) -> None:
     """Composition, image sizes, text lengths, dedup/decontamination/quarantine counts of a mixture."""
     from medmix.stats import compare_stats, compute_stats

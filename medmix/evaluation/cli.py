@@ -11,12 +11,10 @@ from typing import Annotated
 
 import typer
 
-from medmix.cli_common import err_console, fail, out_console, parse_from
+from medmix.cli_common import FromOpt, MirrorOpt, err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
 
 CacheOpt = Annotated[Path, typer.Option("--cache", help="download + decoded-benchmark cache")]
-FromOpt = Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local upstream files for a source")]
-MirrorOpt = Annotated[str | None, typer.Option("--mirror", help="fetch https://host/path from MIRROR/host/path")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")]
 
 
