@@ -83,6 +83,16 @@ def test_core_commands_run_in_a_core_install(core_python, tmp_path):
         assert res.returncode == 0, (args, res.stderr[-2000:])
 
 
+def test_the_demo_builds_and_publishes_in_a_core_install(core_python, tmp_path):
+    """build, stats (with charts) and push --dry-run: the whole path a plain `pip install medmix` promises."""
+    for args in (["build", "--out", "mix", "--cache", "cache"], ["stats", "mix", "--plot", "charts"],
+                 ["push", "mix", "me/demo", "--dry-run", "upload"]):
+        res = _medmix(core_python, args, tmp_path)
+        assert res.returncode == 0, (args, res.stderr[-2000:])
+    assert (tmp_path / "mix" / "manifest.json").is_file() and list((tmp_path / "charts").glob("*.png"))
+    assert (tmp_path / "upload" / "README.md").is_file()
+
+
 @pytest.mark.parametrize(("command", "args"), [
     ("train", ["train", "--config", "tiny", "--data", "mix", "--out", "run"]),
     ("eval vqa", ["eval", "vqa", "ckpt", "-d", "vqa_rad"]),
