@@ -135,3 +135,13 @@ def test_core_commands_run_without_any_extra(tmp_path):
     hidden = subprocess.run([sys.executable, "-c", "import safetensors"], capture_output=True, text=True,
                             env={**os.environ, "MEDMIX_HIDE": "safetensors", "PYTHONPATH": str(HIDER)})
     assert "No module named 'safetensors'" in hidden.stderr
+
+
+def test_python_m_trainer_without_the_train_extra_prints_one_line(tmp_path):
+    env = {**os.environ, "MEDMIX_HIDE": ",".join(EXTRA_ONLY),
+           "PYTHONPATH": os.pathsep.join([str(HIDER), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "trainer", "--data", "mix", "--out", "run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [f"error: medmix train needs its extra: {install_command('train')} "
+                                               "(module 'transformers' is not installed)"]
