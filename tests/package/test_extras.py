@@ -145,3 +145,8 @@ def test_python_m_trainer_without_the_train_extra_prints_one_line(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [f"error: medmix train needs its extra: {install_command('train')} "
                                                "(module 'transformers' is not installed)"]
+
+
+def test_the_install_page_lists_every_command_with_its_extra():
+    rows = re.findall(r"^\| `medmix ([^`]+)` \| (?:`(\w+)`|—) \|$", (ROOT / "docs" / "extras.md").read_text(), re.M)
+    assert {command: extra or None for command, extra in rows} == COMMANDS
