@@ -49,16 +49,28 @@ def core_python(tmp_path_factory) -> Path:
     target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                  check=True, capture_output=True, text=True).stdout.strip())
     here = Path(sysconfig.get_paths()["purelib"])
-    for name in _core_closure():
-        dist = importlib.metadata.distribution(name)
+    closure = _core_closure()
+    files: dict[str, list[str]] = {}    # top-level entry of site-packages -> the closure's files under it
+    foreign: set[str] = set()           # top-level entries that other distributions also put files in
+    for dist in importlib.metadata.distributions(path=[str(here)]):
+        ours = canonicalize_name(dist.metadata["Name"]) in closure
         for rel in dist.files or []:
-            src = Path(dist.locate_file(rel)).resolve()
-            if not src.is_file() or here not in src.parents:  # console scripts and the like live elsewhere
+            top = rel.parts[0]
+            if top == "..":  # console scripts and the like live outside site-packages
                 continue
-            dst = target / src.relative_to(here)
+            if ours:
+                files.setdefault(top, []).append(str(rel))
+            else:
+                foreign.add(top)
+    for top, rels in files.items():
+        if top not in foreign:  # one link per package folder: quick, and nothing else comes with it
+            (target / top).symlink_to(here / top)
+            continue
+        for rel in rels:  # a folder shared with a distribution outside the closure: file by file
+            dst = target / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.exists():
-                dst.symlink_to(src)
+            if (here / rel).is_file() and not dst.exists():
+                dst.symlink_to(here / rel)
     return python
 
 
