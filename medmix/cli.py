@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from medmix.cli_common import err_console, fail, out_console, parse_from
+from medmix.cli_common import FromOpt, MirrorOpt, err_console, fail, needs_extra, out_console, parse_from
 from medmix.errors import MedmixError
+from medmix.extras import require
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproducible, license-aware medical vision-language pretraining mixtures.")
-FromOpt = Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local files for a gated/manual source")]
-MirrorOpt = Annotated[str | None, typer.Option("--mirror",
-                                                help="fetch https://host/path from MIRROR/host/path instead")]
 
 
 @app.command()
+@needs_extra("build")
 def build(
     recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path "
                                                "(default: demo)")] = None,
@@ -56,6 +56,8 @@ def build(
     from medmix.recipe import load_recipe
 
     try:
+        if executor == "ray":
+            require("build --executor ray")
         from medmix.storage import is_remote, local_path, parse_storage_options
 
         r = load_recipe(recipe)
@@ -71,7 +73,8 @@ def build(
             return
         from medmix.progress import BuildProgress
         with BuildProgress(err_console) as progress:
-            manifest = run_build(r, opts, progress=progress.update, log=lambda m: err_console.print(m, style="yellow"))
+            manifest = run_build(r, opts, progress=progress.update, log=lambda m: err_console.print(m, style="yellow",
+                                                                               markup=False))
     except MedmixError as exc:
         fail(exc)
     from medmix.report import print_build_summary
@@ -84,18 +87,19 @@ def _print_plan(recipe_name: str, rows: list[dict]) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         label = r["name"] + (" (decontamination reference)" if r["evaluation"] else "")
-        table.add_row(label, ",".join(r["splits"]), r["license"], r["terms"], f"{r['available']:,}",
-                      f"{r['selected']:,}", "\n".join(r["upstream"]))
+        table.add_row(*map(escape, (label, ",".join(r["splits"]), r["license"], r["terms"], f"{r['available']:,}",
+                                    f"{r['selected']:,}", "\n".join(r["upstream"]))))
     out_console.print(table)
     total = sum(r["selected"] for r in rows if not r["evaluation"])
     out_console.print(f"expected total before dedup/decontamination: [bold]{total:,}[/] rows")
     for r in rows:
         if r["manual"]:
-            out_console.print(f"[yellow]{r['name']} needs manual files[/] ({', '.join(r['manual'])}): pass "
-                              f"`--from {r['name']}=DIR` (see DATASETS.md)")
+            out_console.print(escape(f"{r['name']} needs manual files ({', '.join(r['manual'])}): pass "
+                                     f"`--from {r['name']}=DIR` (see DATASETS.md)"), style="yellow")
 
 
 @app.command()
+@needs_extra("lock")
 def lock(
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="lock file to write (default: "
@@ -122,10 +126,12 @@ def lock(
     files = [e for s in result["sources"].values() for e in s.values()]
     unpinned = sum(1 for e in files if not e["sha256"])
     err_console.print(f"wrote {target}: {len(files)} upstream file(s), {unpinned} without sha256"
-                  + (" (run without --offline on a machine with network to fill them)" if unpinned else ""))
+                      + (" (run without --offline on a machine with network to fill them)" if unpinned else ""),
+                      markup=False)
 
 
 @app.command()
+@needs_extra("sources")
 def sources(as_json: Annotated[bool, typer.Option("--json", help="print the registry as JSON (full upstream URLs "
                                                   "and real-bytes provenance)")] = False) -> None:
     """List every source adapter: license, domain, tasks, evaluation status, format check, upstream.
@@ -161,7 +167,7 @@ def sources(as_json: Annotated[bool, typer.Option("--json", help="print the regi
         else:
             up = ""
         what = (f"{d['domain']} · {', '.join(d['tasks'])}",) if wide else ()
-        table.add_row(d["name"], *what, d["license"], ev, fmt, up)
+        table.add_row(*map(escape, (d["name"], *what, d["license"], ev, fmt, up)))
     out_console.print(table)
     verified = [d for d in described if d["real_bytes"]]
     if verified:
@@ -175,6 +181,7 @@ def sources(as_json: Annotated[bool, typer.Option("--json", help="print the regi
 
 
 @app.command()
+@needs_extra("view")
 def view(
     mixture: Annotated[str, typer.Argument(help="a mixture folder written by `medmix build`")],
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port")] = 8765,
@@ -182,31 +189,32 @@ def view(
                                       "others")] = "127.0.0.1",
 ) -> None:
     """Browse a mixture in the browser: overview, samples, removed rows beside what they matched, quarantine."""
+    from medmix.view.app import serve  # needs_extra checked starlette, uvicorn and jinja2
+
     try:
-        from medmix.view.app import serve
-    except ImportError as exc:
-        fail(MedmixError(f"medmix view needs its extra: pip install 'medmix[view]' ({exc})"))
-    try:
-        serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False))
+        serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False,
+                                                                              markup=False))
     except MedmixError as exc:
         fail(exc)
 
 
 def _register_extensions() -> None:
-    """Commands whose code lives in its own module (and, for train/eval, its own extras)."""
+    """Commands whose code lives in its own module (and, for train/eval, its own extras).
+
+    Each is wrapped in `needs_extra` under its name in `medmix.extras.COMMANDS`."""
+    from medmix.doctor import doctor_command
     from medmix.evaluation.cli import eval_classify, eval_vqa
     from medmix.hub_cli import push_command
     from medmix.stats_cli import stats_command
     from trainer.cli import train_command
 
-    app.command("stats")(stats_command)
-    app.command("push")(push_command)
-    from medmix.doctor import make_command as doctor_command
-    app.command("doctor")(doctor_command())
-    app.command("train")(train_command)
+    app.command("stats")(needs_extra("stats")(stats_command))
+    app.command("push")(needs_extra("push")(push_command))
+    app.command("doctor")(needs_extra("doctor")(doctor_command))
+    app.command("train")(needs_extra("train")(train_command))
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
-    eval_app.command("vqa")(eval_vqa)
-    eval_app.command("classify")(eval_classify)
+    eval_app.command("vqa")(needs_extra("eval vqa")(eval_vqa))
+    eval_app.command("classify")(needs_extra("eval classify")(eval_classify))
     app.add_typer(eval_app, name="eval")
 
 

@@ -29,9 +29,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urljoin, urlsplit
 
+import typer
+
+from medmix.cli_common import FromOpt, MirrorOpt, parse_from
 from medmix.errors import MedmixError
 
 FAILING = frozenset({"moved", "changed", "gone", "missing", "error"})
@@ -247,21 +250,24 @@ def report(checks: list[Check]) -> dict[str, Any]:
 
 
 def print_table(checks: list[Check], console: Any, title: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in ("source", "file", "status", "size", "detail"):
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "unpinned": "yellow"}
     for c in checks:
-        table.add_row(c.source, c.file, f"[{style.get(c.status, 'bold red')}]{c.status}[/]",
-                      "" if c.size is None else f"{c.size:,}", c.detail)
+        # an upstream's answer (detail) and file names are data: escaped, never read as markup
+        table.add_row(escape(c.source), escape(c.file), f"[{style.get(c.status, 'bold red')}]{c.status}[/]",
+                      "" if c.size is None else f"{c.size:,}", escape(c.detail))
     console.print(table)
 
 
 def _doctor(recipe_name: str, as_json: bool, mirror: str | None, from_dirs: dict[str, Path], lock: Path | None,
             hf_endpoint: str | None = None) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from medmix.build import BuildOptions
     from medmix.recipe import load_recipe
@@ -273,7 +279,7 @@ def _doctor(recipe_name: str, as_json: bool, mirror: str | None, from_dirs: dict
                             hf_endpoint=hf_endpoint, lock=lock)
         checks = check_recipe(r, opts)
     except MedmixError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     result = report(checks)
     verdict = "all upstreams answer as pinned" if result["ok"] else "some upstreams are gone, moved or changed"
@@ -283,20 +289,14 @@ def _doctor(recipe_name: str, as_json: bool, mirror: str | None, from_dirs: dict
     return 0 if result["ok"] else 1
 
 
-def make_command() -> Callable[..., None]:
-    """The typer command (kept here so cli.py only registers it)."""
-    import typer
-
-    def doctor(
-        recipe: str = typer.Option("demo", "--recipe", "-r", help="built-in recipe name or a YAML path"),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout (table on stderr)"),
-        mirror: str | None = typer.Option(None, "--mirror", help="check https://host/path at MIRROR/host/path"),
-        from_: list[str] | None = typer.Option(None, "--from", help="SOURCE=DIR: hand-placed files, as for build"),
-        lock: Path | None = typer.Option(None, "--lock", help="lock file (default: the recipe's, when there is one)"),
-    ) -> None:
-        """Check every upstream of a recipe (answers? moved? changed? manual files there?) without downloading."""
-        from medmix.cli_common import parse_from  # the one parser of SOURCE=DIR, shared with `build`
-
-        raise typer.Exit(_doctor(recipe, as_json, mirror, parse_from(from_), lock))
-
-    return doctor
+def doctor_command(
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path")] = "demo",
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout (table on "
+                                          "stderr)")] = False,
+    mirror: MirrorOpt = None,
+    from_: FromOpt = None,
+    lock: Annotated[Path | None, typer.Option("--lock", help="lock file (default: the recipe's, when there is "
+                                              "one)")] = None,
+) -> None:
+    """Check every upstream of a recipe (answers? moved? changed? manual files there?) without downloading."""
+    raise typer.Exit(_doctor(recipe, as_json, mirror, parse_from(from_), lock))

@@ -31,9 +31,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from medmix.errors import MedmixError
+from medmix.extras import install_command
 
 EXECUTORS = ("local", "ray")
-RAY_EXTRA_HINT = 'install it with `pip install "medmix[ray]"` (on every node of the cluster)'
+RAY_EXTRA_HINT = f"install it with `{install_command('ray')}` (on every node of the cluster)"
 # Ray retries a task whose worker died (killed, OOM, node lost) this many times.
 RAY_TASK_RETRIES = 3
 

@@ -7,6 +7,7 @@ that may not be redistributed) print in bold red on stderr; errors exit with sta
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,17 +16,18 @@ from medmix.errors import MedmixError
 
 
 def push_command(
-    path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
-    repo_id: str = typer.Argument(..., help="Hub dataset repository, e.g. my-org/medmix-demo"),
-    private: bool = typer.Option(False, "--private", help="create the repository as private"),
-    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
-    message: str = typer.Option("Upload medmix mixture", "--message", "-m", help="commit message"),
-    dry_run: Path | None = typer.Option(None, "--dry-run",
-                                           help="write the folder that would be uploaded here; upload nothing"),
-    exclude_nonredistributable: bool = typer.Option(
-        False, "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution"),
-    force_nonredistributable: bool = typer.Option(
-        False, "--force-nonredistributable", help="push them anyway (you hold the rights; loud warning)"),
+    path: Annotated[Path, typer.Argument(help="a mixture folder written by `medmix build`")],
+    repo_id: Annotated[str, typer.Argument(help="Hub dataset repository, e.g. my-org/medmix-demo")],
+    private: Annotated[bool, typer.Option("--private", help="create the repository as private")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="branch to push to (created if "
+                                                 "missing)")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="commit message")] = "Upload medmix mixture",
+    dry_run: Annotated[Path | None, typer.Option("--dry-run", help="write the folder that would be uploaded here; "
+                                                 "upload nothing")] = None,
+    exclude_nonredistributable: Annotated[bool, typer.Option(
+        "--exclude-nonredistributable", help="drop rows whose license or source forbids redistribution")] = False,
+    force_nonredistributable: Annotated[bool, typer.Option(
+        "--force-nonredistributable", help="push them anyway (you hold the rights; loud warning)")] = False,
 ) -> None:
     """Upload a mixture to the Hugging Face Hub with a license-aware dataset card (Parquet, one config per source)."""
     from medmix import hub
@@ -38,14 +40,14 @@ def push_command(
         if dry_run is not None:
             layout = hub.prepare(path, dry_run, repo_id=repo_id, policy=policy, log=_log)
             out_console.print(f"dry run: {len(layout.files)} file(s), {layout.bytes:,} bytes in {dry_run} "
-                      f"(nothing uploaded)", highlight=False)
+                      f"(nothing uploaded)", highlight=False, markup=False)
             return
         url = hub.push(path, repo_id, policy=policy, private=private, revision=revision, message=message, log=_log)
     except MedmixError as exc:
         fail(exc)
-    out_console.print(f"pushed to {url}", highlight=False)
+    out_console.print(f"pushed to {url}", highlight=False, markup=False)
 
 
 def _log(message: str) -> None:
     style = "bold red" if message.startswith("WARNING") else None
-    err_console.print(message, style=style, highlight=False, soft_wrap=True)
+    err_console.print(message, style=style, highlight=False, soft_wrap=True, markup=False)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medmix.errors import MedmixError
+from medmix.extras import install_command
 from medmix.layout import FUNNEL, iter_batches, manifest_sha256, read_manifest, shard_files
 
 TEXT_FIELDS = ("question", "answer", "context")
@@ -193,7 +194,7 @@ def load_tokenizer(name_or_path: str) -> Callable[[list[str]], list[int]]:
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise MedmixError("--tokenizer needs transformers: pip install 'medmix[train]'") from None
+        raise MedmixError(f"--tokenizer needs transformers: {install_command('train')}") from None
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...: all mean "cannot load"

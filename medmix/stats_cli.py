@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medmix.cli_common import err_console, fail, out_console
 from medmix.errors import MedmixError
+from medmix.extras import require
 from medmix.layout import FUNNEL_COLUMNS
 
 CATEGORIES = (("by_source", "source"), ("by_domain", "domain"), ("by_task", "task"), ("by_license", "license"))
@@ -35,7 +37,7 @@ def _count_table(title: str, counts: dict[str, int], total: int, label: str) -> 
     t.add_column("rows", justify="right")
     t.add_column("share", justify="right")
     for k, v in counts.items():
-        t.add_row(k, f"{v:,}", _pct(v, total))
+        t.add_row(escape(str(k)), f"{v:,}", _pct(v, total))
     return t
 
 
@@ -49,7 +51,8 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
     """Every table of `medmix stats`, in reading order: composition, sizes, lengths, build accounting."""
     rows, m = stats["rows"], stats["manifest"]
     total = rows["total"]
-    console.print(f"[bold]{stats['mixture']['path']}[/]: recipe {m['recipe']!r}, {total:,} rows in {m['shards']} "
+    console.print(f"[bold]{escape(str(stats['mixture']['path']))}[/]: recipe {escape(repr(m['recipe']))}, "
+                  f"{total:,} rows in {m['shards']} "
                   f"shard(s); recipe sha256 {m['recipe_sha256'][:12]}, manifest sha256 "
                   f"{stats['mixture']['manifest_sha256'][:12]}", highlight=False)
     for key, label in CATEGORIES:
@@ -76,7 +79,7 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
                 t.add_row(task, field, *_quantile_cells(s))
         console.print(t)
 
-    cells = {name: [f"{s['counts'].get(c, 0):,}" if c != "epochs" else f"{s['counts'].get(c, 0):g}"
+    cells = {escape(name): [f"{s['counts'].get(c, 0):,}" if c != "epochs" else f"{s['counts'].get(c, 0):g}"
                     for c, _ in FUNNEL_HEADERS] for name, s in m["sources"].items()}
     cells["[bold]total[/]"] = [f"{m['totals'][c]:,}" if c in m["totals"] else "" for c, _ in FUNNEL_HEADERS]
     # nine columns must fit 80 characters: no vertical rules, one space between columns, numbers never cut
@@ -97,7 +100,7 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
         t.add_column("evaluation set (match)")
         t.add_column("rows", justify="right")
         for k, v in m["decontamination"].items():
-            t.add_row(k, f"{v:,}")
+            t.add_row(escape(k), f"{v:,}")
         console.print(t)
     else:
         console.print("decontamination: no training row matched an evaluation set")
@@ -107,14 +110,14 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
         t.add_column("reason", overflow="fold")
         t.add_column("rows", justify="right")
         for reason, n in q["top_reasons"]:
-            t.add_row(reason, f"{n:,}")
+            t.add_row(escape(reason), f"{n:,}")
         console.print(t)
     else:
         console.print("quarantine: no rows")
     console.print(f"duplicates removed: {m['totals']['duplicates']:,}; contaminated removed: "
                   f"{m['totals']['contaminated']:,}; rows listed in removed.parquet: {m['removed_rows']:,}")
     for problem in stats["problems"]:
-        console.print(f"[bold red]inconsistent mixture:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]inconsistent mixture:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def _signed(n: int) -> str:
@@ -123,14 +126,15 @@ def _signed(n: int) -> str:
 
 def print_compare(cmp: dict[str, Any], console: Console) -> None:
     a, b = cmp["a"], cmp["b"]
-    console.print(f"[bold]A[/] {a['path']} (recipe {a['recipe']!r}, {a['recipe_sha256'][:12]})\n"
-                  f"[bold]B[/] {b['path']} (recipe {b['recipe']!r}, {b['recipe_sha256'][:12]})", highlight=False)
+    for tag, side in (("A", a), ("B", b)):
+        console.print(f"[bold]{tag}[/] " + escape(f"{side['path']} (recipe {side['recipe']!r}, "
+                                                  f"{side['recipe_sha256'][:12]})"), highlight=False)
     for key, label in CATEGORIES:
         t = Table(title=f"rows per {label}", title_justify="left")
         for c in (label, "A", "B", "B − A"):
             t.add_column(c, justify="left" if c == label else "right", overflow="fold")
         for k, (va, vb, d) in cmp["rows"][key].items():
-            t.add_row(k, f"{va:,}", f"{vb:,}", _signed(d))
+            t.add_row(escape(k), f"{va:,}", f"{vb:,}", _signed(d))
         va, vb, d = cmp["rows"]["total"]
         t.add_row("[bold]total[/]", f"{va:,}", f"{vb:,}", _signed(d))
         console.print(t)
@@ -140,7 +144,7 @@ def print_compare(cmp: dict[str, Any], console: Console) -> None:
     for name, stages in cmp["funnel"].items():
         for stage, (va, vb, d) in stages.items():
             if d:
-                t.add_row(name, stage, f"{va:,}", f"{vb:,}", _signed(d))
+                t.add_row(escape(name), stage, f"{va:,}", f"{vb:,}", _signed(d))
     if t.row_count:
         console.print(t)
     t = Table(title="quantiles (A → B, only what changed)", title_justify="left")
@@ -149,24 +153,27 @@ def print_compare(cmp: dict[str, Any], console: Console) -> None:
     for name, qs in cmp["quantiles"].items():
         for q, (va, vb) in qs.items():
             if va != vb:
-                t.add_row(name, q, str(va), str(vb))
+                t.add_row(*map(escape, (name, q, str(va), str(vb))))
     if t.row_count:
         console.print(t)
     console.print("identical figures" if not cmp["changed"] else f"{len(cmp['changed'])} figure(s) differ")
 
 
 def stats_command(
-    path: Path = typer.Argument(..., help="a mixture folder written by `medmix build`"),
-    as_json: bool = typer.Option(False, "--json", help="print every figure as JSON instead of tables"),
-    plot: Path | None = typer.Option(None, "--plot", help="write PNG charts into this folder"),
-    compare: Path | None = typer.Option(None, "--compare", help="another mixture folder to compare against"),
-    tokenizer: str | None = typer.Option(None, "--tokenizer",
-                                            help="also count tokens with this tokenizer (Hub name or local folder)"),
+    path: Annotated[Path, typer.Argument(help="a mixture folder written by `medmix build`")],
+    as_json: Annotated[bool, typer.Option("--json", help="print every figure as JSON instead of tables")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write PNG charts into this folder")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="another mixture folder to compare "
+                                                 "against")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="also count tokens with this tokenizer (Hub "
+                                                  "name or local folder)")] = None,
 ) -> None:
     """Composition, image sizes, text lengths, dedup/decontamination/quarantine counts of a mixture."""
     from medmix.stats import compare_stats, compute_stats
 
     try:
+        if tokenizer is not None:
+            require("stats --tokenizer")
         stats = compute_stats(path, tokenizer)
         other = compute_stats(compare, tokenizer) if compare is not None else None
         written = []
@@ -184,6 +191,6 @@ def stats_command(
         print_stats(stats, out_console)
     if written:
         err_console.print(f"wrote {len(written)} chart(s) to {plot}: {', '.join(p.name for p in written)}",
-                          highlight=False)
+                          highlight=False, markup=False)
     if stats["problems"] or (other is not None and other["problems"]):
         raise typer.Exit(1)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medmix.errors import MedmixError
+from medmix.extras import install_command
 
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ class Store:
             self._pid = os.getpid()
         except ImportError as exc:
             raise MedmixError(f"{self.url}: this URL needs a filesystem package that is not installed ({exc}); "
-                              f'for s3:// install `pip install "medmix[ray]"` (brings s3fs)') from None
+                              f"for s3:// install `{install_command('ray')}` (brings s3fs)") from None
         except (ValueError, TypeError) as exc:
             raise MedmixError(f"{self.url}: cannot open this location ({exc}); "
                               f"check the URL and --storage-option") from None

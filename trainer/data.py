@@ -202,7 +202,7 @@ def make_loader(mixture: Path, encoder: SampleEncoder, *, batch_size: int, num_w
     # batch_size sets the loader's worker blocks (same order for any num_workers); under DDP every
     # rank must run the same number of steps, so the epoch's remainder is dropped.
     rows = MixtureDataset(mixture, seed=seed, shuffle=shuffle, decode_images=False, batch_size=batch_size,
-                          drop_remainder=distributed)
+                          remainder="drop" if distributed else None)
     stream = EncodedStream(rows, encoder)
     # packed rows hold up to max_length tokens (rounded up to the multiple, so a full row is one bucket)
     collate_fn = _Collate(encoder.tokenizer.pad_token_id, packing, round_up(encoder.max_length, pad_to_multiple),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medmix.extras import install_command
 from trainer.config import ConfigError
 
 
@@ -38,6 +39,6 @@ def patch(causal_lm: nn.Module) -> None:
     try:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
     except ImportError:
-        raise ConfigError("model.liger=true needs liger-kernel: pip install 'medmix[train]'") from None
+        raise ConfigError(f"model.liger=true needs liger-kernel: {install_command('train')}") from None
     apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                 fused_linear_cross_entropy=False, model=causal_lm)

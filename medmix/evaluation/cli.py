@@ -11,12 +11,10 @@ from typing import Annotated
 
 import typer
 
-from medmix.cli_common import err_console, fail, out_console, parse_from
+from medmix.cli_common import FromOpt, MirrorOpt, err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
 
 CacheOpt = Annotated[Path, typer.Option("--cache", help="download + decoded-benchmark cache")]
-FromOpt = Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local upstream files for a source")]
-MirrorOpt = Annotated[str | None, typer.Option("--mirror", help="fetch https://host/path from MIRROR/host/path")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")]
 
 
@@ -51,12 +49,13 @@ def eval_classify(
                                      mirror=mirror)
 
         report = run_classification(list(encoders), list(benchmarks or BENCHMARKS), recipe, files_for=files_for,
-                                    cache_dir=cache, device=device, log=lambda m: err_console.print(m, style="dim"))
+                                    cache_dir=cache, device=device, log=lambda m: err_console.print(m, style="dim",
+                                                                                                markup=False))
         paths = write_reports(report, out)
     except MedmixError as exc:
         fail(exc)
     out_console.print(rich_table(report))
-    err_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    err_console.print("wrote " + ", ".join(str(p) for p in paths.values()), markup=False)
 
 
 def eval_vqa(
@@ -87,11 +86,11 @@ def eval_vqa(
         for source in sources:
             files = fetch_split_files(source, (split,), cache_dir=cache, from_dir=from_dirs.get(source.name),
                                       mirror=mirror)
-            err_console.print(f"{source.name}: answering {split} questions", style="dim")
+            err_console.print(f"{source.name}: answering {split} questions", style="dim", markup=False)
             results.append(evaluate_dataset(generate, source, files=files, split=split, batch_size=batch_size,
                                             max_new_tokens=max_new_tokens, limit=limit, out_dir=out,
                                             config={"model": str(model)}))
     except MedmixError as exc:
         fail(exc)
     out_console.print(rich_table(results))
-    err_console.print(f"wrote {out}")
+    err_console.print(f"wrote {out}", markup=False)

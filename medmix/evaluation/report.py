@@ -52,6 +52,7 @@ def caption(report: ClassifyReport) -> str:
 
 
 def rich_table(report: ClassifyReport) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     header, rows, ours = table_rows(report)
@@ -60,7 +61,7 @@ def rich_table(report: ClassifyReport) -> Any:
         # On a narrow terminal names fold, but a score is never cut: min_width fits "0.757".
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold", min_width=5)
     for i, row in enumerate(rows):
-        table.add_row(*row, style="dim" if i >= ours else None, end_section=i == ours - 1)
+        table.add_row(*map(escape, row), style="dim" if i >= ours else None, end_section=i == ours - 1)
     return table
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -24,14 +25,43 @@ from medmix.loader.partition import (
 )
 from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
-from medmix.loader.stream import Stream, check_columns, check_positive, check_worker_split
+from medmix.loader.stream import Stream, WorkerSplit, check_columns, check_positive, check_worker_split
 from medmix.storage import is_remote
 
 if TYPE_CHECKING:
     from medmix.loader.weighted import WeightedMixture
 
-__all__ = ["MixtureDataset"]
+__all__ = ["REMAINDERS", "MixtureDataset", "Remainder"]
 
+# What a rank does with the rows that do not split evenly (`medmix.loader.partition.rank_span`);
+# None (the default) lets ranks differ by one sample.
+Remainder = Literal["drop", "pad"]
+REMAINDERS: tuple[str, ...] = get_args(Remainder)
+
+
+def resolve_remainder(remainder: Remainder | None, drop_remainder: bool | None,
+                      pad_remainder: bool | None) -> str:
+    """The rank policy ("drop", "pad" or "uneven") from `remainder=`, or from the two deprecated booleans.
+
+    The booleans could say "both" (an error only at run time); `remainder=` cannot. They keep
+    working for one release, with a DeprecationWarning naming the new spelling.
+    """
+    legacy = {name: value for name, value in (("drop_remainder", drop_remainder), ("pad_remainder", pad_remainder))
+              if value is not None}
+    if legacy:
+        if remainder is not None:
+            raise ValueError(f"pass remainder={remainder!r} alone; {' and '.join(legacy)} are its deprecated "
+                             "spelling")
+        if drop_remainder and pad_remainder:
+            raise ValueError("choose at most one of drop_remainder and pad_remainder (better: remainder='drop' "
+                             "or remainder='pad')")
+        remainder = "drop" if drop_remainder else "pad" if pad_remainder else None
+        spelled = ", ".join(f"{k}={v!r}" for k, v in legacy.items())
+        warnings.warn(f"MixtureDataset({spelled}) is deprecated and will be removed in the next release; pass "
+                      f"remainder={remainder!r}", DeprecationWarning, stacklevel=3)
+    if remainder is not None and remainder not in REMAINDERS:
+        raise ValueError(f"remainder must be one of {REMAINDERS} or None, got {remainder!r}")
+    return remainder or "uneven"
 
 
 class MixtureDataset(Stream):
@@ -45,7 +75,13 @@ class MixtureDataset(Stream):
         transform: called on each row dict (batched: on each batch dict), after decoding; its
             result is yielded.
         columns: subset of schema columns to read and yield (default: all).
-        drop_remainder / pad_remainder: equal per-rank counts for DDP (`medmix.loader.partition`).
+        remainder: how ranks share the rows that do not split evenly (`medmix.loader.partition`).
+            None (default): ranks differ by at most one sample. "drop": every rank gets the
+            smallest share (a few rows unused this epoch); "pad": every rank gets the largest,
+            repeating a few rows, like `DistributedSampler`. DDP needs "drop" or "pad" so every
+            rank takes the same number of steps. With worker_split="windows" only "drop".
+        drop_remainder / pad_remainder: deprecated spellings of remainder="drop" / "pad"; a
+            DeprecationWarning, and a ValueError when given with `remainder`.
         split: which split's shards to read.
         batch_size: the DataLoader's batch size; sets the worker block size so a DataLoader with
             workers yields the same sequence as without, and `skip()` stays exact.
@@ -61,6 +97,10 @@ class MixtureDataset(Stream):
         shuffle_window: rows per shuffle window (memory: about two windows per reader, the one being
             handed out and the next, read ahead outside DataLoader workers).
         rank / world_size: override torch.distributed / RANK, WORLD_SIZE (tests, custom launchers).
+        storage_options: for a URL `path` (s3://, gs://, ...): keyword arguments for the fsspec
+            filesystem (`medmix.storage`), e.g. {"endpoint_url": "http://minio:9000"}.
+        cache_bytes: for a URL `path`: the most bytes of row groups each reading process keeps on
+            local disk, fetched ahead of the reader (default 2 GiB: `medmix.shardcache`).
         shared_memory: batched mode in DataLoader workers: batches reach the trainer through a
             ring in /dev/shm instead of the DataLoader's pipe (`medmix.loader.handoff`); False: the pipe.
     """
@@ -69,17 +109,17 @@ class MixtureDataset(Stream):
 
     def __init__(self, path: str | os.PathLike[str], *, seed: int = 0, shuffle: bool = True,
                  decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
-                 columns: Sequence[str] | None = None, drop_remainder: bool = False,
-                 pad_remainder: bool = False, split: str = "train", batch_size: int = 1, batched: bool = False,
+                 columns: Sequence[str] | None = None, remainder: Remainder | None = None,
+                 split: str = "train", batch_size: int = 1, batched: bool = False,
                  shuffle_window: int = 2048, rank: int | None = None, world_size: int | None = None,
-                 worker_split: str = "blocks", num_workers: int = 0,
+                 worker_split: WorkerSplit = "blocks", num_workers: int = 0,
                  storage_options: Mapping[str, Any] | None = None, cache_bytes: int | None = None,
-                 shared_memory: bool = True) -> None:
-        if drop_remainder and pad_remainder:
-            raise ValueError("choose at most one of drop_remainder and pad_remainder")
+                 shared_memory: bool = True, drop_remainder: bool | None = None,
+                 pad_remainder: bool | None = None) -> None:
+        policy = resolve_remainder(remainder, drop_remainder, pad_remainder)
         check_worker_split(worker_split, num_workers, batched)
-        if worker_split == "windows" and pad_remainder:
-            raise ValueError("worker_split='windows' does not support pad_remainder: use drop_remainder=True for "
+        if worker_split == "windows" and policy == "pad":
+            raise ValueError("worker_split='windows' does not support remainder='pad': use remainder='drop' for "
                              "equal steps on every rank, or worker_split='blocks'")
         self.worker_split = worker_split
         self.num_workers = num_workers
@@ -88,7 +128,7 @@ class MixtureDataset(Stream):
         self.shuffle = shuffle
         self.columns = check_columns(columns)
         self.shuffle_window = check_positive("shuffle_window", shuffle_window)
-        self.remainder = "drop" if drop_remainder else "pad" if pad_remainder else "uneven"
+        self.remainder = policy  # "drop", "pad" or "uneven" (None): the rank policy, part of the resume state
         remote = {"storage_options": storage_options, **({"cache_bytes": cache_bytes} if cache_bytes else {})}
         self._index = ShardIndex(self.path, split, self.columns, remote)
         self._init_stream(seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,

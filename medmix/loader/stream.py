@@ -17,7 +17,7 @@ import operator
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from torch.utils.data import IterableDataset
@@ -29,8 +29,8 @@ from medmix.loader.partition import World, block_starts
 from medmix.loader.reader import IOStats, Rows
 from medmix.schema import COLUMNS, FEATURES
 
-__all__ = ["STATE_FORMAT", "WORKER_SPLITS", "Stream", "check_columns", "check_positive", "check_worker_split",
-           "pass_batch"]
+__all__ = ["STATE_FORMAT", "WORKER_SPLITS", "Stream", "WorkerSplit", "check_columns", "check_positive",
+           "check_worker_split", "pass_batch"]
 
 STATE_FORMAT = "medmix.loader/1"
 
@@ -50,10 +50,13 @@ def check_positive(name: str, value: int) -> int:
     return value
 
 
-WORKER_SPLITS = ("blocks", "windows")
+# How DataLoader workers share a rank (`medmix.loader.partition`); a Literal so a type checker
+# catches a misspelt value, and a runtime check for everyone else.
+WorkerSplit = Literal["blocks", "windows"]
+WORKER_SPLITS: tuple[str, ...] = get_args(WorkerSplit)
 
 
-def check_worker_split(worker_split: str, num_workers: int, batched: bool) -> None:
+def check_worker_split(worker_split: WorkerSplit, num_workers: int, batched: bool) -> None:
     if worker_split not in WORKER_SPLITS:
         raise ValueError(f"worker_split must be one of {WORKER_SPLITS}, got {worker_split!r}")
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:

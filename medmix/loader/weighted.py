@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from medmix.loader.order import EpochOrder, choice_uniforms, source_key
 from medmix.loader.partition import World, next_worker, own_chunks, rank_span, served
 from medmix.loader.reader import Rows, WindowReader, gather
 from medmix.loader.shards import ShardIndex
-from medmix.loader.stream import Stream, check_columns, check_positive, check_worker_split
+from medmix.loader.stream import Stream, WorkerSplit, check_columns, check_positive, check_worker_split
 from medmix.storage import is_remote
 
 __all__ = ["WeightedMixture"]
@@ -52,17 +52,33 @@ class WeightedMixture(Stream):
         on num_workers; `skip` takes whole loader steps (`partition.served`), and a
         StatefulDataLoader state resumes with the same num_workers.
 
-    Other keyword arguments are those of `MixtureDataset` (without the remainder options).
+    Args:
+        sources: {mixture folder or URL: relative weight}; weights positive and finite, the
+            mapping's order part of the definition.
+        seed: non-negative int; with the epoch it fixes the choices and each source's order.
+        exhausted: "cycle" (default) restarts a used-up source in a fresh order; "stop" ends the
+            rank's stream before the first sample of a used-up source (see above).
+        num_samples: samples per epoch over all ranks (each rank ceil(num_samples / world_size));
+            None: "cycle" never ends, "stop" ends when a source runs out.
+        shuffle, decode_images, transform, columns, split, batch_size, batched, shuffle_window,
+        rank, world_size, shared_memory: as for `MixtureDataset`, applied to every source.
+        worker_split: "blocks" (default) or "windows" (batched mode only), see above and
+            `MixtureDataset`.
+        num_workers: with worker_split="windows", the DataLoader's num_workers (part of the order
+            and of the resume state).
+
+    There is no `remainder`: each source is split "uneven" across ranks; DDP ranks take equal
+    steps with exhausted="cycle" and `num_samples`.
     """
 
     kind = "weighted"
 
     def __init__(self, sources: Mapping[str | os.PathLike[str], float], *, seed: int = 0,
-                 exhausted: str = "cycle", num_samples: int | None = None, shuffle: bool = True,
+                 exhausted: Literal["cycle", "stop"] = "cycle", num_samples: int | None = None, shuffle: bool = True,
                  decode_images: bool = True, transform: Callable[[Any], Any] | None = None,
                  columns: Sequence[str] | None = None, split: str = "train", batch_size: int = 1,
                  batched: bool = False, shuffle_window: int = 2048, rank: int | None = None,
-                 world_size: int | None = None, shared_memory: bool = True, worker_split: str = "blocks",
+                 world_size: int | None = None, shared_memory: bool = True, worker_split: WorkerSplit = "blocks",
                  num_workers: int = 0) -> None:
         if exhausted not in ("cycle", "stop"):
             raise ValueError(f"exhausted must be 'cycle' or 'stop', got {exhausted!r}")

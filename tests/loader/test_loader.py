@@ -187,26 +187,42 @@ def test_every_row_exactly_once_per_epoch(mix, monkeypatch, world, workers):
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_drop_and_pad_give_equal_counts_per_rank(mix, world):
     n = len(ALL)
-    dropped = [_ids(MixtureDataset(mix, rank=r, world_size=world, drop_remainder=True, columns=["id"]))
+    dropped = [_ids(MixtureDataset(mix, rank=r, world_size=world, remainder="drop", columns=["id"]))
                for r in range(world)]
     assert {len(ids) for ids in dropped} == {n // world}
     flat = [i for ids in dropped for i in ids]
     assert len(set(flat)) == len(flat) == world * (n // world)
 
-    padded = [_ids(MixtureDataset(mix, rank=r, world_size=world, pad_remainder=True, columns=["id"]))
+    padded = [_ids(MixtureDataset(mix, rank=r, world_size=world, remainder="pad", columns=["id"]))
               for r in range(world)]
     per = -(-n // world)
     assert {len(ids) for ids in padded} == {per}
     counts = Counter(i for ids in padded for i in ids)
     assert set(counts) == set(ALL)
     assert sum(c - 1 for c in counts.values()) == world * per - n
+
+
+def test_remainder_is_one_argument_and_the_old_booleans_warn_for_one_release(mix):
+    def ids(**kw):
+        return _ids(MixtureDataset(mix, rank=1, world_size=3, columns=["id"], **kw))
+
+    for old, new in (({"drop_remainder": True}, "drop"), ({"pad_remainder": True}, "pad"),
+                     ({"drop_remainder": False, "pad_remainder": False}, None)):
+        with pytest.warns(DeprecationWarning, match=f"pass remainder={new!r}") as caught:
+            assert ids(**old) == ids(remainder=new)
+        assert caught[0].filename == __file__  # points at the caller, not at the loader
+    assert len(ids(remainder="drop")) != len(ids(remainder="pad"))  # 3 ranks, a row count not divisible by 3
     with pytest.raises(ValueError, match="at most one"):
         MixtureDataset(mix, drop_remainder=True, pad_remainder=True)
+    with pytest.raises(ValueError, match="pass remainder='drop' alone; drop_remainder"):
+        MixtureDataset(mix, remainder="drop", drop_remainder=True)
+    with pytest.raises(ValueError, match=r"remainder must be one of \('drop', 'pad'\) or None, got 'uneven'"):
+        MixtureDataset(mix, remainder="uneven")
 
 
 def test_pad_works_when_ranks_outnumber_rows(tmp_path):
     root = make_mixture(tmp_path / "m", sizes=(2,))
-    got = [_ids(MixtureDataset(root, rank=r, world_size=5, pad_remainder=True, columns=["id"])) for r in range(5)]
+    got = [_ids(MixtureDataset(root, rank=r, world_size=5, remainder="pad", columns=["id"])) for r in range(5)]
     assert all(len(ids) == 1 for ids in got) and {i for ids in got for i in ids} == {"src/0", "src/1"}
 
 

@@ -51,7 +51,7 @@ def test_other_epochs_and_policies_are_unchanged(mixes):
     ds = MixtureDataset(mix, seed=3, shuffle_window=16, columns=["id"])
     ds.set_epoch(2)
     assert _num(ds) == GOLDEN["mix_e2"]
-    ds = MixtureDataset(mix, seed=5, pad_remainder=True, rank=2, world_size=3, columns=["id"])
+    ds = MixtureDataset(mix, seed=5, remainder="pad", rank=2, world_size=3, columns=["id"])
     assert _num(ds) == GOLDEN["mix_pad_r2"]
 
 

@@ -66,10 +66,10 @@ def test_every_row_exactly_once_per_epoch(mix, monkeypatch, world, workers):
         assert steps[-1] == len(_make(mix, workers, rank=rank, world_size=world))
     assert Counter(seen) == Counter(ALL)
     # drop: every rank takes the same number of steps (DDP), and no row twice
-    dropped = [_simulated(mix, monkeypatch, workers, rank=r, world_size=world, drop_remainder=True)
+    dropped = [_simulated(mix, monkeypatch, workers, rank=r, world_size=world, remainder="drop")
                for r in range(world)]
     counts = {sum(map(len, streams)) for streams in dropped}
-    assert len(counts) == 1 and counts == {len(_make(mix, workers, rank=0, world_size=world, drop_remainder=True))}
+    assert len(counts) == 1 and counts == {len(_make(mix, workers, rank=0, world_size=world, remainder="drop"))}
     ids = [i for streams in dropped for own in streams for b in own for i in b]
     assert len(ids) == len(set(ids)) and len(ids) >= len(ALL) - world * max(workers, 1) * BATCH
 
@@ -152,8 +152,8 @@ def test_each_window_is_read_by_exactly_one_worker(mix, monkeypatch, tmp_path):
 def test_misuse_is_refused_clearly(mix, monkeypatch):
     with pytest.raises(ValueError, match="batched=True"):
         _make(mix, 2, batched=False)
-    with pytest.raises(ValueError, match="drop_remainder"):
-        _make(mix, 2, pad_remainder=True)
+    with pytest.raises(ValueError, match="remainder='drop'"):
+        _make(mix, 2, remainder="pad")
     with pytest.raises(ValueError, match="worker_split"):
         _make(mix, 2, worker_split="rows")
     _as_worker(monkeypatch, 0, 3)

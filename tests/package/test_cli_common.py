@@ -36,3 +36,22 @@ def test_every_command_group_exits_2_with_one_error_line(args, tmp_path):
     res = CliRunner().invoke(app, args + ([] if args[0] == "stats" else ["--cache", str(tmp_path / "c")]))
     assert res.exit_code == 2, res.output
     assert "error:" in res.output
+
+
+def _options(command, prefix=""):
+    """(command path, option name) → help text, over the whole click tree typer builds."""
+    found = {}
+    for name, sub in getattr(command, "commands", {}).items():
+        found |= _options(sub, f"{prefix}{name} ")
+    for p in getattr(command, "params", []):
+        if getattr(p, "param_type_name", None) == "option":
+            found[(prefix.strip(), p.opts[0])] = p.help
+    return found
+
+
+def test_from_and_mirror_are_one_declaration_with_one_help():
+    options = _options(typer.main.get_command(app))
+    for flag in ("--from", "--mirror"):
+        helps = {cmd: text for (cmd, opt), text in options.items() if opt == flag}
+        assert {"build", "doctor", "eval vqa", "eval classify"} <= set(helps), helps
+        assert len(set(helps.values())) == 1, helps

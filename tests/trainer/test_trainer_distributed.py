@@ -54,7 +54,7 @@ def _single_process_losses(mixture: Path, run: Path, steps: int) -> list[float]:
         optimizer, lambda s: lr_factor(s, cfg.train.warmup_steps, cfg.train.steps, cfg.train.min_lr_ratio))
     encoder = SampleEncoder(tokenizer, model.processor, model.n_visual, cfg.train.max_length)
     streams = [iter(MixtureDataset(mixture, seed=cfg.train.seed, decode_images=False, batch_size=BATCH,
-                                   drop_remainder=True, rank=r, world_size=2)) for r in range(2)]
+                                   remainder="drop", rank=r, world_size=2)) for r in range(2)]
     losses = []
     for _ in range(steps):
         batches = [collate([encoder(next(s)) for _ in range(BATCH)], tokenizer.pad_token_id) for s in streams]
