@@ -52,6 +52,10 @@ class WeightedMixture(Stream):
         on num_workers; `skip` takes whole loader steps (`partition.served`), and a
         StatefulDataLoader state resumes with the same num_workers.
 
+    `shuffle`, `decode_images`, `transform`, `columns`, `split`, `batch_size`, `batched`,
+    `shuffle_window`, `rank`, `world_size` and `shared_memory` mean what they mean for
+    `MixtureDataset`, applied to every source.
+
     Args:
         sources: {mixture folder or URL: relative weight}; weights positive and finite, the
             mapping's order part of the definition.
@@ -60,8 +64,6 @@ class WeightedMixture(Stream):
             rank's stream before the first sample of a used-up source (see above).
         num_samples: samples per epoch over all ranks (each rank ceil(num_samples / world_size));
             None: "cycle" never ends, "stop" ends when a source runs out.
-        shuffle, decode_images, transform, columns, split, batch_size, batched, shuffle_window,
-        rank, world_size, shared_memory: as for `MixtureDataset`, applied to every source.
         worker_split: "blocks" (default) or "windows" (batched mode only), see above and
             `MixtureDataset`.
         num_workers: with worker_split="windows", the DataLoader's num_workers (part of the order
