@@ -153,7 +153,7 @@ def create_demo(answerer: Answerer, examples: Sequence[Any] = (), *, max_new_tok
         if examples:
             gallery = gr.Gallery([(p, ex.question) for p, ex in zip(example_paths, examples)],
                                  label="Held-out examples (evaluation splits; click one, then Ask)", columns=6,
-                                 allow_preview=True, height="auto", elem_id="gallery")
+                                 allow_preview=True, height=240, elem_id="gallery")
             gallery.select(pick, None, [upload, task, question, options, reference, origin], api_name=False)
         upload.upload(lambda: ("", ""), None, [reference, origin], api_name=False)
         outputs = [preview, answer, prompt, stats, message]
