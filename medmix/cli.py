@@ -150,6 +150,8 @@ def view(
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port")] = 8765,
     host: Annotated[str, typer.Option("--host", help="address to bind; anything but loopback is reachable by "
                                       "others")] = "127.0.0.1",
+    model: Annotated[str | None, typer.Option("--model", help="a run or checkpoint folder: row pages get an "
+                                              "'ask a checkpoint' link to `medmix demo` at /demo/")] = None,
 ) -> None:
     """Browse a mixture in the browser: overview, samples, removed rows beside what they matched, quarantine."""
     try:
@@ -157,7 +159,8 @@ def view(
     except ImportError as exc:
         fail(MedmixError(f"medmix view needs its extra: pip install 'medmix[view]' ({exc})"))
     try:
-        serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False))
+        serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False),
+              model=model)
     except MedmixError as exc:
         fail(exc)
 

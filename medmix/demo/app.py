@@ -145,7 +145,7 @@ def create_demo(answerer: Answerer, examples: Sequence[Any] = (), *, max_new_tok
                 message = gr.Textbox(label="Message", interactive=False, elem_id="message")
                 with gr.Row():
                     answer = gr.Textbox(label="Model's answer (greedy)", lines=3, interactive=False, elem_id="answer")
-                    reference = gr.Textbox(label="Reference answer (held-out row)", lines=3, interactive=False,
+                    reference = gr.Textbox(label="Reference answer (from the dataset)", lines=3, interactive=False,
                                            elem_id="reference")
                 origin = gr.Textbox(label="Example", interactive=False, elem_id="origin")
                 stats = gr.Markdown(elem_id="stats")
@@ -164,10 +164,17 @@ def create_demo(answerer: Answerer, examples: Sequence[Any] = (), *, max_new_tok
     return demo
 
 
+def mount_options(demo: Any) -> dict[str, Any]:
+    """What both ways of serving the page share (`launch`, and `gr.mount_gradio_app` inside `medmix view`):
+    the upload limit, the one extra folder it may serve, the offline theme, no server-side rendering
+    (a Node process), no MCP server, no PWA manifest, no footer links to gradio.app."""
+    demo.queue(default_concurrency_limit=1)  # one answer at a time: the model is one object
+    return {"max_file_size": MAX_UPLOAD_BYTES, "allowed_paths": [str(demo.medmix_files_dir)], "theme": theme(),
+            "ssr_mode": False, "mcp_server": False, "pwa": False, "footer_links": [], "show_error": True}
+
+
 def launch(demo: Any, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            block: bool = True) -> Any:
     """Serve the page; `block=False` returns at once (tests)."""
-    return demo.queue(default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, share=share, inbrowser=False, quiet=True, show_error=True,
-        max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(demo.medmix_files_dir)], prevent_thread_lock=not block,
-        footer_links=[], theme=theme(), ssr_mode=False, mcp_server=False, pwa=False)
+    return demo.launch(server_name=host, server_port=port, share=share, inbrowser=False, quiet=True,
+                       prevent_thread_lock=not block, **mount_options(demo))
