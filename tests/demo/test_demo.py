@@ -49,7 +49,8 @@ def served(trained, tmp_path_factory):
     run, mixture, cache = trained
     answerer = load_answerer(run, device="cpu")
     examples = held_out(mixture, cache=cache)
-    demo = create_demo(answerer, examples, max_new_tokens=MAX_NEW, files_dir=tmp_path_factory.mktemp("demo-files"))
+    demo = create_demo(answerer, examples, max_new_tokens=MAX_NEW, files_dir=tmp_path_factory.mktemp("demo-files"),
+                       stream_interval=0)
     _, url, _ = launch(demo, port=free_port(), block=False)
     yield Client(url, verbose=False), answerer, examples, url
     demo.close()

@@ -45,7 +45,8 @@ def server(trained, tmp_path_factory):
     run, mixture, cache = trained
     answerer = load_answerer(run, device="cpu")
     examples = held_out(mixture, cache=cache)
-    demo = create_demo(answerer, examples, max_new_tokens=24, files_dir=tmp_path_factory.mktemp("files"))
+    demo = create_demo(answerer, examples, max_new_tokens=24, files_dir=tmp_path_factory.mktemp("files"),
+                       stream_interval=0)  # every token: the test watches the answer grow
     _, url, _ = launch(demo, port=_port(), block=False)
     yield url, answerer, examples
     demo.close()
