@@ -3,8 +3,9 @@
 In one run, on one checkpoint (by default the tiny preset trained 2 steps on the demo mixture, as
 the tests do; or `--run RUN`), for each `--dtype`:
 
-1. load: `load_answerer` (pick the checkpoint, build the model, load its weights), best and first of
-   `--loads` loads in this process (the first one pays the imports that a fresh `medmix demo` pays).
+1. load: `cold_start_s`, a fresh process importing medmix.demo (torch, transformers) and loading the
+   checkpoint; then `load_answerer` (pick the checkpoint, build the model, load its weights) in this
+   process, first and best of `--loads`.
 2. time to first token (from the request, image decode and normalization included) and decode
    tokens/s after the first, from `Answerer.stream` over the held-out VQA-RAD questions of the
    demo mixture, `--max-new-tokens` each (the tiny model rarely stops early, so every answer has
@@ -31,6 +32,7 @@ import os
 import resource
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,12 +56,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cold_load(run: Path, device: str, dtype: str) -> float:
+    """Seconds a fresh process needs to import medmix.demo (torch, transformers) and load the checkpoint."""
+    code = ("import time; t = time.perf_counter(); from medmix.demo.model import load_answerer; "
+            f"load_answerer({str(run)!r}, device={device!r}, dtype={dtype!r}); print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def measure(run: Path, examples: list, dtype: str, device: str, max_new: int, loads: int, tmp: Path) -> dict:
     from gradio_client import Client, handle_file
 
     from medmix.demo.app import STREAM_INTERVAL, create_demo, launch
     from medmix.demo.model import load_answerer, load_image
 
+    cold = cold_load(run, device, dtype)
     load_times = []
     for _ in range(loads):
         answerer = load_answerer(run, device=device, dtype=dtype)
@@ -100,7 +111,8 @@ def measure(run: Path, examples: list, dtype: str, device: str, max_new: int, lo
     med = statistics.median
     return {"dtype": dtype, "device": device, "questions": len(examples), "max_new_tokens": max_new,
             "tokens_per_answer": med(tokens),
-            "load_s_first": round(load_times[0], 3), "load_s_best": round(min(load_times), 3),
+            "cold_start_s": round(cold, 2), "load_s_first": round(load_times[0], 3),
+            "load_s_best": round(min(load_times), 3),
             "ttft_s_median": round(med(ttft), 4), "decode_tokens_per_s_median": round(med(rates), 1),
             "streamed_s_median": round(med(streamed), 4), "plain_generate_s_median": round(med(plain), 4),
             "page_s_median": round(med(page), 4), "page_every_token_s_median": round(med(page_every_token), 4),

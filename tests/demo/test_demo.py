@@ -42,7 +42,33 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(trained, tmp_path_factory):
+def outbound():
+    """Every connection or name lookup this process makes beyond loopback while the page serves (none is
+    allowed: no analytics, no version check, no fonts, no share tunnel). Recorded and refused."""
+    seen: list[str] = []
+    connect, lookup = socket.socket.connect, socket.getaddrinfo
+    local = ("127.0.0.1", "::1", "localhost")
+
+    def guarded_connect(self, address):
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in local:
+            seen.append(f"connect {host}")
+            raise OSError(f"test: no network beyond loopback ({host})")
+        return connect(self, address)
+
+    def guarded_lookup(host, *args, **kwargs):
+        if host not in local and host is not None:
+            seen.append(f"lookup {host}")
+            raise socket.gaierror(f"test: no name lookups ({host})")
+        return lookup(host, *args, **kwargs)
+
+    socket.socket.connect, socket.getaddrinfo = guarded_connect, guarded_lookup
+    yield seen
+    socket.socket.connect, socket.getaddrinfo = connect, lookup
+
+
+@pytest.fixture(scope="module")
+def served(trained, tmp_path_factory, outbound):
     """(client, answerer, examples, url): one page for the module, with the mixture's held-out gallery."""
     from gradio_client import Client
 
@@ -52,7 +78,13 @@ def served(trained, tmp_path_factory):
     demo = create_demo(answerer, examples, max_new_tokens=MAX_NEW, files_dir=tmp_path_factory.mktemp("demo-files"),
                        stream_interval=0)
     _, url, _ = launch(demo, port=free_port(), block=False)
-    yield Client(url, verbose=False), answerer, examples, url
+    # The test's own client phones home (huggingface_hub's agent registry while it builds its headers, and
+    # a telemetry thread): switched off here, so what `outbound` records is the server's alone.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("huggingface_hub.utils._detect_agent._fetch_registry", lambda: None)
+        mp.setattr(Client, "_telemetry_thread", lambda self: None)
+        client = Client(url, verbose=False)
+    yield client, answerer, examples, url
     demo.close()
 
 
@@ -189,6 +221,13 @@ def test_dicom_is_windowed_like_training_and_no_header_reaches_the_page(served, 
         assert not any(p in text for p in phi)
     _, _, _, _, message = _ask(client, files["no_pixels"], "what is this?")
     assert not any(p in message for p in phi) and files["no_pixels"].name not in message
+
+
+def test_nothing_leaves_the_machine(served, outbound, files):
+    client, _, _, _ = served
+    _, _, _, stats, _ = _ask(client, files["good"], "one more?")
+    assert stats.startswith("**done**")
+    assert outbound == []
 
 
 def _cli(*args: str):
