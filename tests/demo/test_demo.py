@@ -276,3 +276,22 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (20, 30), (10, 200, 30)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_binding_and_sharing_are_local_unless_asked_for(trained, monkeypatch):
+    import medmix.demo.app as demo_app
+
+    run, mixture, cache = trained
+    calls = []
+    monkeypatch.setattr(demo_app, "launch", lambda demo, **kw: calls.append(kw))
+    res = _cli(str(run), "--port", "7999")
+    assert res.exit_code == 0, res.output
+    assert calls[-1] == {"host": "127.0.0.1", "port": 7999, "share": False} and "warning" not in res.output
+    assert "step-000002 (step 2;" in res.output.replace("\n", "")  # says which checkpoint it loaded
+    res = _cli(str(run), "--host", "0.0.0.0", "--share", "--mixture", str(mixture), "--cache", str(cache))
+    assert res.exit_code == 0, res.output
+    assert calls[-1] == {"host": "0.0.0.0", "port": 7860, "share": True}
+    out = res.output.replace("\n", " ")
+    assert "warning: serving on 0.0.0.0, reachable from other machines" in out
+    assert "warning: --share opens a public gradio.live link" in out
+    assert "gallery: 6 held-out example(s)" in out
