@@ -139,7 +139,8 @@ def create_demo(answerer: Answerer, examples: Sequence[Any] = (), *, max_new_tok
         return (str(path), rec.get("task") or "vqa", rec.get("question") or "", "\n".join(rec.get("options") or []),
                 reference, f"mixture row {shard}/{row} (a training row)", "")
 
-    with gr.Blocks(title="medmix demo", analytics_enabled=False) as demo:
+    # delete_cache: uploads (a DICOM among them) are removed from Gradio's cache within two hours
+    with gr.Blocks(title="medmix demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         gr.Textbox(answerer.describe(), label="Checkpoint", interactive=False, elem_id="checkpoint")
         with gr.Row():

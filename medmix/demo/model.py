@@ -182,11 +182,15 @@ class Answerer:
         with self.lock:
             worker = threading.Thread(target=run, name="medmix-demo-generate", daemon=True)
             worker.start()
-            text = ""
-            for piece in streamer:
-                text += piece
-                yield Update(text.strip(), streamer.count, streamer.ttft(started), streamer.rate())
-            worker.join()
+            try:
+                text = ""
+                for piece in streamer:
+                    text += piece
+                    yield Update(text.strip(), streamer.count, streamer.ttft(started), streamer.rate())
+            finally:
+                # A page closed mid-answer closes this generator: the model is still generating, and
+                # the next question must not start on it until it has finished (at most max_new_tokens).
+                worker.join()
         if "error" in result:
             raise result["error"]
         yield Update(result["text"], streamer.count, streamer.ttft(started), streamer.rate(), done=True)

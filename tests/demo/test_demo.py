@@ -295,3 +295,15 @@ def test_binding_and_sharing_are_local_unless_asked_for(trained, monkeypatch):
     assert "warning: serving on 0.0.0.0, reachable from other machines" in out
     assert "warning: --share opens a public gradio.live link" in out
     assert "gallery: 6 held-out example(s)" in out
+
+
+def test_a_stream_closed_mid_answer_lets_the_next_question_run(served, files):
+    _, answerer, _, _ = served
+    image = load_image(files["good"].read_bytes(), "good.png")
+    row = question_row("vqa", "what organ is this?")
+    stream = answerer.stream(image, row, 24)
+    first = next(stream)
+    stream.close()  # the page went away after the first token
+    assert first.tokens >= 1 and not first.done
+    assert not answerer.lock.locked()
+    assert answerer.answer(image, row, 24) == list(answerer.stream(image, row, 24))[-1].text
