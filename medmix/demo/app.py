@@ -136,8 +136,13 @@ def create_demo(answerer: Answerer, examples: Sequence[Any] = (), *, max_new_tok
         data, suffix, rec, reference = found
         path = files_dir / f"row-{shard}-{row}{suffix}"
         path.write_bytes(data)
-        return (str(path), rec.get("task") or "vqa", rec.get("question") or "", "\n".join(rec.get("options") or []),
-                reference, f"mixture row {shard}/{row} (a training row)", "")
+        task, question, note = rec.get("task") or "vqa", rec.get("question") or "", ""
+        if task not in TASKS:  # qa / classification rows are asked as VQA, with the template's own default
+            from trainer.prompts import DEFAULT_QUESTION
+
+            task, question, note = "vqa", question or DEFAULT_QUESTION.get(task, ""), f", a {task} row asked as VQA"
+        return (str(path), task, question, "\n".join(rec.get("options") or []), reference,
+                f"mixture row {shard}/{row} (a training row{note})", "")
 
     # delete_cache: uploads (a DICOM among them) are removed from Gradio's cache within two hours
     with gr.Blocks(title="medmix demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

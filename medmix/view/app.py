@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from medmix.errors import MedmixError
 from medmix.layout import FUNNEL_STEPS, REMOVAL_KINDS, manifest_sha256
 from medmix.licenses import terms
 from medmix.thumbnail import thumbnail
@@ -365,6 +366,11 @@ def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=p
     store = open_store(mixture)
     demo = None
     if model is not None:
+        try:
+            import gradio  # noqa: F401
+        except ImportError as exc:
+            raise MedmixError(f"medmix view --model needs the demo extra: pip install 'medmix[train,demo]' "
+                              f"({exc})") from None
         from medmix.demo.app import create_demo
         from medmix.demo.model import load_answerer
 
