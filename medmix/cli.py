@@ -187,13 +187,18 @@ def view(
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port")] = 8765,
     host: Annotated[str, typer.Option("--host", help="address to bind; anything but loopback is reachable by "
                                       "others")] = "127.0.0.1",
+    model: Annotated[str | None, typer.Option("--model", help="a run or checkpoint folder: row pages get an "
+                                              "'ask a checkpoint' link to `medmix demo` at /demo/")] = None,
 ) -> None:
     """Browse a mixture in the browser: overview, samples, removed rows beside what they matched, quarantine."""
     from medmix.view.app import serve  # needs_extra checked starlette, uvicorn and jinja2
 
     try:
+        if model is not None:
+            require("view --model")
         serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False,
-                                                                              markup=False))
+                                                                              markup=False),
+              model=model)
     except MedmixError as exc:
         fail(exc)
 
@@ -202,6 +207,7 @@ def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras).
 
     Each is wrapped in `needs_extra` under its name in `medmix.extras.COMMANDS`."""
+    from medmix.demo.cli import demo_command, push_model_command
     from medmix.doctor import doctor_command
     from medmix.evaluation.cli import eval_classify, eval_vqa
     from medmix.hub_cli import push_command
@@ -212,6 +218,8 @@ def _register_extensions() -> None:
     app.command("push")(needs_extra("push")(push_command))
     app.command("doctor")(needs_extra("doctor")(doctor_command))
     app.command("train")(needs_extra("train")(train_command))
+    app.command("demo")(needs_extra("demo")(demo_command))
+    app.command("push-model")(needs_extra("push-model")(push_model_command))
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
     eval_app.command("vqa")(needs_extra("eval vqa")(eval_vqa))
     eval_app.command("classify")(needs_extra("eval classify")(eval_classify))

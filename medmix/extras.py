@@ -33,6 +33,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     # `eval classify` fits scikit-learn probes on transformers encoders
     "eval": ("transformers", "peft", "tokenizers", "safetensors", "sklearn"),
     "view": ("starlette", "uvicorn", "jinja2"),
+    # `medmix demo`: the Gradio page, and the checkpoint loaded through trainer.model as `eval vqa` does
+    "demo": ("gradio", "transformers", "peft", "tokenizers", "safetensors"),
     # also URL --out/--cache and the streaming loader (fsspec, s3fs); medmix.storage says so itself
     "ray": ("ray",),
 }
@@ -49,9 +51,12 @@ COMMANDS: dict[str, str | None] = {
     "stats --tokenizer": "train",
     "push": None,
     "view": "view",
+    "view --model": "demo",
     "train": "train",
     "eval vqa": "eval",
     "eval classify": "eval",
+    "demo": "demo",
+    "push-model": None,
 }
 
 

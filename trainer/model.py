@@ -91,10 +91,12 @@ class VLM(nn.Module):
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, images: Sequence[Image.Image | None], prompts: Sequence[str | Mapping[str, Any]],
-                 max_new_tokens: int = 32) -> list[str]:
+                 max_new_tokens: int = 32, streamer: Any = None) -> list[str]:
         """Greedy answers, one per (image, prompt). A prompt is a question string (rendered as a
         `vqa` row, or `qa` when its image is None) or a schema-like row dict (task, question,
-        options, context), rendered with the same templates as training."""
+        options, context), rendered with the same templates as training. `streamer` (a transformers
+        streamer, batch of one) hears each token as it is decoded: `medmix demo` shows the answer
+        growing, and its final text is still this return value, so it equals `medmix eval vqa`'s."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
         device = self.projector.fc1.weight.device
@@ -113,7 +115,7 @@ class VLM(nn.Module):
                 embeds = self.embed(input_ids, pixel_values)
                 out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                         do_sample=False, num_beams=1, pad_token_id=pad, use_cache=True,
-                                        eos_token_id=self.tokenizer.eos_token_id)
+                                        eos_token_id=self.tokenizer.eos_token_id, streamer=streamer)
         finally:
             self.train(was_training)
         return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

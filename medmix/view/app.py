@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from medmix.errors import MedmixError
 from medmix.layout import FUNNEL_STEPS, REMOVAL_KINDS, manifest_sha256
 from medmix.licenses import terms
 from medmix.thumbnail import thumbnail
@@ -47,6 +48,7 @@ WEB_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "
 KIND_LABELS = {"license": "license not accepted", "duplicate": "duplicate", "same_image": "same image",
                "eval_image": "evaluation image", "eval_text": "evaluation text"}
 PKG = resources.files("medmix") / "view"
+DEMO_PATH = "/demo"
 
 
 def _env() -> Environment:
@@ -75,15 +77,16 @@ def _bins(values: np.ndarray) -> list[dict[str, Any]]:
 
 
 class Viewer:
-    def __init__(self, store: MixtureStore) -> None:
+    def __init__(self, store: MixtureStore, ask: bool = False) -> None:
         self.store = store
         self.env = _env()
         self.manifest_digest = manifest_sha256(store.root)
+        self.ask = ask  # a checkpoint is served at /demo/: row pages link to it
 
     def render(self, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("title", "")
         html = self.env.get_template(name).render(recipe=self.store.manifest.get("recipe", {}).get("name", "mixture"),
-                                                  **ctx)
+                                                  ask=self.ask, **ctx)
         return HTMLResponse(html, status_code=status)
 
     # -- overview ---------------------------------------------------------------------------------
@@ -263,8 +266,10 @@ def _value_counts(table, column: str) -> dict[str, int]:
     return dict(sorted(((str(d["values"]), int(d["counts"])) for d in vc), key=lambda kv: (-kv[1], kv[0])))
 
 
-def create_app(store: MixtureStore) -> SecurityHeaders:
-    v = Viewer(store)
+def create_app(store: MixtureStore, demo: Any = None) -> SecurityHeaders:
+    """The viewer; with `demo` (a `medmix.demo.app.create_demo` page) also that page at /demo/, which row
+    pages link to with only the row's shard and row numbers in the URL (no dataset text ever travels)."""
+    v = Viewer(store, ask=demo is not None)
 
     async def bad_query(request: Request, exc: Exception) -> Response:
         return v.render("error.html", status=400, title="Bad request", code=400, message=str(exc))
@@ -289,8 +294,17 @@ def create_app(store: MixtureStore) -> SecurityHeaders:
     ]
     app = Starlette(routes=routes, exception_handlers={BadQuery: bad_query, HTTPException: http_error,
                                                       Exception: server_error})
+    if demo is None:
+        return SecurityHeaders(app)
+    import gradio as gr
+    from fastapi import FastAPI
 
-    return SecurityHeaders(app)
+    from medmix.demo.app import mount_options
+
+    both = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    gr.mount_gradio_app(both, demo, DEMO_PATH, **mount_options(demo))
+    both.mount("/", app)
+    return SecurityHeaders(both)
 
 
 class SecurityHeaders:
@@ -299,15 +313,19 @@ class SecurityHeaders:
     def __init__(self, app) -> None:
         self.app = app
         self.extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        # Gradio's page (mounted at /demo/ with --model) runs inline scripts and styles, which the viewer's
+        # CSP forbids: it keeps every other header, and Gradio escapes what it shows.
+        self.demo_extra = [kv for kv in self.extra if kv[0] != b"content-security-policy"]
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        extra = self.demo_extra if scope.get("path", "").startswith(DEMO_PATH + "/") else self.extra
 
         async def with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 have = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [kv for kv in self.extra if kv[0] not in have]
+                message["headers"] = list(message.get("headers", [])) + [kv for kv in extra if kv[0] not in have]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -317,8 +335,27 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=print) -> None:
-    """Open the mixture and serve it until interrupted. Binding beyond loopback needs an explicit host."""
+def row_lookup(store: MixtureStore):
+    """(shard, row) -> (image bytes, suffix, row fields, reference answer) or None: the demo's way into rows."""
+
+    def lookup(shard: int, row: int) -> tuple[bytes, str, dict[str, Any], str] | None:
+        position = store.position(shard, row)
+        if position is None:
+            return None
+        data = store.image_bytes(shard, row)
+        if not data:
+            return None
+        rec = store.rows([position], ["task", "question", "options", "answer"])[0]
+        suffix = ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"
+        return data, suffix, rec, rec.get("answer") or ""
+
+    return lookup
+
+
+def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=print, model: str | Path | None = None,
+          device: str = "auto") -> None:
+    """Open the mixture and serve it until interrupted. Binding beyond loopback needs an explicit host.
+    With `model` (a run or checkpoint folder), row pages get an "ask a checkpoint" link to /demo/."""
     import uvicorn
 
     from medmix.view.store import open_store
@@ -327,8 +364,21 @@ def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=p
         warn(f"warning: serving on {host}, reachable from other machines; the mixture's text and images are "
              f"shown to anyone who can connect (use --host 127.0.0.1 to keep it local)")
     store = open_store(mixture)
+    demo = None
+    if model is not None:
+        try:
+            import gradio  # noqa: F401
+        except ImportError as exc:
+            raise MedmixError(f"medmix view --model needs the demo extra: pip install 'medmix[train,demo]' "
+                              f"({exc})") from None
+        from medmix.demo.app import create_demo
+        from medmix.demo.model import load_answerer
+
+        answerer = load_answerer(model, device=device)
+        warn(f"medmix view: row pages ask {answerer.describe()}")
+        demo = create_demo(answerer, row_lookup=row_lookup(store))
     shown = f"[{host}]" if ":" in host else host
     warn(f"medmix view: {store.total:,} rows of {mixture} at http://{shown}:{port}/")
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning", server_header=False)
+    uvicorn.run(create_app(store, demo), host=host, port=port, log_level="warning", server_header=False)
 
 

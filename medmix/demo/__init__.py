@@ -1,0 +1,1 @@
+"""`medmix demo`: ask a trained checkpoint about an image, in the browser (Gradio)."""
