@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from medmix.cli_common import err_console, fail, out_console, parse_from
+from medmix.cli_common import FromOpt, err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
 
 RunArg = Annotated[Path, typer.Argument(help="a run folder (its latest checkpoint) or a checkpoints/step-N folder")]
@@ -37,8 +37,7 @@ def demo_command(
                                                 "default)")] = 32,
     cache: Annotated[Path, typer.Option("--cache", help="download cache holding the evaluation splits (gallery)")]
     = Path(".medmix-cache"),
-    from_: Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local files of an evaluation "
-                                                    "split (gallery)")] = None,
+    from_: FromOpt = None,
     export_space: Annotated[Path | None, typer.Option("--export-space", help="write a Hugging Face Space folder "
                                                       "here (needs --mixture for the license terms); serve "
                                                       "nothing")] = None,
