@@ -165,12 +165,14 @@ def view(
 def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras)."""
     from medmix.evaluation.cli import eval_classify, eval_vqa
+    from medmix.export.cli import export_command
     from medmix.hub_cli import push_command
     from medmix.stats_cli import stats_command
     from trainer.cli import train_command
 
     app.command("stats")(stats_command)
     app.command("push")(push_command)
+    app.command("export")(export_command)
     from medmix.doctor import make_command as doctor_command
     app.command("doctor")(doctor_command())
     app.command("train")(train_command)
