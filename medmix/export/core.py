@@ -121,16 +121,34 @@ class Context:
 
 @dataclass
 class Sample:
-    """One row, ready for a format: its key, its image (as stored) and its record + conversation."""
+    """One row, ready for a format: its key, its image (as stored), provenance and conversation."""
 
     index: int
     key: str
+    row: dict[str, Any]          # the mixture row (image bytes in `image`)
+    native_id: str
+    adapter: str | None
+    upstream_revision: str | None
     image: bytes | None
     image_ext: str | None
     image_sha256: str | None
-    record: dict[str, Any]       # provenance + row fields (no image bytes)
     human: str
     gpt: str
+
+    def record(self) -> dict[str, Any]:
+        """Provenance + every row field but the image bytes: what WebDataset's `.json` and MDS's `record` hold."""
+        r = self.row
+        return {
+            "id": r["id"], "source": r["source"], "native_id": self.native_id, "license": r["license"],
+            "upstream_revision": self.upstream_revision, "adapter": self.adapter, "split": r["split"],
+            "domain": r["domain"], "modality": r["modality"], "task": r["task"], "question": r["question"],
+            "options": r["options"], "answer": r["answer"], "context": r["context"], "meta": r["meta"],
+            "image_sha256": self.image_sha256, "image_hash": r["image_hash"], "image_phash": r["image_phash"],
+            "width": r["width"], "height": r["height"],
+        }
+
+    def conversation(self) -> list[dict[str, str]]:
+        return [{"from": "human", "value": self.human}, {"from": "gpt", "value": self.gpt}]
 
 
 def image_ext(data: bytes) -> str:
@@ -157,25 +175,13 @@ def native_id(row_id: str, source: str, repeats: bool) -> str:
 
 def make_sample(row: dict[str, Any], index: int, ctx: Context) -> Sample:
     image = row.get("image")
-    data = image.get("bytes") if image else None
-    prov = ctx.provenance.get(row["source"], {})
-    sha = ext = None
-    if data:
-        sha = hashlib.sha256(data).hexdigest()
-        ext = image_ext(data)
-    else:
-        data = None
-    record = {
-        "id": row["id"], "source": row["source"],
-        "native_id": native_id(row["id"], row["source"], bool(prov.get("repeats"))),
-        "license": row["license"], "upstream_revision": prov.get("upstream_revision"),
-        "adapter": prov.get("adapter"), "split": row["split"], "domain": row["domain"], "modality": row["modality"],
-        "task": row["task"], "question": row["question"], "options": row["options"], "answer": row["answer"],
-        "context": row["context"], "meta": row["meta"], "image_sha256": sha, "image_hash": row["image_hash"],
-        "image_phash": row["image_phash"], "width": row["width"], "height": row["height"],
-    }
+    data = (image.get("bytes") or None) if image else None
+    source = row["source"]
+    prov = ctx.provenance.get(source) or {}
     human, gpt = ctx.templates.turns(row, has_image=data is not None)
-    return Sample(index, f"{index:09d}", data, ext, sha, record, human, gpt)
+    return Sample(index, f"{index:09d}", row, native_id(row["id"], source, bool(prov.get("repeats"))),
+                  prov.get("adapter"), prov.get("upstream_revision"), data,
+                  image_ext(data) if data else None, hashlib.sha256(data).hexdigest() if data else None, human, gpt)
 
 
 # one encoder: json.dumps with options builds a new JSONEncoder per call (~5 µs a row)
@@ -241,6 +247,7 @@ class Format:
     ext = "?"
     default_shard = ShardSize()
     writes_images = False  # True: images are files under images/, written by the encoder
+    columns: tuple[str, ...] = COLUMNS  # the mixture columns its samples read
     writer: type[ShardWriter] = ShardWriter
 
     def writer_for(self, size: ShardSize) -> type[ShardWriter]:
@@ -301,11 +308,11 @@ def encode_unit(unit: Unit) -> list[bytes]:
             pf = _FILES[unit.file] = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unreadable files
             raise MedmixError(f"{path}: not a readable Parquet file ({exc})") from None
+    fmt = FORMATS[ctx.format]
     try:
-        rows = pf.read_row_group(unit.group, columns=list(COLUMNS), use_threads=False).to_pylist()
+        rows = pf.read_row_group(unit.group, columns=list(fmt.columns), use_threads=False).to_pylist()
     except Exception as exc:
         raise MedmixError(f"{ctx.files[unit.file]}: row group {unit.group} is unreadable ({exc})") from None
-    fmt = FORMATS[ctx.format]
     return [fmt.encode(make_sample(row, unit.start + i, ctx), ctx) for i, row in enumerate(rows)]
 
 

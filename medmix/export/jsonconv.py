@@ -25,8 +25,6 @@ from typing import Any
 
 from medmix.export.core import Context, Format, Sample, ShardWriter, dumps, write_image
 
-PROVENANCE = ("source", "native_id", "license", "upstream_revision", "adapter", "split", "task", "domain")
-
 
 class ArrayWriter(ShardWriter):
     header = b"[\n"
@@ -37,6 +35,9 @@ class ArrayWriter(ShardWriter):
 class _Conversations(Format):
     ext = "json"
     writes_images = True
+    # what the records and the templates read; the hashes, sizes, modality and meta stay in the Parquet
+    columns = ("id", "source", "split", "domain", "task", "image", "question", "options", "answer", "context",
+               "license")
     writer = ArrayWriter
 
     def image(self, sample: Sample, ctx: Context) -> str | None:
@@ -45,20 +46,20 @@ class _Conversations(Format):
         assert sample.image_sha256 is not None and sample.image_ext is not None
         return write_image(ctx.staging, sample.image_sha256, sample.image_ext, sample.image)
 
-    def provenance(self, sample: Sample) -> dict[str, Any]:
-        return {k: sample.record[k] for k in PROVENANCE}
-
 
 class LLaVA(_Conversations):
     name = "llava"
 
     def encode(self, sample: Sample, ctx: Context) -> bytes:
-        rec: dict[str, Any] = {"id": sample.record["id"]}
+        r = sample.row
+        rec: dict[str, Any] = {"id": r["id"]}
         path = self.image(sample, ctx)
         if path is not None:
             rec["image"] = path
-        rec["conversations"] = [{"from": "human", "value": sample.human}, {"from": "gpt", "value": sample.gpt}]
-        rec.update(self.provenance(sample))
+        rec["conversations"] = sample.conversation()
+        rec.update(source=r["source"], native_id=sample.native_id, license=r["license"],
+                   upstream_revision=sample.upstream_revision, adapter=sample.adapter, split=r["split"],
+                   task=r["task"], domain=r["domain"])
         return dumps(rec)
 
     def usage(self, index: Mapping[str, Any]) -> str:
@@ -77,12 +78,14 @@ class ShareGPT(_Conversations):
 
     def encode(self, sample: Sample, ctx: Context) -> bytes:
         path = self.image(sample, ctx)
-        rec: dict[str, Any] = {"id": sample.record["id"],
-                               "messages": [{"role": "user", "content": sample.human},
-                                            {"role": "assistant", "content": sample.gpt}],
-                               "images": [path] if path is not None else []}
-        rec.update(self.provenance(sample))
-        return dumps(rec)
+        r = sample.row
+        return dumps({"id": r["id"],
+                      "messages": [{"role": "user", "content": sample.human},
+                                   {"role": "assistant", "content": sample.gpt}],
+                      "images": [path] if path is not None else [],
+                      "source": r["source"], "native_id": sample.native_id, "license": r["license"],
+                      "upstream_revision": sample.upstream_revision, "adapter": sample.adapter, "split": r["split"],
+                      "task": r["task"], "domain": r["domain"]})
 
     def usage(self, index: Mapping[str, Any]) -> str:
         return "\n".join([

@@ -108,10 +108,10 @@ class MDS(Format):
         return writer_for(size.bytes)
 
     def encode(self, sample: Sample, ctx: Context) -> bytes:
-        record = dict(sample.record)
+        record = sample.record()
         record["image_ext"] = sample.image_ext
-        record["conversations"] = [{"from": "human", "value": sample.human}, {"from": "gpt", "value": sample.gpt}]
-        values = {"id": sample.record["id"].encode("utf-8"), "image": sample.image or b"", "record": dumps(record)}
+        record["conversations"] = sample.conversation()
+        values = {"id": sample.row["id"].encode("utf-8"), "image": sample.image or b"", "record": dumps(record)}
         parts = [values[n] for n in NAMES]
         return struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
 

@@ -41,7 +41,7 @@ def member(name: str, data: bytes) -> bytes:
 
 
 def caption(sample: Sample) -> str:
-    r = sample.record
+    r = sample.row
     if r["task"] in ("caption", "classification"):
         return r["answer"]
     return f"{r['question'] or ''} {sample.gpt}".strip()
@@ -59,10 +59,10 @@ class WebDataset(Format):
 
     def encode(self, sample: Sample, ctx: Context) -> bytes:
         key = sample.key
-        record = dict(sample.record)
+        record = sample.record()
         if sample.image is not None:
             record["image"] = f"{key}.{sample.image_ext}"
-        record["conversations"] = [{"from": "human", "value": sample.human}, {"from": "gpt", "value": sample.gpt}]
+        record["conversations"] = sample.conversation()
         parts = [member(f"{key}.json", dumps(record)), member(f"{key}.txt", caption(sample).encode("utf-8"))]
         if sample.image is not None:
             parts.append(member(f"{key}.{sample.image_ext}", sample.image))
