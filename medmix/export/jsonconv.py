@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medmix.export.core import Context, Format, Sample, ShardWriter, dumps, write_image
+from medmix.export.core import Context, Format, Sample, ShardWriter, dumps, queue_image
 
 
 class ArrayWriter(ShardWriter):
@@ -44,7 +44,7 @@ class _Conversations(Format):
         if sample.image is None:
             return None
         assert sample.image_sha256 is not None and sample.image_ext is not None
-        return write_image(ctx.staging, sample.image_sha256, sample.image_ext, sample.image)
+        return queue_image(ctx.staging, sample.image_sha256, sample.image_ext, sample.image)
 
 
 class LLaVA(_Conversations):

@@ -286,3 +286,20 @@ def test_parse_shard_size():
     for bad in ("1.5", "abc", "-3", "10 apples"):
         with pytest.raises(MedmixError, match="--shard-size"):
             parse_shard_size(bad)
+
+
+def test_a_failed_image_write_fails_the_export(demo, tmp_path, monkeypatch):
+    from medmix.export import core
+
+    real, calls = core.write_image, []
+
+    def flaky(staging, sha, ext, data):
+        calls.append(sha)
+        if len(calls) == 10:
+            raise OSError(28, "No space left on device")
+        return real(staging, sha, ext, data)
+
+    monkeypatch.setattr(core, "write_image", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        export(demo, tmp_path / "out", "sharegpt", log=_quiet)
+    assert os.listdir(tmp_path) == [] and len(calls) >= 10
