@@ -1,16 +1,16 @@
 """LLaVA and ShareGPT conversation JSON, with the images beside it (LLaVA-Med, LLaMA-Factory, ms-swift,
 Qwen-VL fine-tuning scripts).
 
-LLaVA:    {"id", "image": "images/ab/<sha256>.jpg", "conversations": [{"from": "human", "value":
+LLaVA:    {"id", "image": "images/<sha256>.jpg", "conversations": [{"from": "human", "value":
            "<image>\\n..."}, {"from": "gpt", "value": "..."}], provenance...}
 ShareGPT: {"id", "messages": [{"role": "user", "content": "<image>..."}, {"role": "assistant",
-           "content": "..."}], "images": ["images/ab/<sha256>.jpg"], provenance...}
+           "content": "..."}], "images": ["images/<sha256>.jpg"], provenance...}
 
 Text-only rows have no `image` key (LLaVA's loader tests `"image" in sample`) and an empty
 `images` list (ShareGPT). Beside the conversation every record carries `source`, `native_id`,
 `license`, `upstream_revision`, `adapter`, `split` (the source's own split), `task` and `domain`.
 
-Images are written once, under the sha256 of their stored bytes (`images/<2 hex>/<sha256>.<ext>`,
+Images are written once, under the sha256 of their stored bytes (`images/<sha256>.<ext>`,
 the extension from the bytes' magic number), never re-encoded: a picture shared by two rows, or by
 two sources, is one file. Paths are relative to the export root, LLaVA's `--image_folder`.
 
