@@ -173,15 +173,21 @@ def native_id(row_id: str, source: str, repeats: bool) -> str:
     return _REPEAT.sub("", nid) if repeats else nid
 
 
-def make_sample(row: dict[str, Any], index: int, ctx: Context) -> Sample:
+def image_bytes(row: dict[str, Any]) -> bytes | None:
     image = row.get("image")
-    data = (image.get("bytes") or None) if image else None
+    return (image.get("bytes") or None) if image else None
+
+
+def make_sample(row: dict[str, Any], index: int, ctx: Context, sha: str | None = None) -> Sample:
+    """`sha`: the image's sha256 when the caller already has it (encode_unit hashes a unit's images first)."""
+    data = image_bytes(row)
     source = row["source"]
     prov = ctx.provenance.get(source) or {}
     human, gpt = ctx.templates.turns(row, has_image=data is not None)
     return Sample(index, f"{index:09d}", row, native_id(row["id"], source, bool(prov.get("repeats"))),
                   prov.get("adapter"), prov.get("upstream_revision"), data,
-                  image_ext(data) if data else None, hashlib.sha256(data).hexdigest() if data else None, human, gpt)
+                  image_ext(data) if data else None, sha or (hashlib.sha256(data).hexdigest() if data else None),
+                  human, gpt)
 
 
 # one encoder: json.dumps with options builds a new JSONEncoder per call (~5 µs a row)
@@ -353,8 +359,13 @@ def encode_unit(unit: Unit) -> list[bytes]:
         rows = pf.read_row_group(unit.group, columns=list(fmt.columns), use_threads=False).to_pylist()
     except Exception as exc:
         raise MedmixError(f"{ctx.files[unit.file]}: row group {unit.group} is unreadable ({exc})") from None
+    # Hash the unit's images before any of its image writes is queued: hashlib lets go of the GIL on
+    # large buffers, and taking it back from busy I/O threads cost up to a switch interval (5 ms) each
+    # time (measured: 450 µs per 15 KB image while writes ran, against ~10 µs alone).
+    shas = [hashlib.sha256(data).hexdigest() if (data := image_bytes(row)) else None for row in rows]
     try:
-        blobs = [fmt.encode(make_sample(row, unit.start + i, ctx), ctx) for i, row in enumerate(rows)]
+        blobs = [fmt.encode(make_sample(row, unit.start + i, ctx, sha), ctx)
+                 for i, (row, sha) in enumerate(zip(rows, shas))]
     except BaseException:
         _drain(raise_errors=False)
         raise
