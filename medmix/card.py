@@ -82,6 +82,11 @@ class CardInputs:
     configs: Mapping[str, str]            # config name → data_files glob; "default" first
     excluded: Mapping[str, int] = field(default_factory=dict)   # source → rows dropped at push
     forced: Mapping[str, int] = field(default_factory=dict)     # source → non-redistributable rows pushed anyway
+    # `medmix export` writes this same card beside files that are not a Hub repository: its own
+    # "## Loading" text (Markdown), and the flag and verb of its forced-inclusion notice
+    usage: str | None = None
+    force_flag: str = "--force-nonredistributable"
+    action: str = "pushed"
 
 
 def _cell(value: Any) -> str:
@@ -131,7 +136,8 @@ def metadata(inp: CardInputs) -> dict[str, Any]:
         if name == "default":
             entry["default"] = True
         configs.append(entry)
-    meta["configs"] = configs
+    if configs:  # an export is not a Hub repository: no configs to list
+        meta["configs"] = configs
     return meta
 
 
@@ -163,6 +169,22 @@ def _listing(items: list[tuple[str, str, int]]) -> str:
     return ", ".join(f"{s} (`{lic}`, {n:,} rows)" for s, lic, n in items)
 
 
+def _hub_loading(inp: CardInputs) -> list[str]:
+    """The card's "Loading" section for a Hub repository laid out by `medmix push`."""
+    out = ["## Loading", "", "```python", "from datasets import load_dataset", "",
+            f'mixture = load_dataset("{inp.repo_id}", split="train")  # every row once, grouped by source']
+    first_source = next((c for c in inp.configs if c != "default"), None)
+    if first_source:
+        out.append(f'one = load_dataset("{inp.repo_id}", "{first_source}", split="train")  # config = a source name')
+    out += ["```", "", ("Images decode to PIL images; `options` holds multiple-choice options, `meta` a JSON "
+                        "string of source-specific fields."), "",
+            ("Each data file holds the rows of one source (`data/<source>/train-*.parquet`): the per-source configs "
+             "list their own folder and the default config lists them all, so no image is stored twice. The default "
+             "config therefore reads source after source (sorted by name; the build's order within a source): "
+             "shuffle it (`mixture.shuffle(seed=0)`) before training on it as a mixture."), ""]
+    return out
+
+
 def body(inp: CardInputs) -> str:
     m, rows, man = inp.manifest, inp.stats["rows"], inp.stats["manifest"]
     total = rows["total"]
@@ -192,8 +214,8 @@ def body(inp: CardInputs) -> str:
         notices.append(f"> **Licenses to review.** {sum_flag['unknown']:,} rows carry license ids whose terms medmix "
                        f"does not know: {_listing(flags['unknown'])}. Review them before any use.")
     if inp.forced:
-        notices.append("> **WARNING: content whose terms forbid redistribution was pushed on explicit request** "
-                       "(`--force-nonredistributable`): "
+        notices.append(f"> **WARNING: content whose terms forbid redistribution was {inp.action} on explicit "
+                       f"request** (`{inp.force_flag}`): "
                        + ", ".join(f"{s} ({n:,} rows)" for s, n in sorted(inp.forced.items()))
                        + ". The uploader states they hold the rights to share it; if you are not entitled to it, "
                          "do not download or use these rows.")
@@ -205,17 +227,10 @@ def body(inp: CardInputs) -> str:
     if notices:
         out += ["\n>\n".join(notices), ""]
 
-    out += ["## Loading", "", "```python", "from datasets import load_dataset", "",
-            f'mixture = load_dataset("{inp.repo_id}", split="train")  # every row once, grouped by source']
-    first_source = next((c for c in inp.configs if c != "default"), None)
-    if first_source:
-        out.append(f'one = load_dataset("{inp.repo_id}", "{first_source}", split="train")  # config = a source name')
-    out += ["```", "", ("Images decode to PIL images; `options` holds multiple-choice options, `meta` a JSON "
-                        "string of source-specific fields."), "",
-            ("Each data file holds the rows of one source (`data/<source>/train-*.parquet`): the per-source configs "
-             "list their own folder and the default config lists them all, so no image is stored twice. The default "
-             "config therefore reads source after source (sorted by name; the build's order within a source): "
-             "shuffle it (`mixture.shuffle(seed=0)`) before training on it as a mixture."), ""]
+    if inp.usage is not None:
+        out += ["## Loading", "", inp.usage.rstrip(), ""]
+    else:
+        out += _hub_loading(inp)
 
     out += ["## Composition", ""]
     comp = []

@@ -210,12 +210,14 @@ def _register_extensions() -> None:
     from medmix.demo.cli import demo_command, push_model_command
     from medmix.doctor import doctor_command
     from medmix.evaluation.cli import eval_classify, eval_vqa
+    from medmix.export.cli import export_command
     from medmix.hub_cli import push_command
     from medmix.stats_cli import stats_command
     from trainer.cli import train_command
 
     app.command("stats")(needs_extra("stats")(stats_command))
     app.command("push")(needs_extra("push")(push_command))
+    app.command("export")(needs_extra("export")(export_command))
     app.command("doctor")(needs_extra("doctor")(doctor_command))
     app.command("train")(needs_extra("train")(train_command))
     app.command("demo")(needs_extra("demo")(demo_command))

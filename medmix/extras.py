@@ -50,6 +50,7 @@ COMMANDS: dict[str, str | None] = {
     "stats": None,
     "stats --tokenizer": "train",
     "push": None,
+    "export": None,
     "view": "view",
     "view --model": "demo",
     "train": "train",

@@ -21,7 +21,7 @@ from pathlib import Path
 # huggingface_hub (it reads its constants at import time), and inherited by every subprocess.
 _CALLER_PREFIXES = ("HF_", "HUGGINGFACE_", "HUGGING_FACE_", "TRANSFORMERS_", "DATASETS_", "AWS_", "BOTO_",
                     "MEDMIX_", "RAY_ADDRESS", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-for _name in [n for n in os.environ if n.startswith(_CALLER_PREFIXES)]:
+for _name in [n for n in os.environ if n.startswith(_CALLER_PREFIXES) and not n.startswith("MEDMIX_TEST_")]:
     del os.environ[_name]
 _HF_HOME = tempfile.mkdtemp(prefix="medmix-tests-hf-")  # no cached token or datasets of the caller's
 atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
