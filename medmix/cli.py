@@ -164,6 +164,7 @@ def view(
 
 def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras)."""
+    from medmix.ablate.cli import ablate_command
     from medmix.evaluation.cli import eval_classify, eval_vqa
     from medmix.hub_cli import push_command
     from medmix.stats_cli import stats_command
@@ -174,6 +175,7 @@ def _register_extensions() -> None:
     from medmix.doctor import make_command as doctor_command
     app.command("doctor")(doctor_command())
     app.command("train")(train_command)
+    app.command("ablate")(ablate_command)
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
     eval_app.command("vqa")(eval_vqa)
     eval_app.command("classify")(eval_classify)
