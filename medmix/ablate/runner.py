@@ -165,7 +165,8 @@ def run_ablation(opts: AblationOptions, log: Log = print) -> dict[str, Any]:
         cv = analyze.cv_predictions(x, y)
         best, predicted = analyze.search(model, base_vec, opts.seed)
         suggested = Variant("suggested", "suggested", _renorm(dict(zip(sources, best.tolist()))))
-        summary["regression"] = {"kind": type(model).__name__, "alpha": float(getattr(model, "alpha_", model.alpha)),
+        alpha = float(getattr(model, "alpha_", None) or model.alpha)
+        summary["regression"] = {"kind": type(model).__name__, "alpha": alpha,
                                  "coef": dict(zip(sources, np.asarray(model.coef_).tolist())),
                                  "cv_predicted": dict(zip([v.name for v in variants], cv.tolist())),
                                  "predicted_suggested": predicted}

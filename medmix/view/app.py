@@ -326,8 +326,16 @@ def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=p
     if not is_loopback(host):
         warn(f"warning: serving on {host}, reachable from other machines; the mixture's text and images are "
              f"shown to anyone who can connect (use --host 127.0.0.1 to keep it local)")
-    store = open_store(mixture)
     shown = f"[{host}]" if ":" in host else host
+    from medmix.ablate.view import create_app as ablation_app
+    from medmix.ablate.view import is_ablation
+
+    if is_ablation(mixture):  # a `medmix ablate` folder: its report
+        app = ablation_app(mixture)
+        warn(f"medmix view: ablation report of {mixture} at http://{shown}:{port}/")
+        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+        return
+    store = open_store(mixture)
     warn(f"medmix view: {store.total:,} rows of {mixture} at http://{shown}:{port}/")
     uvicorn.run(create_app(store), host=host, port=port, log_level="warning", server_header=False)
 

@@ -2,7 +2,8 @@
 
 - `useful`: "What color is <key>?" → a fixed color per key; its held-out rows are the evaluation set.
 - `noise`: the same questions with the answers shuffled (the labels of `useful`, permuted).
-- `neutral_a` / `neutral_b`: other questions with their own fixed answers.
+- `neutral_a` / `neutral_b`: other questions, each with one constant answer (learned at once, so
+  they take the proxy's steps, not its capacity, from the evaluation task).
 
 A deterministic key → answer map over a tiny vocabulary is learnable by `proxy-tiny` in a few
 dozen steps, so removing `useful` must raise the evaluation loss and removing `noise` must lower it.
@@ -18,9 +19,6 @@ from PIL import Image
 
 KEYS = ["zorp", "blick", "fravn", "quel"]
 COLORS = ["red", "green", "blue", "gold"]
-OTHER_KEYS = ["plim", "skor", "wub", "nact", "grel", "yant"]
-SHAPES = ["round", "square", "flat"]
-NUMBERS = ["one", "two", "three"]
 
 
 def _folder(root: Path, rows: list[tuple[str, str]]) -> Path:
@@ -43,10 +41,8 @@ def make_planted(root: Path, rows: int = 96, seed: int = 0) -> Path:
     answers = [a for _, a in useful]
     rng.shuffle(answers)
     noise = [(q, a) for (q, _), a in zip(useful, answers)]
-    shape = {k: SHAPES[i % len(SHAPES)] for i, k in enumerate(OTHER_KEYS)}
-    number = {k: NUMBERS[(i + 1) % len(NUMBERS)] for i, k in enumerate(OTHER_KEYS)}
-    neutral_a = [(f"What shape is {OTHER_KEYS[i % 6]}?", shape[OTHER_KEYS[i % 6]]) for i in range(rows)]
-    neutral_b = [(f"How many {OTHER_KEYS[i % 6]}?", number[OTHER_KEYS[i % 6]]) for i in range(rows)]
+    neutral_a = [("Is this a scan?", "yes")] * rows
+    neutral_b = [("Which lab made it?", "acme")] * rows
     sources = {}
     for name, data in (("useful", useful), ("noise", noise), ("neutral_a", neutral_a), ("neutral_b", neutral_b)):
         _folder(root / name, data)
