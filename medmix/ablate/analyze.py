@@ -66,7 +66,13 @@ def loo_contributions(results: dict[str, np.ndarray], dropped: dict[str, str], s
 
 def fit_regression(x: np.ndarray, y: np.ndarray):
     """Ridge from weights to metric; the penalty by leave-one-out CV when there are enough runs."""
-    from sklearn.linear_model import Ridge, RidgeCV
+    try:
+        from sklearn.linear_model import Ridge, RidgeCV
+    except ImportError:
+        from medmix.errors import MedmixError
+
+        raise MedmixError("--plan regmix fits a ridge regression with scikit-learn, which is not installed; "
+                          "pip install 'medmix[eval]'") from None
 
     if len(y) >= 5:
         return RidgeCV(alphas=np.logspace(-4, 1, 16)).fit(x, y)

@@ -70,6 +70,11 @@ def render(summary: dict[str, Any], opts: Any, plots: list[str]) -> str:
         lines.append(f"| {v['name']} | {v['kind']} | {_fmt_weights(v['weights'])} | {v['metric']:.4f} | "
                      f"{v['metric'] - base['metric']:+.4f} | {pred}{v['subset']['rows']} | "
                      f"{n['reused']}/{n['units']} | {v['build']['seconds']:.2f} |")
+    short = [v["name"] for v in [*summary["variants"], summary["suggested"]] if not v["subset"]["covered"]]
+    if short:
+        lines += ["", f"Note: {len(short)} variant(s) ({', '.join(short)}) hold fewer than {opts.tokens:,} training "
+                  "tokens once held-out rows are removed; their proxies repeat rows (same steps for every variant). "
+                  "Lower --tokens or build a larger base mixture if that matters."]
     bb = p["base_build"]
     builds = [v["build"]["seconds"] for v in summary["variants"]]
     lines += ["", f"Base recipe build (normalize from an empty cache): {bb['seconds']:.2f} s, "

@@ -13,6 +13,7 @@ variant re-runs only the mix stage. Each build's manifest says how many units it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -125,6 +126,12 @@ def run_ablation(opts: AblationOptions, log: Log = print) -> dict[str, Any]:
         raise MedmixError(f"--tokens {opts.tokens}: the token budget must be positive")
     _claim(out, opts)
     recipe = load_recipe(opts.recipe)
+    # a variant without a source still decontaminates against that source's evaluation split, which is
+    # read from the source's `from:` folder: keep every base source's folder at hand (the user's --from wins)
+    from medmix.planning import _resolve_from
+
+    kept = {s.name: _resolve_from(recipe, s.from_dir) for s in recipe.sources if s.from_dir}
+    opts = dataclasses.replace(opts, from_dirs={**kept, **opts.from_dirs})
     units = Units(out, total=1, log=log)
     prepared = units.run("prepare", lambda: _prepare(opts, recipe, out, log))
     variants = make_variants(kind, n, prepared["base_weights"], prepared["available"], opts.seed)
