@@ -18,7 +18,7 @@ def ablate_command(
     plan: Annotated[str, typer.Option("--plan", help="loo (leave one out) or regmix[:N] (N Dirichlet variants + "
                                       "base, stratified, temperature)")] = "loo",
     proxy: Annotated[str, typer.Option("--proxy", help="trainer config: proxy-tiny (CPU), proxy-small (GPU, "
-                                       "~100M) or a YAML file")] = "proxy-tiny",
+                                       "~130M) or a YAML file")] = "proxy-tiny",
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="training tokens per variant (sets the "
                                         "steps)")] = 20_000,
     cache: Annotated[Path, typer.Option("--cache", help="download + normalized-source cache, shared by every "
