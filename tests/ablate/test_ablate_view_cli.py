@@ -59,3 +59,23 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     opts.tokens = 20
     with pytest.raises(MedmixError, match="tokens"):
         _claim(tmp_path, opts)
+
+
+def test_variant_builds_keep_every_base_source_folder(tmp_path, monkeypatch):
+    """A variant without pubmedqa still decontaminates against pubmedqa:pqa_labeled, read from the
+    source's `from:` folder; without it the build would try to download the split."""
+    from medmix.ablate import runner
+
+    seen = {}
+
+    def fake_build(recipe, opts, dest):
+        seen.update(opts.from_dirs)
+        raise RuntimeError("stop after the first build")
+
+    monkeypatch.setattr(runner, "_build", fake_build)
+    opts = runner.AblationOptions(recipe="demo", plan="loo", proxy="proxy-tiny", tokens=10, out=tmp_path / "a",
+                                  cache=tmp_path / "c", from_dirs={"slake": tmp_path / "mine"})
+    with pytest.raises(RuntimeError, match="stop"):
+        runner.run_ablation(opts, log=lambda m: None)
+    assert seen["pubmedqa"].name == "pubmedqa" and seen["pubmedqa"].is_dir()
+    assert seen["slake"] == tmp_path / "mine"  # the user's --from wins
