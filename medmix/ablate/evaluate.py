@@ -31,13 +31,14 @@ def heldout_losses(run: Path, heldout: Path, out: Path, batch_size: int = 32) ->
     model = load_vlm(run, device=device)
     max_length = _max_length(run)
     encoder = SampleEncoder(model.tokenizer, model.processor, model.n_visual, max_length)
-    table = pq.read_table(heldout)
-    rows = table.to_pylist()
-    losses = np.zeros(len(rows))
-    counts = np.zeros(len(rows), np.int32)
+    table = pq.read_table(heldout, columns=["id", "source", "domain"])
+    losses = np.zeros(table.num_rows)
+    counts = np.zeros(table.num_rows, np.int32)
     pad = model.tokenizer.pad_token_id
-    for start in range(0, len(rows), batch_size):
-        chunk = [encoder(r) for r in rows[start:start + batch_size]]
+    start = 0
+    # one batch of rows (with their images) in memory at a time
+    for batch_rows in pq.ParquetFile(heldout).iter_batches(batch_size=batch_size):
+        chunk = [encoder(r) for r in batch_rows.to_pylist()]
         batch = collate(chunk, pad)
         n = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
         batch = {k: v.to(device) if v is not None else None for k, v in batch.items()}
@@ -47,6 +48,7 @@ def heldout_losses(run: Path, heldout: Path, out: Path, batch_size: int = 32) ->
         for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
             losses[start + i] = per_token[a:b].mean()
             counts[start + i] = b - a
+        start += len(chunk)
     result = pa.table({"id": table.column("id"), "source": table.column("source"), "domain": table.column("domain"),
                        "tokens": pa.array(counts, pa.int32()), "loss": pa.array(losses, pa.float64())},
                       schema=EVAL_SCHEMA)

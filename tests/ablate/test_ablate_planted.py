@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -76,6 +77,13 @@ def test_loo_ranks_useful_first_noise_last_and_resumes(planted_recipe, tmp_path,
     assert "| 1 | useful |" in report and (out / "contributions.png").stat().st_size > 1000
     suggested = load_recipe(str(out / "suggested.yaml"))
     assert "noise" not in {s.name for s in suggested.sources}
+    # per-row losses do not depend on how rows are batched (padding, row order inside a batch)
+    from medmix.ablate.evaluate import heldout_losses
+
+    one = heldout_losses(out / "runs" / "base", out / "heldout.parquet", tmp_path / "one.parquet", batch_size=1)
+    stored = pq.read_table(out / "evals" / "base.parquet")
+    assert one.column("id").to_pylist() == stored.column("id").to_pylist()
+    assert one.column("loss").to_numpy() == pytest.approx(stored.column("loss").to_numpy(), abs=1e-4)
     plan = json.loads((out / "plan.json").read_text())
     assert plan["command"].startswith("medmix ablate") and len(plan["variants"]) == 6
 
