@@ -88,6 +88,12 @@ def cv_predictions(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def cv_r2(predicted: np.ndarray, observed: np.ndarray) -> float:
+    """1 − SSE/SST of leave-one-out predictions: above 0 only if the fit beats predicting the mean."""
+    sst = float(((observed - observed.mean()) ** 2).sum())
+    return 1.0 - float(((predicted - observed) ** 2).sum()) / sst if sst > 0 else 0.0
+
+
 def search(model, base: np.ndarray, seed: int, n: int = CANDIDATES, top: int = TOP) -> tuple[np.ndarray, float]:
     """Mean of the `top` best-predicted candidates, drawn half around the base, half uniformly."""
     rng = np.random.default_rng(seed)

@@ -14,10 +14,11 @@ from typing import Any
 from medmix.executors import RAY_TASK_RETRIES, require_ray
 
 
-def _variant_task(ctx: Any, variant: Any, total: int) -> dict[str, Any]:
-    from medmix.ablate.runner import Units, run_variant
+def _variant_task(ctx: Any, variant: Any) -> dict[str, Any]:
+    from medmix.ablate.runner import STAGES, Units, run_variant
 
-    return run_variant(ctx, Units(ctx.out, total, log=print), variant)
+    # the worker counts its own variant's units; the driver logs the whole plan's progress
+    return run_variant(ctx, Units(ctx.out, len(STAGES), log=print), variant)
 
 
 def run_on_ray(ctx: Any, units: Any, variants: list[Any], log: Any) -> dict[str, dict[str, Any]]:
@@ -31,7 +32,7 @@ def run_on_ray(ctx: Any, units: Any, variants: list[Any], log: Any) -> dict[str,
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(num_gpus=1 if gpus else 0, max_retries=RAY_TASK_RETRIES)(_variant_task)
-        pending = {task.remote(ctx, v, units.total): v for v in variants}
+        pending = {task.remote(ctx, v): v for v in variants}
         log(f"ray: {len(pending)} variant task(s), {'one GPU each' if gpus else 'CPU only'}")
         results = {}
         while pending:
@@ -39,7 +40,8 @@ def run_on_ray(ctx: Any, units: Any, variants: list[Any], log: Any) -> dict[str,
             for ref in ready:
                 v = pending.pop(ref)
                 results[v.name] = ray.get(ref)
-                units.done = sum(1 for _ in units.dir.glob("*.json"))
+                units.done += sum(1 for stage in ("build", "subset", "train", "eval")
+                                  if units.marker(f"{v.name}.{stage}").is_file())
                 log(f"[{units.done}/{units.total}] variant {v.name} finished on ray ({len(pending)} running)")
         return results
     finally:

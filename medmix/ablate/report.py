@@ -55,9 +55,10 @@ def render(summary: dict[str, Any], opts: Any, plots: list[str]) -> str:
         r = summary["regression"]
         s = summary["suggested"]
         lines += ["## Regression from weights to metric (RegMix)", "",
-                  f"{r['kind']} (alpha {r['alpha']:.3g}) over {len(summary['variants'])} runs. "
+                  f"{r['kind']} (alpha {r['alpha']:.3g}) over {len(summary['variants'])} runs; leave-one-out "
+                  f"R² {r['cv_r2']:.2f} (≤ 0: no better than predicting the mean). "
                   "Coefficients (negative: more of the source lowers the loss): " + _fmt_weights(r["coef"]) + ".", "",
-                  f"Suggested weights: {_fmt_weights(s['weights'])}. Predicted metric "
+                  f"Suggested ({summary['suggested_rule']}): {_fmt_weights(s['weights'])}. Predicted metric "
                   f"**{s['predicted']:.4f}**, observed **{s['metric']:.4f}** (trained like every variant).", ""]
     base = next(v for v in summary["variants"] if v["name"] == "base")
     cv = summary.get("regression", {}).get("cv_predicted", {})

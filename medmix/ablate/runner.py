@@ -14,6 +14,7 @@ variant re-runs only the mix stage. Each build's manifest says how many units it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -74,7 +75,7 @@ class Units:
         self.dir = out / "units"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.total, self.log = total, log
-        self.done = sum(1 for _ in self.dir.glob("*.json"))
+        self.done = 0  # units of this plan finished, in this run or (markers) before it
         self.ran, self.seconds = 0, 0.0
 
     def marker(self, name: str) -> Path:
@@ -87,6 +88,7 @@ class Units:
     def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         have = self.result(name)
         if have is not None:
+            self.done += 1
             return have
         t0 = time.perf_counter()
         result = fn()
@@ -161,7 +163,7 @@ def run_ablation(opts: AblationOptions, log: Log = print) -> dict[str, Any]:
         summary["contributions"] = contrib
         harmful = {c["source"] for c in contrib if c["high"] < 0}
         weights = {s: w for s, w in prepared["base_weights"].items() if s not in harmful}
-        suggested = Variant("suggested", "suggested", _renorm(weights))
+        suggested = _suggested(_renorm(weights))
         summary["suggested_rule"] = ("base weights without the sources whose whole interval is below 0 "
                                      f"({', '.join(sorted(harmful)) or 'none'})")
         predicted = None
@@ -170,20 +172,30 @@ def run_ablation(opts: AblationOptions, log: Log = print) -> dict[str, Any]:
         y = np.array([s["metric"] for s in summary["variants"]])
         model = analyze.fit_regression(x, y)
         cv = analyze.cv_predictions(x, y)
-        best, predicted = analyze.search(model, base_vec, opts.seed)
-        suggested = Variant("suggested", "suggested", _renorm(dict(zip(sources, best.tolist()))))
+        r2 = analyze.cv_r2(cv, y)
+        if r2 > 0:
+            best, predicted = analyze.search(model, base_vec, opts.seed)
+            suggested = _suggested(_renorm(dict(zip(sources, best.tolist()))))
+            summary["suggested_rule"] = (f"mean of the {analyze.TOP} best of {analyze.CANDIDATES:,} Dirichlet "
+                                         "candidates predicted by the ridge fit")
+        else:
+            # a fit that predicts left-out runs worse than their mean has no optimum worth trusting
+            top = variants[int(np.argmin(y))]
+            suggested = _suggested(dict(top.weights))
+            predicted = float(model.predict(top.vector(sources)[None])[0])
+            summary["suggested_rule"] = (f"the best observed run ({top.name}): the ridge fit predicts left-out runs "
+                                         f"no better than their mean (leave-one-out R² {r2:.2f}), so its optimum "
+                                         "is not trusted")
         alpha = float(getattr(model, "alpha_", None) or model.alpha)
-        summary["regression"] = {"kind": type(model).__name__, "alpha": alpha,
+        summary["regression"] = {"kind": type(model).__name__, "alpha": alpha, "cv_r2": r2,
                                  "coef": dict(zip(sources, np.asarray(model.coef_).tolist())),
                                  "cv_predicted": dict(zip([v.name for v in variants], cv.tolist())),
                                  "predicted_suggested": predicted}
-        summary["suggested_rule"] = (f"mean of the {analyze.TOP} best of {analyze.CANDIDATES:,} Dirichlet candidates "
-                                     "predicted by the ridge fit")
     units.grow(len(STAGES))
     _variant_recipe(ctx, base, suggested)
     results.update(_run_variants(ctx, units, [suggested], log))
-    losses["suggested"] = _losses(out, "suggested")
-    summary["suggested"] = _variant_summary(suggested, results["suggested"], losses["suggested"], heldout,
+    losses[suggested.name] = _losses(out, suggested.name)
+    summary["suggested"] = _variant_summary(suggested, results[suggested.name], losses[suggested.name], heldout,
                                             domains, eval_sources)
     summary["suggested"]["predicted"] = predicted
     _write_plan(out, opts, recipe, prepared, [*variants, suggested])
@@ -195,6 +207,13 @@ def run_ablation(opts: AblationOptions, log: Log = print) -> dict[str, Any]:
     write_report(out, summary, suggested_recipe, opts)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _suggested(weights: dict[str, float]) -> Variant:
+    """The suggested variant, named by its weights: a resumed ablation whose suggestion changed (other
+    code, other results) trains the new one instead of reusing the old one's markers."""
+    digest = hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest()[:8]
+    return Variant(f"suggested-{digest}", "suggested", weights)
 
 
 def _renorm(weights: dict[str, float]) -> dict[str, float]:

@@ -95,3 +95,10 @@ def test_regression_search_moves_weight_to_the_helpful_source():
     model = analyze.fit_regression(x, y)
     best, predicted = analyze.search(model, np.array([1 / 3] * 3), seed=0, n=5000, top=20)
     assert best[0] > 0.6 and best[2] < 0.1 and predicted < y.min()
+
+
+def test_cv_r2_says_when_a_fit_beats_the_mean():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    assert analyze.cv_r2(y + 0.01, y) > 0.99
+    assert analyze.cv_r2(np.full(4, y.mean()), y) == pytest.approx(0.0)
+    assert analyze.cv_r2(y[::-1], y) < 0
