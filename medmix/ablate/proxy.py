@@ -24,10 +24,12 @@ TOKEN_SAMPLE_ROWS = 2000  # rows of the base mixture that set the mean tokens pe
 
 
 def proxy_config(name: str, *, seed: int, steps: int | None = None, overrides: tuple[str, ...] = ()) -> Config:
+    """The preset with the ablation's seed and steps; the user's `--set` overrides come last (they apply to
+    every variant alike). A proxy saves at its end only, unless `--set train.save_every=N` asks for more."""
     extra = [f"train.seed={seed}", "train.progress=false"]
     if steps is not None:
         extra += [f"train.steps={steps}", f"train.save_every={steps}"]
-    return load_config(name, [*overrides, *extra])
+    return load_config(name, [*extra, *overrides])
 
 
 class TokenCounter:
