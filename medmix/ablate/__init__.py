@@ -10,5 +10,7 @@ proxy models from the bundled trainer. Modules, one job each:
   evaluate   per-row answer-token loss of a trained proxy on the held-out rows
   analyze    loo contributions with bootstrap intervals; ridge regression and weight search
   report     report.md, plots, suggested.yaml
-  runner     the units (build, subset, train, eval) with completion markers, local or Ray
+  runner     the units (build, subset, train, eval) with completion markers, local
+  distributed  the same units as Ray tasks (`--executor ray`)
+  view       `medmix view` of an ablation folder; cli: the `medmix ablate` command
 """
