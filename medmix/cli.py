@@ -207,6 +207,7 @@ def _register_extensions() -> None:
     """Commands whose code lives in its own module (and, for train/eval, its own extras).
 
     Each is wrapped in `needs_extra` under its name in `medmix.extras.COMMANDS`."""
+    from medmix.ablate.cli import ablate_command
     from medmix.demo.cli import demo_command, push_model_command
     from medmix.doctor import doctor_command
     from medmix.evaluation.cli import eval_classify, eval_vqa
@@ -222,6 +223,7 @@ def _register_extensions() -> None:
     app.command("train")(needs_extra("train")(train_command))
     app.command("demo")(needs_extra("demo")(demo_command))
     app.command("push-model")(needs_extra("push-model")(push_model_command))
+    app.command("ablate")(needs_extra("ablate")(ablate_command))
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate: VQA BLEU-1 and the classification transfer suite.")
     eval_app.command("vqa")(needs_extra("eval vqa")(eval_vqa))
     eval_app.command("classify")(needs_extra("eval classify")(eval_classify))

@@ -33,6 +33,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     # `eval classify` fits scikit-learn probes on transformers encoders
     "eval": ("transformers", "peft", "tokenizers", "safetensors", "sklearn"),
     "view": ("starlette", "uvicorn", "jinja2"),
+    # `medmix ablate`: trains proxies (train) and fits the regmix ridge (scikit-learn)
+    "ablate": ("transformers", "peft", "tokenizers", "safetensors", "torchdata", "sklearn"),
     # `medmix demo`: the Gradio page, and the checkpoint loaded through trainer.model as `eval vqa` does
     "demo": ("gradio", "transformers", "peft", "tokenizers", "safetensors"),
     # also URL --out/--cache and the streaming loader (fsspec, s3fs); medmix.storage says so itself
@@ -58,6 +60,7 @@ COMMANDS: dict[str, str | None] = {
     "eval classify": "eval",
     "demo": "demo",
     "push-model": None,
+    "ablate": "ablate",
 }
 
 

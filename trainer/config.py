@@ -156,7 +156,43 @@ def _openmedq_7b() -> Config:
     return Config("openmedq-7b", model, TrainConfig())
 
 
-PRESETS = {"tiny": _tiny, "openmedq-7b": _openmedq_7b}
+def _proxy_tiny() -> Config:
+    """`medmix ablate`'s CPU proxy: `tiny`, smaller (4 visual tokens, max_length 96, rank-16 LoRA), so
+    one variant's run takes seconds and a loo of five sources fits a test."""
+    cfg = _tiny()
+    cfg.name = "proxy-tiny"
+    cfg.model.vision_config = {"image_size": 16, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
+                               "num_attention_heads": 2, "intermediate_size": 64}
+    cfg.model.llm_config = {**cfg.model.llm_config, "hidden_size": 64, "intermediate_size": 128,
+                            "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128}
+    cfg.model.tokenizer_vocab_size = 384
+    cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout = 16, 32, 0.0
+    cfg.train.max_length, cfg.train.batch_size, cfg.train.steps = 96, 16, 40
+    cfg.train.lr, cfg.train.warmup_steps, cfg.train.save_every, cfg.train.progress = 1e-2, 4, 10_000, False
+    return cfg
+
+
+def _proxy_small() -> Config:
+    """`medmix ablate`'s GPU proxy, about 100M parameters, random init (no download): a ViT-S/16-sized
+    tower (21.7M) and a 12-layer, 768-wide LLaMA with an 8k mixture BPE (97.5M, 12.6M of it embeddings),
+    rank-64 LoRA (11.2M): 130M in all, counted by building it."""
+    model = ModelConfig(
+        vision=None, vision_type="vit",
+        vision_config={"image_size": 224, "patch_size": 16, "hidden_size": 384, "num_hidden_layers": 12,
+                       "num_attention_heads": 6, "intermediate_size": 1536},
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], llm=None,
+        llm_config={"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
+                    "num_key_value_heads": 12, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5,
+                    "initializer_range": 0.05},
+        llm_dtype="bfloat16", tokenizer="auto", tokenizer_vocab_size=8192, random_init=True,
+        lora_r=64, lora_alpha=128, lora_dropout=0.0)
+    train = TrainConfig(steps=2000, batch_size=32, grad_accum=1, max_length=512, lr=1e-3, vision_lr=None,
+                        warmup_steps=100, num_workers=4, save_every=10_000, gradient_checkpointing=False,
+                        pad_to_multiple=64, progress=False)
+    return Config("proxy-small", model, train)
+
+
+PRESETS = {"tiny": _tiny, "openmedq-7b": _openmedq_7b, "proxy-tiny": _proxy_tiny, "proxy-small": _proxy_small}
 
 
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -363,21 +363,28 @@ def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=p
     if not is_loopback(host):
         warn(f"warning: serving on {host}, reachable from other machines; the mixture's text and images are "
              f"shown to anyone who can connect (use --host 127.0.0.1 to keep it local)")
+    shown = f"[{host}]" if ":" in host else host
+    from medmix.ablate.view import create_app as ablation_app
+    from medmix.ablate.view import is_ablation
+
+    if is_ablation(mixture):  # a `medmix ablate` folder: its report
+        app = ablation_app(mixture)
+        warn(f"medmix view: ablation report of {mixture} at http://{shown}:{port}/")
+        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+        return
     store = open_store(mixture)
     demo = None
     if model is not None:
         try:
             import gradio  # noqa: F401
         except ImportError as exc:
-            raise MedmixError(f"medmix view --model needs the demo extra: pip install 'medmix[train,demo]' "
-                              f"({exc})") from None
+            raise MedmixError(f'medmix view --model needs its extra: pip install "medmix[demo]" ({exc})') from None
         from medmix.demo.app import create_demo
         from medmix.demo.model import load_answerer
 
         answerer = load_answerer(model, device=device)
         warn(f"medmix view: row pages ask {answerer.describe()}")
         demo = create_demo(answerer, row_lookup=row_lookup(store))
-    shown = f"[{host}]" if ":" in host else host
     warn(f"medmix view: {store.total:,} rows of {mixture} at http://{shown}:{port}/")
     uvicorn.run(create_app(store, demo), host=host, port=port, log_level="warning", server_header=False)
 
