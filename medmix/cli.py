@@ -191,14 +191,17 @@ def view(
                                               "'ask a checkpoint' link to `medmix demo` at /demo/")] = None,
 ) -> None:
     """Browse a mixture in the browser: overview, samples, removed rows beside what they matched, quarantine."""
+    from medmix.ablate.view import create_app as ablation_app
+    from medmix.ablate.view import is_ablation
     from medmix.view.app import serve  # needs_extra checked starlette, uvicorn and jinja2
 
     try:
         if model is not None:
             require("view --model")
+        report = ablation_app(mixture) if is_ablation(mixture) else None  # a `medmix ablate` folder
         serve(mixture, host=host, port=port, warn=lambda m: err_console.print(m, style="yellow", highlight=False,
                                                                               markup=False),
-              model=model)
+              model=model, report_app=report)
     except MedmixError as exc:
         fail(exc)
 

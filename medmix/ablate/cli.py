@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medmix.cli_common import err_console, fail, out_console, parse_from
+from medmix.cli_common import FromOpt, err_console, fail, out_console, parse_from
 from medmix.errors import MedmixError
 
 
@@ -34,8 +34,7 @@ def ablate_command(
                                                     "considered for held-out")] = 0.05,
     heldout_cap: Annotated[int, typer.Option("--heldout-cap", min=1, help="most held-out rows per "
                                              "source")] = 500,
-    from_: Annotated[list[str] | None, typer.Option("--from", help="SOURCE=DIR: local files for a "
-                                                    "gated/manual source")] = None,
+    from_: FromOpt = None,
     accept_license: Annotated[list[str] | None, typer.Option("--accept-license",
                                                              help="accept a non-commercial/gated license id")] = None,
     cpu_threads: Annotated[int | None, typer.Option("--cpu-threads", min=1, help="torch threads on CPU (proxy-tiny's "

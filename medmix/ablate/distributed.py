@@ -14,14 +14,13 @@ from typing import Any
 from medmix.executors import RAY_TASK_RETRIES, require_ray
 
 
-def _variant_task(ctx: Any, variant: Any) -> dict[str, Any]:
-    from medmix.ablate.runner import STAGES, Units, run_variant
-
-    # the worker counts its own variant's units; the driver logs the whole plan's progress
-    return run_variant(ctx, Units(ctx.out, len(STAGES), log=print), variant)
+def _variant_task(run_one: Any, ctx: Any, variant: Any) -> dict[str, Any]:
+    return run_one(ctx, variant)
 
 
-def run_on_ray(ctx: Any, units: Any, variants: list[Any], log: Any) -> dict[str, dict[str, Any]]:
+def run_on_ray(ctx: Any, units: Any, variants: list[Any], log: Any, run_one: Any) -> dict[str, dict[str, Any]]:
+    """`run_one(ctx, variant)` runs one variant's units on a worker (the runner passes it in, so this
+    module needs nothing from the runner and the two stay out of an import cycle)."""
     import logging
 
     ray = require_ray()
@@ -32,7 +31,7 @@ def run_on_ray(ctx: Any, units: Any, variants: list[Any], log: Any) -> dict[str,
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(num_gpus=1 if gpus else 0, max_retries=RAY_TASK_RETRIES)(_variant_task)
-        pending = {task.remote(ctx, v): v for v in variants}
+        pending = {task.remote(run_one, ctx, v): v for v in variants}
         log(f"ray: {len(pending)} variant task(s), {'one GPU each' if gpus else 'CPU only'}")
         results = {}
         while pending:

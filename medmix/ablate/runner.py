@@ -300,8 +300,13 @@ def _run_variants(ctx: Context, units: Units, variants: list[Variant], log: Log)
     if ctx.opts.executor == "ray":
         from medmix.ablate.distributed import run_on_ray
 
-        return run_on_ray(ctx, units, variants, log)
+        return run_on_ray(ctx, units, variants, log, _run_one_on_worker)
     return {v.name: run_variant(ctx, units, v) for v in variants}
+
+
+def _run_one_on_worker(ctx: Context, variant: Variant) -> dict[str, Any]:
+    """A Ray worker's variant: it counts its own units; the driver logs the whole plan's progress."""
+    return run_variant(ctx, Units(ctx.out, len(STAGES), log=print), variant)
 
 
 def run_variant(ctx: Context, units: Units, v: Variant) -> dict[str, Any]:

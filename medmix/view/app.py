@@ -353,7 +353,7 @@ def row_lookup(store: MixtureStore):
 
 
 def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=print, model: str | Path | None = None,
-          device: str = "auto") -> None:
+          device: str = "auto", report_app: Any = None) -> None:
     """Open the mixture and serve it until interrupted. Binding beyond loopback needs an explicit host.
     With `model` (a run or checkpoint folder), row pages get an "ask a checkpoint" link to /demo/."""
     import uvicorn
@@ -364,13 +364,9 @@ def serve(mixture: str | Path, host: str = "127.0.0.1", port: int = 8765, warn=p
         warn(f"warning: serving on {host}, reachable from other machines; the mixture's text and images are "
              f"shown to anyone who can connect (use --host 127.0.0.1 to keep it local)")
     shown = f"[{host}]" if ":" in host else host
-    from medmix.ablate.view import create_app as ablation_app
-    from medmix.ablate.view import is_ablation
-
-    if is_ablation(mixture):  # a `medmix ablate` folder: its report
-        app = ablation_app(mixture)
-        warn(f"medmix view: ablation report of {mixture} at http://{shown}:{port}/")
-        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    if report_app is not None:  # e.g. a `medmix ablate` folder's report (medmix.ablate.view)
+        warn(f"medmix view: report of {mixture} at http://{shown}:{port}/")
+        uvicorn.run(report_app, host=host, port=port, log_level="warning", server_header=False)
         return
     store = open_store(mixture)
     demo = None
