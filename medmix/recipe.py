@@ -60,6 +60,10 @@ class ImageSection:
 
     @classmethod
     def parse(cls, raw: dict[str, Any], fail: Fail) -> ImageSection:
+        mode = raw.get("burned_in_text")
+        if mode is False or isinstance(mode, dict):  # YAML 1.1 reads a bare `off` as false
+            raw = {**raw, "burned_in_text": "off" if mode is False else
+                   {k: "off" if v is False else v for k, v in mode.items()}}
         image = cls(**raw)
         _check_burned_in_text(image.burned_in_text, fail)
         if image.max_side is not None and (not isinstance(image.max_side, int) or image.max_side < 16):

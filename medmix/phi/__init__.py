@@ -111,7 +111,7 @@ def check_image(pixels: np.ndarray, mode: str, header: DicomHeader | None = None
     if mode == "quarantine":
         if found:
             raise RowError(f"burned-in identifying text ({identifiers.kinds_label(kinds)}): found by OCR in "
-                           f"{len(found)} text line(s); set `image.burned_in_text: redact` to black it out "
+                           f"{sum(1 for k, _ in found if k)} text line(s); set `image.burned_in_text: redact` to black it out "
                            f"instead", file=name)
         return ImageCheck(pixels)
     if not found and not (header and header.declared):
@@ -120,20 +120,21 @@ def check_image(pixels: np.ndarray, mode: str, header: DicomHeader | None = None
     meta: dict[str, Any] = {"method": redact.METHOD, "engine": ocr.engine_version(), "boxes": len(boxes),
                             "kinds": list(identifiers.kinds_label(kinds).split(", ")) if kinds else []}
     if header and header.declared:
-        meta["declared"] = [d.split(" declared")[0] for d in header.declared]
+        meta["declared"] = [key for key, why in _FLAGS if why in header.declared]
     return ImageCheck(redact.black_boxes(pixels, boxes) if boxes else pixels, meta)
 
 
-def find_identifying_text(pixels: np.ndarray, header: identifiers.HeaderValues | None = None
+def find_identifying_text(pixels: np.ndarray, header: identifiers.HeaderValues | None = None,
+                          words: list[ocr.Word] | None = None
                           ) -> list[tuple[frozenset[str], list[tuple[int, int, int, int]]]]:
     """(kinds, boxes to black out) per OCR line that identifies someone.
 
     When any line identifies someone, the other confidently read lines that are not plain figure
     text (a panel letter, an orientation marker, a number with a unit) are blacked out too: an
     overlay that holds an id also holds the name beside it, and a name the lexicon does not know
-    must not survive because its neighbour was caught.
+    must not survive because its neighbour was caught. `words`: OCR output already at hand.
     """
-    lines = ocr.lines(ocr.read_words(pixels))
+    lines = ocr.lines(ocr.read_words(pixels) if words is None else words)
     hits = []
     rest = []
     for line in lines:

@@ -76,12 +76,15 @@ _DATE_RES = [re.compile(p, re.IGNORECASE) for p in (
     rf"\b({_MONTHS})\.?[- ]?(0?[1-9]|[12]\d|3[01])(st|nd|rd|th)?,?[- ]((19|20)\d\d)\b",  # May 1, 2023
     r"\b(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])([T ]?\d{4,6})?\b",         # 20230501, DICOM DA/DT
 )]
-_TIME_RE = re.compile(r"^\d{1,2}:\d\d(:\d\d)?$")
+_COMPACT_DATE = re.compile(r"(19|20)\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])"
+                           r"|(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.](19|20)\d\d"
+                           r"|(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.](19|20)\d\d")
 _LONG_DIGITS = re.compile(r"\d{7,}")
 _ACCESSION = re.compile(r"^[A-Za-z]{1,4}[-#]?\d{5,}[A-Za-z]?$")
 _SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 _AGE = re.compile(r"^(0?\d{1,2}|1[01]\d)(y|yo|yr|yrs|y/o|years?|j|a|ans)?([mf])?$", re.IGNORECASE)
 _AGE_SEX = re.compile(r"^(0?\d{1,2}|1[01]\d)\s?(y|yo|yr|yrs)[mf]$", re.IGNORECASE)
+_CARETS = "^*\"“”'`"
 _CARET_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]+[\^*\"“”'`][A-Za-z][A-Za-z'-]*$")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -195,6 +198,9 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
             mark("header", i)
         if _CARET_NAME.match(bare):
             mark("name", i)
+        if i + 1 < len(tokens) and _CARET_NAME.match(bare + tokens[i + 1].strip(".,;:")) and (
+                bare[-1:] in _CARETS or tokens[i + 1][:1] in _CARETS):  # OCR split "DOE^ JOHN"
+            mark("name", i, i + 1)
         digits = re.sub(r"[^\d]", "", bare)
         if _LONG_DIGITS.search(bare) or _SSN.match(bare) or (_ACCESSION.match(bare) and not _is_unitlike(bare)):
             if not _date_only(bare):
@@ -223,6 +229,15 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
     for rx in _DATE_RES:
         for m in rx.finditer(line):
             mark("date", *_tokens_in(tokens, m.start(), m.end()))
+    # OCR splits monospaced or letter-spaced overlays ("1 9 . 0 8 . 2 0 0 8") and reads a dot as a
+    # comma ("14,06. 2008"): the line without spaces gets the strict numeric forms (4-digit year)
+    numeric = [i for i, t in enumerate(tokens) if re.fullmatch(r"[\d.,/:-]+", t)]
+    compact = "".join(tokens[i] for i in numeric).replace(",", ".")
+    if "date" not in kinds and len(numeric) >= 2:
+        if _COMPACT_DATE.search(compact):
+            mark("date", *numeric)
+        elif _LONG_DIGITS.search(compact.replace(".", "")) and sum(len(tokens[i]) == 1 for i in numeric) >= 4:
+            mark("id", *numeric)
     return Finding(frozenset(kinds), frozenset(hit))
 
 
