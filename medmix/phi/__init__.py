@@ -111,8 +111,8 @@ def check_image(pixels: np.ndarray, mode: str, header: DicomHeader | None = None
     if mode == "quarantine":
         if found:
             raise RowError(f"burned-in identifying text ({identifiers.kinds_label(kinds)}): found by OCR in "
-                           f"{sum(1 for k, _ in found if k)} text line(s); set `image.burned_in_text: redact` to black it out "
-                           f"instead", file=name)
+                           f"{sum(1 for k, _ in found if k)} text line(s); set `image.burned_in_text: redact` to "
+                           f"black it out instead", file=name)
         return ImageCheck(pixels)
     if not found and not (header and header.declared):
         return ImageCheck(pixels)

@@ -15,8 +15,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
