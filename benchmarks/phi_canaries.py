@@ -7,7 +7,9 @@ The canary set, all generated here from a seed (no download):
   scikit-image (lunar surface as speckle, IHC, retina, cells, gravel, brick), decoded by medmix
   and resized to a long side of 384, 512 or 640 px;
 * identifying images: a base with ONE identifier drawn on it, as ultrasound and secondary-capture
-  overlays draw them: a name (DOE^JOHN, "Doe, John", "Name: John Doe", "John Doe"), an id
+  overlays draw them, two in three in the margin of a black display frame around the picture
+  ("frame"), one in three over the picture itself ("over"; reported apart): a name (DOE^JOHN,
+  "Doe, John", "Name: John Doe", "John Doe"), an id
   (MRN / accession / a bare 8-10 digit run), a date, a date-time, age + sex, a birth date, or a
   header value (the file's PatientID or PatientName, passed as the DICOM header would be). Font
   (DejaVu Sans/Mono/Serif/Condensed Bold, Liberation Sans/Mono/Serif), size (10-22 px), colour
@@ -58,6 +60,7 @@ COLOURS = [(255, 255, 255), (215, 215, 215), (255, 255, 0), (0, 255, 0), (0, 255
 DICOM_BASES = ["CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "examples_ybr_color.dcm", "JPEG2000.dcm"]
 SKIMAGE_BASES = ["moon", "immunohistochemistry", "retina", "cell", "gravel", "brick"]
 REAL_US = ["US1_J2KR.dcm", "examples_palette.dcm"]
+LAYOUTS = ["frame", "frame", "over"]  # two in three in a display frame's margin, one over the picture
 KINDS = ["name", "id", "date", "datetime", "demographics", "birth", "header"]
 # Names to draw: half from Faker locales the lexicon reads, half from ones it does not (pl_PL, nl_NL,
 # sv_SE), so recall on names is not just the lexicon looking itself up.
@@ -69,6 +72,7 @@ OUT_OF_LEXICON = ["pl_PL", "nl_NL", "sv_SE"]
 class Canary:
     n: int
     kind: str                  # an identifier kind, "clean", or "real"
+    layout: str                # "frame" | "over" | "real"
     pixels: np.ndarray
     planted: list[str]         # identifier strings drawn (for the leak check)
     header: list[str]          # header values the file would carry
@@ -99,8 +103,8 @@ def real_ultrasound() -> list[Canary]:
 
     from medmix.dicom import decode_dicom
 
-    return [Canary(-1 - i, "real", np.asarray(decode_dicom(Path(get_testdata_file(n)).read_bytes(), name=n)), [], [])
-            for i, n in enumerate(REAL_US)]
+    return [Canary(-1 - i, "real", "real", np.asarray(decode_dicom(Path(get_testdata_file(n)).read_bytes(), name=n)),
+                   [], []) for i, n in enumerate(REAL_US)]
 
 
 def _person(rng: random.Random) -> tuple[str, str]:
@@ -163,11 +167,19 @@ CLEAN = [
 ]
 
 
-def draw(base: np.ndarray, text: str, rng: random.Random, fonts: list[Path], scale_bar: bool = False) -> np.ndarray:
+def draw(base: np.ndarray, text: str, rng: random.Random, fonts: list[Path], layout: str,
+         scale_bar: bool = False) -> np.ndarray:
+    """`layout` "frame": the picture inside a black display frame with the text in its margin, as
+    ultrasound and secondary-capture screens lay it out; "over": the text over the picture itself."""
     side = rng.choice([384, 512, 640])
     img = Image.fromarray(base)
     k = side / max(img.size)
     img = img.resize((max(16, round(img.width * k)), max(16, round(img.height * k))), Image.Resampling.LANCZOS)
+    if layout == "frame":
+        margin = max(28, side // 10)
+        canvas = Image.new("RGB", (img.width + 2 * margin, img.height + 2 * margin))
+        canvas.paste(img, (margin, margin))
+        img = canvas
     d = ImageDraw.Draw(img)
     face, size = str(rng.choice(fonts)), rng.randint(10, 22)
     m = 4
@@ -205,11 +217,13 @@ def canaries(n_ident: int, n_clean: int, seed: int) -> list[Canary]:
     for i in range(n_ident):
         kind = KINDS[i % len(KINDS)]
         text, planted, header = identifier(kind, rng)
-        out.append(Canary(i, kind, draw(rng.choice(pool), text, rng, fonts), planted, header))
+        layout = LAYOUTS[(i // len(KINDS)) % len(LAYOUTS)]
+        out.append(Canary(i, kind, layout, draw(rng.choice(pool), text, rng, fonts, layout), planted, header))
     for i in range(n_clean):
         make = CLEAN[i % len(CLEAN)]
-        out.append(Canary(n_ident + i, "clean", draw(rng.choice(pool), make(rng), rng, fonts, scale_bar=i % 4 == 2),
-                          [], []))
+        layout = LAYOUTS[(i // len(CLEAN)) % len(LAYOUTS)]
+        out.append(Canary(n_ident + i, "clean", layout,
+                          draw(rng.choice(pool), make(rng), rng, fonts, layout, scale_bar=i % 4 == 2), [], []))
     return out
 
 
@@ -232,7 +246,7 @@ def evaluate(c: Canary) -> dict:
     seconds = time.perf_counter() - t
     found = find_identifying_text(c.pixels, header, words)
     grey_only = find_identifying_text(c.pixels, header, [w for w in words if w.line[0] == 0])
-    out = {"n": c.n, "kind": c.kind, "flagged": bool(found), "flagged_grey_only": bool(grey_only),
+    out = {"n": c.n, "kind": c.kind, "layout": c.layout, "flagged": bool(found), "flagged_grey_only": bool(grey_only),
            "ocr_s": seconds, "kinds": sorted(set().union(*(k for k, _ in found))) if found else []}
     if found and c.kind != "clean":
         red = redact.black_boxes(c.pixels, [b for _, boxes in found for b in boxes])
@@ -254,7 +268,7 @@ def main() -> None:
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for c in items:
-            Image.fromarray(c.pixels).save(args.save / f"{c.n:04d}-{c.kind}.png")
+            Image.fromarray(c.pixels).save(args.save / f"{c.n:04d}-{c.kind}-{c.layout}.png")
     # the bare cost of one pytesseract call (process start, PNG hand-over) on a 16x16 blank
     import pytesseract
 
@@ -279,6 +293,12 @@ def main() -> None:
                 for k in KINDS}
     recall = sum(r["flagged"] for r in ident) / len(ident)
     false = sum(r["flagged"] for r in clean) / len(clean)
+
+    def rate(rows: list[dict]) -> str:
+        return f"{sum(r['flagged'] for r in rows)}/{len(rows)}"
+
+    per_layout = {lay: {"recall": rate([r for r in ident if r["layout"] == lay]),
+                        "false_flags": rate([r for r in clean if r["layout"] == lay])} for lay in ("frame", "over")}
     redacted = [r for r in ident if "leaks" in r]
     report = {
         "date": time.strftime("%Y-%m-%d"), "engine": ocr.engine_version(), "seed": args.seed,
@@ -286,7 +306,7 @@ def main() -> None:
         "recall": round(recall, 4), "recall_target": 0.97, "recall_vs_target": round(recall / 0.97, 3),
         "false_flag_rate": round(false, 4), "false_flag_target": 0.03,
         "false_flags": [r["n"] for r in clean if r["flagged"]],
-        "recall_per_kind": per_kind,
+        "recall_per_kind": per_kind, "per_layout": per_layout,
         "missed": [r["n"] for r in ident if not r["flagged"]],
         "grey_pass_only": {"recall": round(sum(r["flagged_grey_only"] for r in ident) / len(ident), 4),
                            "false_flag_rate": round(sum(r["flagged_grey_only"] for r in clean) / len(clean), 4)},

@@ -161,6 +161,10 @@ class Recipe:
         d.pop("path")
         for s in d["sources"]:
             s.pop("line")
+        if d["image"]["burned_in_text"] is None:
+            # the default is left out, so a recipe written before the option hashes as before; what
+            # each source ran with is in the manifest's `sources.<name>.deidentification`
+            d["image"].pop("burned_in_text")
         return d
 
     def burned_in_text(self, source: SourceSpec) -> tuple[str, str, str]:
