@@ -59,6 +59,9 @@ north south east banks rivers wells marsh moore more worth well ill fall pain ba
 ventral dorsal tissue normal axial sagittal coronal image figure panel scale left right top bottom
 """.split())
 
+_PARTICLES = frozenset({"van", "von", "de", "der", "den", "di", "da", "del", "della", "le", "la", "du", "dos"})
+_AGE_NUMBER = re.compile(r"^(0?\d{1,2}|1[01]\d)$")
+_AGE_UNIT = re.compile(r"^(y|yo|yr|yrs)[mf]?$")
 _TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "prof", "sir", "dott", "herr", "frau", "mme", "mlle"})
 _NAME_LABELS = frozenset({"name", "patient", "pt", "pat", "nom", "nombre", "physician", "ref", "referring",
                           "doctor", "operator", "sonographer", "tech", "technologist"})
@@ -85,7 +88,7 @@ _SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 _AGE = re.compile(r"^(0?\d{1,2}|1[01]\d)(y|yo|yr|yrs|y/o|years?|j|a|ans)?([mf])?$", re.IGNORECASE)
 _AGE_SEX = re.compile(r"^(0?\d{1,2}|1[01]\d)\s?(y|yo|yr|yrs)[mf]$", re.IGNORECASE)
 _CARETS = "^*\"“”'`"
-_CARET_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]+[\^*\"“”'`][A-Za-z][A-Za-z'-]*$")
+_CARET_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]+[\^*\"“”'`][A-Za-z][A-Za-z'-]+$")  # both parts 2+ letters
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -196,10 +199,11 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
         bare = tok.strip(".,;:()[]{}")
         if header and header.matches(tok):
             mark("header", i)
-        if _CARET_NAME.match(bare):
+        if _CARET_NAME.match(bare) and sum(c.isalpha() for c in bare) >= 5:  # not OCR noise like "ge“D"
             mark("name", i)
-        if i + 1 < len(tokens) and _CARET_NAME.match(bare + tokens[i + 1].strip(".,;:")) and (
-                bare[-1:] in _CARETS or tokens[i + 1][:1] in _CARETS):  # OCR split "DOE^ JOHN"
+        joined = bare + tokens[i + 1].strip(".,;:") if i + 1 < len(tokens) else ""
+        if (joined and _CARET_NAME.match(joined) and sum(c.isalpha() for c in joined) >= 5
+                and (bare[-1:] in _CARETS or tokens[i + 1][:1] in _CARETS)):  # OCR split "DOE^ JOHN"
             mark("name", i, i + 1)
         digits = re.sub(r"[^\d]", "", bare)
         if _LONG_DIGITS.search(bare) or _SSN.match(bare) or (_ACCESSION.match(bare) and not _is_unitlike(bare)):
@@ -214,10 +218,17 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
             mark("name", i, i + 1)
         if f in _NAME_LABELS and tok.rstrip().endswith(":") and i + 1 < len(tokens) and _alpha(tokens[i + 1]):
             mark("name", i, *[j for j in range(i + 1, min(i + 4, len(tokens))) if _alpha(tokens[j])])
+        parts = {fold(p) for p in tok.split("-")} | {f}  # "Sven-Erik"
         if i + 1 < len(tokens) and _capitalised(tok) and _capitalised(tokens[i + 1]):
             g = folded[i + 1]
-            if (f in first and g in last) or (tok.endswith(",") and f in last and g in first):
+            if (parts & first and g in last) or (tok.endswith(",") and f in last and g in first):
                 mark("name", i, i + 1)
+        if (i + 2 < len(tokens) and _capitalised(tok) and parts & first and folded[i + 1] in _PARTICLES
+                and _capitalised(tokens[i + 2])):  # "Mick van Esten", "Maxim de Backer"
+            mark("name", i, i + 1, i + 2)
+        if (i + 1 < len(tokens) and _AGE_NUMBER.match(bare) and _AGE_UNIT.match(folded[i + 1])
+                and folded[i + 1][-1] in "mf"):  # "55 yoM": age and sex in one OCR word
+            mark("demographics", i, i + 1)
         if _AGE_SEX.match(bare):
             mark("demographics", i)
     # age + sex anywhere on the line
@@ -229,6 +240,11 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
     for rx in _DATE_RES:
         for m in rx.finditer(line):
             mark("date", *_tokens_in(tokens, m.start(), m.end()))
+    # OCR splits a date at its separators ("12-APR- 2015"): the line with those spaces closed
+    closed = re.sub(r"\s*([-/.])\s*", r"\1", line)
+    if closed != line and "date" not in kinds and any(rx.search(closed) for rx in _DATE_RES):
+        mark("date", *[i for i, t in enumerate(tokens) if any(c.isdigit() for c in t)
+                        or re.match(_MONTHS, t, re.IGNORECASE)])
     # OCR splits monospaced or letter-spaced overlays ("1 9 . 0 8 . 2 0 0 8") and reads a dot as a
     # comma ("14,06. 2008"): the line without spaces gets the strict numeric forms (4-digit year)
     numeric = [i for i, t in enumerate(tokens) if re.fullmatch(r"[\d.,/:-]+", t)]
@@ -248,6 +264,8 @@ def _is_age(tok: str, tokens: Sequence[str], i: int) -> bool:
         return False
     if m.group(2) or m.group(3):
         return True
+    if i + 1 < len(tokens) and fold(tokens[i + 1]) in ("y", "yo", "yr", "yrs", "year", "years", "ans", "jahre"):
+        return True  # "55 yo"
     prev = fold(tokens[i - 1]) if i else ""
     return prev in ("age", "aged", "alter", "edad")
 

@@ -176,12 +176,11 @@ def test_panel_letters_scale_bars_and_markers_are_not_flagged():
 
 
 def test_missing_tesseract_names_the_install_command(monkeypatch):
-    import pytesseract
-
     from medmix.errors import MedmixError
 
     ocr.engine_version.cache_clear()
-    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "no-such-tesseract")
+    monkeypatch.delenv("TESSDATA_PREFIX", raising=False)
+    monkeypatch.setattr(ocr, "TESSDATA_DIRS", ("/nonexistent/tessdata",))
     try:
         with pytest.raises(MedmixError, match="apt-get install tesseract-ocr"):
             normalize_image(_png(CLEAN), name="fig.png", policy=ImagePolicy(burned_in_text="quarantine"))
