@@ -32,6 +32,7 @@ from medmix.errors import MedmixError
 PSM = 11
 UPSCALE_MAX_SIDE = 1024
 BRIGHT = 200
+UPSCALE = 2
 INSTALL_HINT = "install it with `apt-get install tesseract-ocr` (Debian/Ubuntu) and `pip install medmix[phi]`"
 
 
@@ -119,7 +120,7 @@ def read_words(pixels: np.ndarray) -> list[Word]:
 
 def _tesseract(grey: np.ndarray, pass_no: int) -> list[Word]:
     img = Image.fromarray(grey)
-    scale = 2 if max(img.size) <= UPSCALE_MAX_SIDE else 1
+    scale = UPSCALE if max(img.size) <= UPSCALE_MAX_SIDE else 1
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
     words = []
