@@ -25,7 +25,7 @@ The canary set, all generated here from a seed (no download):
 Measured, per image: flagged or not (quarantine mode), OCR time, and for every flagged
 identifying image the redacted copy OCR'd a second time: a *leak* is any planted identifier token
 (4+ characters, one OCR slip forgiven) read back, or the detectors flagging the redacted copy.
-The grey-only single pass is reported beside the shipped two passes (the ablation behind
+The grey-only single pass is reported beside the shipped three passes (the ablation behind
 `medmix.phi.ocr`'s bright-mask pass).
 
     nice -n 10 python benchmarks/phi_canaries.py --identifying 150 --clean 150 --workers 2
