@@ -44,10 +44,21 @@ class UnitJob:
     unit: Unit
     key: str
     files: dict[str, Path]
+    policy: ImagePolicy
 
 
-def _run_job(job: UnitJob, policy: ImagePolicy, cache: BuildCache) -> dict:
-    return cache.run_unit(job.planned.source, job.unit, job.files, policy, job.key)
+def _run_job(job: UnitJob, cache: BuildCache) -> dict:
+    return cache.run_unit(job.planned.source, job.unit, job.files, job.policy, job.key)
+
+
+def _source_policy(recipe: Recipe, policy: ImagePolicy, p: PlannedSource) -> ImagePolicy:
+    """The image policy with this source's identifying-text modes (`Recipe.burned_in_text`); part
+    of its unit keys, so changing a mode re-normalizes that source."""
+    spec = next((s for s in recipe.sources if s.name == p.name), None)
+    if spec is None:
+        return policy
+    raster, dicom, text = recipe.burned_in_text(spec)
+    return dataclasses.replace(policy, burned_in_text=raster, burned_in_text_dicom=dicom, text_identifiers=text)
 
 
 def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
@@ -88,11 +99,12 @@ def build(recipe: Recipe, opts: BuildOptions, progress: Progress | None = None,
         provenance[p.name] = res.provenance
         # "inputs" names every byte a unit may read: file sha256s (pinned, computed at download or
         # over a local copy) and hand-placed folders' fingerprints (path, sizes, mtimes, hashes)
+        source_policy = _source_policy(recipe, policy, p)
         salt = {"adapter": type(p.source).name, "adapter_version": p.source.version, "options": p.source.options,
-                "policy": policy.salt(), "schema": SCHEMA_VERSION, "inputs": sorted(res.fingerprints.items())}
+                "policy": source_policy.salt(), "schema": SCHEMA_VERSION, "inputs": sorted(res.fingerprints.items())}
         for split in p.splits:
             for unit in p.source.units(split, res.paths):
-                jobs.append(UnitJob(p, unit, unit.key(salt), res.paths))
+                jobs.append(UnitJob(p, unit, unit.key(salt), res.paths, source_policy))
         progress("fetch", p.name, 1, 1)
 
     with make_executor(opts.executor, opts.workers, opts.address) as executor:
@@ -119,7 +131,7 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
             todo.append(i)
     progress("normalize", "units", len(jobs) - len(todo), len(jobs))
     cache.ship_inputs([jobs[i].files for i in todo], remote=executor.remote)
-    for i, summary in zip(todo, executor.map(_run_job, ((jobs[i], policy, cache) for i in todo),
+    for i, summary in zip(todo, executor.map(_run_job, ((jobs[i], cache) for i in todo),
                                              on_done=lambda i, r: progress("normalize", "units", 1, len(jobs)))):
         summaries[i] = summary
     norm = cache.pull_normalized([(j.planned.name, j.key) for j in jobs])
@@ -193,6 +205,20 @@ def _write_quarantine(out: Store, files: list[Path]) -> dict:
     return {"path": QUARANTINE, "rows": rows, "sha256": digest}
 
 
+def _deid_settings(train, p: PlannedSource) -> dict:
+    """The identifying-text settings a source was normalized with and its redaction counts."""
+    from medmix.phi import settings
+
+    job = next((j for j, _ in train if j.planned.name == p.name), None)
+    if job is None:
+        return {}
+    pol = job.policy
+    out = settings(pol.burned_in_text, pol.burned_in_text_dicom, pol.text_identifiers)
+    out["redacted"] = {kind: sum(s.get("redacted", {}).get(kind, 0) for j, s in train if j.planned.name == p.name)
+                       for kind in ("images", "texts")}
+    return out
+
+
 def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed) -> dict:
     sources: dict[str, Any] = {}
     for p in planned:
@@ -217,6 +243,7 @@ def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, remo
                                "quarantine_reasons": dict(sorted(reasons.items())),
                                **plan.counts[p.name]}
             entry["decontamination"] = plan.decontamination.get(p.name, {})
+            entry["deidentification"] = _deid_settings(train, p)
         sources[p.name] = entry
     return {
         "medmix_version": __version__,

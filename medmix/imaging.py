@@ -28,6 +28,7 @@ import dataclasses
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ IMAGING_VERSION = "3"
 RASTER_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "GIF", "WEBP")  # JPEG includes MPO
 _ENCODINGS = ("keep", "png", "jpeg")
 _FRAMES = ("middle", "first")
+_PHI_MODES = ("quarantine", "redact", "off")
 _MAGIC_NAMES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP",
                 b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
 _RASTER_MAGIC = tuple(_MAGIC_NAMES)
@@ -72,6 +74,11 @@ class ImagePolicy:
             An MPO (camera multi-picture JPEG) always gives its primary picture.
         max_pixels: refuse images with more pixels than this before decoding them (a 1 KB PNG
             can declare 100k x 100k pixels and ask for 30 GB).
+        burned_in_text / burned_in_text_dicom: "quarantine" | "redact" | "off" for identifying
+            text in the pixels of raster / DICOM inputs (`medmix.phi`); the build sets them per
+            source from the recipe. `ImagePolicy()` checks nothing, as before.
+        text_identifiers: the same modes for a row's question/answer/context (`medmix.normalize`);
+            it rides here because the policy is what every unit and its cache key carry.
     """
 
     max_side: int | None = None
@@ -79,6 +86,9 @@ class ImagePolicy:
     jpeg_quality: int = 90
     frame: str = "middle"
     max_pixels: int = 100_000_000
+    burned_in_text: str = "off"
+    burned_in_text_dicom: str = "off"
+    text_identifiers: str = "off"
 
     def __post_init__(self) -> None:
         def positive(value: Any) -> bool:
@@ -92,6 +102,9 @@ class ImagePolicy:
             raise MedmixError(f"image policy: max_side must be a positive integer or null, got {self.max_side!r}")
         if not positive(self.jpeg_quality) or self.jpeg_quality > 100:
             raise MedmixError(f"image policy: jpeg_quality must be an integer in 1..100, got {self.jpeg_quality!r}")
+        for key in ("burned_in_text", "burned_in_text_dicom", "text_identifiers"):
+            if getattr(self, key) not in _PHI_MODES:
+                raise MedmixError(f"image policy: {key} must be one of {list(_PHI_MODES)}, got {getattr(self, key)!r}")
         if not positive(self.max_pixels):
             raise MedmixError(f"image policy: max_pixels must be a positive integer, got {self.max_pixels!r}")
 
@@ -115,6 +128,7 @@ class NormalizedImage:
     height: int
     pixel_hash: str
     phash: int
+    deid: dict[str, Any] | None = None  # what `medmix.phi` did to the pixels (redaction), for `meta.deid`
 
 
 def normalize_image(data: bytes, *, name: str, policy: ImagePolicy = ImagePolicy()) -> NormalizedImage:
@@ -126,11 +140,14 @@ def normalize_image(data: bytes, *, name: str, policy: ImagePolicy = ImagePolicy
         data = bytes(data)
     if not data:
         raise RowError("empty file (0 bytes)", file=name)
+    check = None
     if _is_dicom(data, name):
+        check = _phi_check(policy.burned_in_text_dicom, name, data)
         img = decode_dicom(data, name=name, frame=policy.frame, max_pixels=policy.max_pixels)
         source = _Decoded(img, fmt="DICOM", stream=None, lossy=False)
     else:
-        fast = _plain_jpeg(data, name, policy)
+        check = _phi_check(policy.burned_in_text, name)
+        fast = _plain_jpeg(data, name, policy, check)
         if fast is not None:
             return fast
         source = _decode_raster(data, name=name, policy=policy)
@@ -138,19 +155,39 @@ def normalize_image(data: bytes, *, name: str, policy: ImagePolicy = ImagePolicy
         img, pixels_changed = _canonical(source)
         img, resized = _fit(img, policy.max_side)
         pixels = pixels_of(img)
+        deid = None
+        if check is not None:
+            result = check(pixels)
+            deid = result.meta
+            if result.changed:
+                pixels, pixels_changed = result.pixels, True
+                img = Image.fromarray(pixels)
         if policy.encode == "keep" and source.stream is not None and not (pixels_changed or resized):
             out, fmt = source.stream, source.fmt.lower()
         else:
             fmt = policy.encode if policy.encode != "keep" else ("jpeg" if source.lossy else "png")
             out = _encode(img, pixels, fmt, policy.jpeg_quality)
-        return _normalized(out, fmt, pixels)
+        return _normalized(out, fmt, pixels, deid)
     except RowError:
         raise
     except Exception as exc:  # noqa: BLE001 - a Pillow failure after decode still loses only this row
         raise RowError(f"cannot normalize {source.fmt} image: {_brief(exc)}", file=name) from None
 
 
-def _plain_jpeg(data: bytes, name: str, policy: ImagePolicy) -> NormalizedImage | None:
+def _phi_check(mode: str, name: str, dicom: bytes | None = None) -> Callable[[np.ndarray], Any] | None:
+    """The burned-in text check for one image (None under "off"); a DICOM whose header declares
+    burned-in identifiers is refused here, before its pixels are decoded."""
+    if mode == "off":
+        return None
+    from medmix import phi
+
+    header = phi.read_dicom_header(dicom) if dicom is not None else None
+    phi.refuse_declared(header, mode, name=name)
+    return lambda pixels: phi.check_image(pixels, mode, header, name=name)
+
+
+def _plain_jpeg(data: bytes, name: str, policy: ImagePolicy,
+                check: Callable[[np.ndarray], Any] | None = None) -> NormalizedImage | None:
     """The fast path (`medmix.jpeg`) for the most common input: a plain YCbCr/grey JPEG that
     needs no pixel change. No Pillow image is made at all; the result is the one the Pillow path
     gives for the same bytes (tests/imaging/test_jpeg.py). None: use the Pillow path."""
@@ -171,17 +208,23 @@ def _plain_jpeg(data: bytes, name: str, policy: ImagePolicy) -> NormalizedImage 
     pixels = jpeg.decode(data, mode)
     if pixels is None:
         return None
+    deid = None
+    if check is not None:
+        result = check(pixels)
+        deid = result.meta
+        if result.changed:
+            pixels, keep = result.pixels, False
     if keep and stream is not None:
-        return _normalized(stream, "jpeg", pixels)
+        return _normalized(stream, "jpeg", pixels, deid)
     fmt = "png" if policy.encode == "png" else "jpeg"
     img = Image.fromarray(pixels) if fmt == "png" else None
-    return _normalized(_encode(img, pixels, fmt, policy.jpeg_quality), fmt, pixels)
+    return _normalized(_encode(img, pixels, fmt, policy.jpeg_quality), fmt, pixels, deid)
 
 
-def _normalized(data: bytes, fmt: str, pixels: np.ndarray) -> NormalizedImage:
+def _normalized(data: bytes, fmt: str, pixels: np.ndarray, deid: dict[str, Any] | None = None) -> NormalizedImage:
     height, width = pixels.shape[:2]
     return NormalizedImage(data=data, format=fmt, width=width, height=height, pixel_hash=pixel_hash(pixels),
-                           phash=phash64(pixels))
+                           phash=phash64(pixels), deid=deid)
 
 
 def _exif_orientation(data: bytes) -> int | None:

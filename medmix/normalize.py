@@ -91,6 +91,14 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
     modality = canonical_modality(label)
     if rec.modality is not None and label is not None and label != modality:
         meta.setdefault("modality_upstream", label)
+    texts = {"question": _text(rec.question, "question"), "answer": answer, "context": _text(rec.context, "context")}
+    deid: dict[str, Any] = {}
+    if policy.text_identifiers != "off":
+        from medmix.phi import check_text
+
+        texts, text_deid = check_text(texts, policy.text_identifiers)
+        if text_deid:
+            deid["text"] = text_deid
     row: dict[str, Any] = {
         "id": f"{source.name}/{rec.native_id}",
         "source": source.name,
@@ -99,10 +107,10 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
         "modality": modality,
         "task": rec.task or (source.tasks[0] if len(source.tasks) == 1 else None),
         "image": None, "image_hash": None, "image_phash": None, "width": None, "height": None,
-        "question": _text(rec.question, "question"),
+        "question": texts["question"],
         "options": options,
-        "answer": answer,
-        "context": _text(rec.context, "context"),
+        "answer": texts["answer"],
+        "context": texts["context"],
         "license": rec.license or source.license,
         "meta": dumps_meta(meta),
     }
@@ -111,6 +119,10 @@ def record_to_row(source: Source, unit: Unit, rec: Record, policy: ImagePolicy) 
         img = normalize_image(data, name=name, policy=policy)
         row.update(image={"bytes": img.data, "path": None}, image_hash=img.pixel_hash,
                    image_phash=img.phash, width=img.width, height=img.height)
+        if img.deid:
+            deid["image"] = img.deid
+    if deid:  # what was redacted and how, like DICOM's De-identification Method; never the text
+        row["meta"] = dumps_meta({**meta, "deid": deid})
     if row["task"] is None:
         raise MedmixError(f"adapter {source.name!r} declares several tasks {source.tasks} but record "
                           f"{rec.native_id!r} names none")
@@ -135,6 +147,7 @@ def run_unit(source: Source, unit: Unit, files: Mapping[str, Path], policy: Imag
     quarantined: list[dict[str, Any]] = []
     reasons: dict[str, int] = {}
     seen: set[str] = set()
+    redacted: dict[str, int] = {}  # rows whose images / texts `medmix.phi` redacted
     read = 0
 
     def quarantine(native_id: str | None, reason: str, file: str | None) -> None:
@@ -156,7 +169,13 @@ def run_unit(source: Source, unit: Unit, files: Mapping[str, Path], policy: Imag
                     continue
                 seen.add(item.native_id)
                 try:
-                    writer.write_row(record_to_row(source, unit, item, policy))
+                    row = record_to_row(source, unit, item, policy)
+                    writer.write_row(row)
+                    if '"deid":' in row["meta"]:
+                        deid = json.loads(row["meta"])["deid"]
+                        for kind, part in (("images", "image"), ("texts", "text")):
+                            if part in deid:
+                                redacted[kind] = redacted.get(kind, 0) + 1
                 except RowError as exc:
                     quarantine(item.native_id, exc.reason, exc.file or item.image_name)
         except RowError as exc:
@@ -173,5 +192,7 @@ def run_unit(source: Source, unit: Unit, files: Mapping[str, Path], policy: Imag
     summary = {"source": source.name, "split": unit.split, "part": unit.part, "key": key,
                "schema_version": SCHEMA_VERSION, "read": read, "written": written,
                "quarantined": dict(sorted(reasons.items()))}
+    if redacted:
+        summary["redacted"] = dict(sorted(redacted.items()))
     atomic_write_json(paths.summary, summary)
     return summary

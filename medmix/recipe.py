@@ -53,10 +53,19 @@ class ImageSection:
     encode: str = "keep"
     jpeg_quality: int = 90
     frame: str = "middle"
+    # identifying text in pixels and text (`medmix.phi`): null = each source's default (quarantine for
+    # `local` sources and every DICOM input, off for the registry's published datasets), one mode
+    # for every source, or a mapping {source name: mode} (unnamed sources keep their default)
+    burned_in_text: str | dict[str, str] | None = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any], fail: Fail) -> ImageSection:
+        mode = raw.get("burned_in_text")
+        if mode is False or isinstance(mode, dict):  # YAML 1.1 reads a bare `off` as false
+            raw = {**raw, "burned_in_text": "off" if mode is False else
+                   {k: "off" if v is False else v for k, v in mode.items()}}
         image = cls(**raw)
+        _check_burned_in_text(image.burned_in_text, fail)
         if image.max_side is not None and (not isinstance(image.max_side, int) or image.max_side < 16):
             raise fail("image.max_side", f"{image.max_side!r} is not an integer >= 16", "use e.g. 1024, or null")
         if image.encode not in ("keep", "png", "jpeg"):
@@ -152,7 +161,26 @@ class Recipe:
         d.pop("path")
         for s in d["sources"]:
             s.pop("line")
+        if d["image"]["burned_in_text"] is None:
+            # the default is left out, so a recipe written before the option hashes as before; what
+            # each source ran with is in the manifest's `sources.<name>.deidentification`
+            d["image"].pop("burned_in_text")
         return d
+
+    def burned_in_text(self, source: SourceSpec) -> tuple[str, str, str]:
+        """(raster images, DICOM images, text columns) modes for one source.
+
+        Defaults: a `local` source is the user's own data, so all three are "quarantine"; a registry
+        dataset is published de-identified and its figures legitimately carry panel letters and
+        axis text, so only its DICOM inputs (which may carry an overlay) are checked. A mode the
+        recipe gives applies to images of any source, and to the text of `local` sources.
+        """
+        local = source.adapter == "local"
+        given = self.image.burned_in_text
+        mode = given.get(source.name) if isinstance(given, dict) else given
+        if mode is None:
+            return ("quarantine", "quarantine", "quarantine") if local else ("off", "quarantine", "off")
+        return mode, mode, mode if local else "off"
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()
@@ -309,6 +337,11 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
         if fixed > target:
             raise fail("target_samples", f"{target} is smaller than the {fixed} rows fixed by `samples:`",
                        "raise target_samples or lower the samples counts")
+    if isinstance(image.burned_in_text, dict):
+        for sname in image.burned_in_text:
+            if sname not in raw_sources:
+                raise fail(f"image.burned_in_text.{sname}", "names no source of this recipe",
+                           f"use one of {sorted(raw_sources)}")
     return Recipe(name=name, path=path, seed=seed, target_samples=target, shard_rows=shard_rows, image=image,
                   accept=tuple(lic["accept"]), allow_eval=tuple(lic["allow_eval"]), dedup=dedup,
                   decontaminate=decon, sources=tuple(specs), description=str(data.get("description", "")),
@@ -324,6 +357,21 @@ def _section(data: dict, name: str, keys: set[str], fail: Fail) -> dict:
         if k not in keys:
             raise fail(f"{name}.{k}", "unknown key", f"use one of {sorted(keys)}")
     return dict(raw)
+
+
+_PHI_MODES = ("quarantine", "redact", "off")
+
+
+def _check_burned_in_text(value: Any, fail: Fail) -> None:
+    fix = "use `burned_in_text: quarantine` (or redact, off), or a mapping such as `{my_scans: redact}`"
+    if value is None:
+        return
+    if isinstance(value, dict):
+        for sname, mode in value.items():
+            if mode not in _PHI_MODES:
+                raise fail(f"image.burned_in_text.{sname}", f"{mode!r} is not quarantine|redact|off", fix)
+    elif value not in _PHI_MODES:
+        raise fail("image.burned_in_text", f"{value!r} is not quarantine|redact|off", fix)
 
 
 def _check_distance(value: Any, key: str, fail: Fail) -> None:

@@ -1,0 +1,340 @@
+"""Which text identifies a person: names, dates, ids, age+sex, and the file's own header values.
+
+The detectors work on a list of tokens (OCR'd words of one text line, or the words of a caption)
+and return the *kinds* found plus which tokens hold them, never a copy of the text, so callers
+can redact the tokens and report the kinds without an identifier ever leaving this module.
+
+Kinds, each chosen to be specific enough that figure text is left alone:
+
+* ``name`` — a person-name-like pair: first name + surname from the names lexicon ("John Smith",
+  "Smith, John"), a DICOM person-name ("DOE^JOHN", OCR often reads the caret as ``*`` or ``"``),
+  a title + capitalised word ("Dr. Kovacs"), or a word after a name label ("Name: Kovacs").
+  A single lexicon word is not enough: "Long axis", "Grace period" and eponyms ("Graves disease")
+  would be flagged, and a burned-in name nearly always comes as first + last or with a label.
+* ``header`` — a token equal to a value of the file's own header (PatientName parts, PatientID,
+  OtherPatientIDs, InstitutionName, ReferringPhysicianName), read before the header is dropped;
+  one OCR slip is forgiven on tokens of 6+ characters (OCR read 48213377 as 48233377 in testing).
+* ``date`` — a calendar date or date-time in the common forms (2023-05-01, 05/01/2023, 1.5.23,
+  01-MAY-2023, 1 May 2023, May 1, 2023, 20230501 beside a time); a time alone is not a date.
+* ``id`` — a run of 7+ digits (after OCR's usual O/0 l/1 slips are not undone: a run is digits),
+  an accession-like token (1-4 letters then 5+ digits: A12345678, ACC00123), an SSN-like
+  3-2-4 pattern, or any number of 3+ digits after an id label (ID, MRN, Acc, Accession).
+* ``demographics`` — an age ("45Y", "45 yo", "Age 45") with a sex ("M", "F", "male") on the same
+  line, or a birth-date label (DOB, Birth).
+
+Not flagged, by construction: panel letters (a lone A-H letter), orientation markers (L, R, A,
+P, S, I, H, F), scale bars and measurements ("5 cm", "100 µm", "12.5 mm", "x20"), axis text
+(words and numbers below 7 digits).
+
+The lexicon is Faker's person-name lists for six Latin-alphabet locales (3,310 first and 3,802
+last names with faker 40.63; Faker is a well-kept, widely used package, 2 MB, no download at run time);
+words that are also common in medical text are taken out of it (see `_COMMON`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from medmix.errors import MedmixError
+
+KINDS = ("name", "header", "date", "id", "demographics")
+
+_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT")
+
+# Lexicon entries that are ordinary words in captions and figure text; a name made only of these
+# is not a name. Lower case.
+_COMMON = frozenset("""
+a an and are as at be by can do for from had has have he her his in is it its may me my no not of
+on or our she so the to up us we will with you your
+long short small large bell price ward cross green brown white black grey gray young king hill wood
+rose hope grace faith joy mark will bill may june april august summer winter autumn dawn hunter
+page lane field fields church bishop mason baker cook cooper turner walker cole gold silver love
+rich head little hall hart best good fine free lord major noble power sharp strong wise early
+frank art carter chase dean hale ray case guy lee chance pat max bay sky star stone river west
+north south east banks rivers wells marsh moore more worth well ill fall pain back bone vessel
+ventral dorsal tissue normal axial sagittal coronal image figure panel scale left right top bottom
+""".split())
+
+_PARTICLES = frozenset({"van", "von", "de", "der", "den", "di", "da", "del", "della", "le", "la", "du", "dos"})
+_AGE_NUMBER = re.compile(r"^(0?\d{1,2}|1[01]\d)$")
+_AGE_UNIT = re.compile(r"^(y|yo|yr|yrs)[mf]?$")
+_TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "prof", "sir", "dott", "herr", "frau", "mme", "mlle"})
+_NAME_LABELS = frozenset({"name", "patient", "pt", "pat", "nom", "nombre", "physician", "ref", "referring",
+                          "doctor", "operator", "sonographer", "tech", "technologist"})
+_ID_LABELS = frozenset({"id", "mrn", "acc", "accession", "acc#", "pid", "mr#", "no", "nr", "case", "hn", "ssn"})
+_BIRTH_LABELS = frozenset({"dob", "birth", "born", "d.o.b", "geb", "birthdate"})
+_SEX_TOKENS = frozenset({"m", "f", "male", "female", "sex"})
+
+_MONTHS = ("jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|"
+           "august|september|october|november|december")
+_DATE_RES = [re.compile(p, re.IGNORECASE) for p in (
+    r"\b(19|20)\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])\b",          # 2023-05-01
+    r"\b(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.]((19|20)?\d\d)\b",         # 01/05/2023, 1.5.23
+    r"\b(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.]((19|20)?\d\d)\b",         # 05/31/2023
+    rf"\b(0?[1-9]|[12]\d|3[01])[- ]?({_MONTHS})\.?[- ,]?((19|20)\d\d|\d\d)\b",     # 01-MAY-2023, 1 May 23
+    rf"\b({_MONTHS})\.?[- ]?(0?[1-9]|[12]\d|3[01])(st|nd|rd|th)?,?[- ]((19|20)\d\d)\b",  # May 1, 2023
+    r"\b(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])([T ]?\d{4,6})?\b",         # 20230501, DICOM DA/DT
+)]
+_COMPACT_DATE = re.compile(r"(19|20)\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])"
+                           r"|(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.](19|20)\d\d"
+                           r"|(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.](19|20)\d\d")
+_LONG_DIGITS = re.compile(r"\d{7,}")
+_ACCESSION = re.compile(r"^[A-Za-z]{1,4}[-#]?\d{5,}[A-Za-z]?$")
+_SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
+_AGE = re.compile(r"^(0?\d{1,2}|1[01]\d)(y|yo|yr|yrs|y/o|years?|j|a|ans)?([mf])?$", re.IGNORECASE)
+_AGE_SEX = re.compile(r"^(0?\d{1,2}|1[01]\d)\s?(y|yo|yr|yrs)[mf]$", re.IGNORECASE)
+_CARETS = "^*\"“”'`"
+_CARET_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]+[\^*\"“”'`][A-Za-z][A-Za-z'-]+$")  # both parts 2+ letters
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The kinds found in one token list and the indices of the tokens that carry them."""
+
+    kinds: frozenset[str]
+    tokens: frozenset[int]
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+
+def fold(text: str) -> str:
+    """Case- and accent-free letters and digits only: "Müller," → "muller"."""
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if c.isalnum() and not unicodedata.combining(c)).casefold()
+
+
+@functools.lru_cache(maxsize=1)
+def lexicon() -> tuple[frozenset[str], frozenset[str]]:
+    """(first names, last names), folded, from Faker's person providers; common words removed."""
+    import importlib
+
+    try:
+        importlib.import_module("faker")
+    except ImportError:
+        raise MedmixError("identifying-text detection needs the names lexicon of the `faker` package, which is "
+                          "not installed; `pip install medmix[phi]`, or set `image.burned_in_text: off`") from None
+    first: set[str] = set()
+    last: set[str] = set()
+    for loc in _LOCALES:
+        provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
+        for attr, into in (("first_names", first), ("first_names_male", first), ("first_names_female", first),
+                           ("last_names", last)):
+            for name in getattr(provider, attr, ()) or ():
+                for part in re.split(r"[\s-]+", str(name)):
+                    f = fold(part)
+                    if len(f) >= 2 and f not in _COMMON:
+                        into.add(f)
+    return frozenset(first), frozenset(last)
+
+
+def lexicon_source() -> str:
+    """What the manifest records about the lexicon."""
+    from importlib.metadata import version
+
+    first, last = lexicon()
+    return f"faker {version('faker')} person names ({', '.join(_LOCALES)}): {len(first)} first, {len(last)} last"
+
+
+class HeaderValues:
+    """Tokens of the file's own identifying header values, folded; empty for non-DICOM input."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        tokens: set[str] = set()
+        for value in values:
+            for part in _WORD.findall(str(value)):
+                f = fold(part)
+                if len(f) >= 3 and f not in _COMMON and f not in _GENERIC_INSTITUTION:
+                    tokens.add(f)
+        self.tokens = frozenset(tokens)
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens)
+
+    def matches(self, token: str) -> bool:
+        f = fold(token)
+        if len(f) < 3:
+            return False
+        if f in self.tokens:
+            return True
+        return len(f) >= 6 and any(abs(len(t) - len(f)) <= 1 and _within_one(f, t) for t in self.tokens
+                                   if len(t) >= 6)
+
+
+_GENERIC_INSTITUTION = frozenset({"hospital", "clinic", "medical", "center", "centre", "university", "general",
+                                  "health", "institute", "department", "radiology", "imaging", "the", "and",
+                                  "saint", "care", "county", "city", "regional", "memorial", "children"})
+
+
+def _within_one(a: str, b: str) -> bool:
+    """Edit distance <= 1 (one OCR slip: a wrong, missing or extra character)."""
+    if a == b:
+        return True
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) <= 1
+    if len(a) > len(b):
+        a, b = b, a
+    return any(b[:i] + b[i + 1:] == a for i in range(len(b)))
+
+
+def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Finding:
+    """The identifier kinds in one line of tokens and the token indices that carry them."""
+    first, last = lexicon()
+    kinds: set[str] = set()
+    hit: set[int] = set()
+    folded = [fold(t) for t in tokens]
+    line = " ".join(tokens)
+
+    def mark(kind: str, *idx: int) -> None:
+        kinds.add(kind)
+        hit.update(idx)
+
+    for i, tok in enumerate(tokens):
+        f = folded[i]
+        bare = tok.strip(".,;:()[]{}")
+        if header and header.matches(tok):
+            mark("header", i)
+        if _CARET_NAME.match(bare) and sum(c.isalpha() for c in bare) >= 5:  # not OCR noise like "ge“D"
+            mark("name", i)
+        joined = bare + tokens[i + 1].strip(".,;:") if i + 1 < len(tokens) else ""
+        if (joined and _CARET_NAME.match(joined) and sum(c.isalpha() for c in joined) >= 5
+                and (bare[-1:] in _CARETS or tokens[i + 1][:1] in _CARETS)):  # OCR split "DOE^ JOHN"
+            mark("name", i, i + 1)
+        digits = re.sub(r"[^\d]", "", bare)
+        if _LONG_DIGITS.search(bare) or _SSN.match(bare) or (_ACCESSION.match(bare) and not _is_unitlike(bare)):
+            if not _date_only(bare):
+                mark("id", i)
+        prev = folded[i - 1] if i else ""
+        if prev.rstrip("#") in _ID_LABELS and len(digits) >= 3 and len(digits) >= len(bare.strip("#-")) - 2:
+            mark("id", i - 1, i)
+        if f in _BIRTH_LABELS:
+            mark("demographics", i, *range(i + 1, min(i + 4, len(tokens))))
+        if f in _TITLES and i + 1 < len(tokens) and _capitalised(tokens[i + 1]):
+            mark("name", i, i + 1)
+        if f in _NAME_LABELS and tok.rstrip().endswith(":") and i + 1 < len(tokens) and _alpha(tokens[i + 1]):
+            mark("name", i, *[j for j in range(i + 1, min(i + 4, len(tokens))) if _alpha(tokens[j])])
+        parts = {fold(p) for p in tok.split("-")} | {f}  # "Sven-Erik"
+        if i + 1 < len(tokens) and _capitalised(tok) and _capitalised(tokens[i + 1]):
+            g = folded[i + 1]
+            if (parts & first and g in last) or (tok.endswith(",") and f in last and g in first):
+                mark("name", i, i + 1)
+        if (i + 2 < len(tokens) and _capitalised(tok) and parts & first and folded[i + 1] in _PARTICLES
+                and _capitalised(tokens[i + 2])):  # "Mick van Esten", "Maxim de Backer"
+            mark("name", i, i + 1, i + 2)
+        if (i + 1 < len(tokens) and _AGE_NUMBER.match(bare) and _AGE_UNIT.match(folded[i + 1])
+                and folded[i + 1][-1] in "mf"):  # "55 yoM": age and sex in one OCR word
+            mark("demographics", i, i + 1)
+        if _AGE_SEX.match(bare):
+            mark("demographics", i)
+    # age + sex anywhere on the line
+    ages = [i for i, t in enumerate(tokens) if _is_age(t, tokens, i)]
+    sexes = [i for i, f in enumerate(folded) if f in _SEX_TOKENS and i not in ages]
+    if ages and sexes:
+        mark("demographics", *ages, *sexes)
+    # dates, over the joined line (they span tokens: "1 May 2023")
+    for rx in _DATE_RES:
+        for m in rx.finditer(line):
+            mark("date", *_tokens_in(tokens, m.start(), m.end()))
+    # OCR splits a date at its separators ("12-APR- 2015"): the line with those spaces closed
+    closed = re.sub(r"\s*([-/.])\s*", r"\1", line)
+    if closed != line and "date" not in kinds and any(rx.search(closed) for rx in _DATE_RES):
+        mark("date", *[i for i, t in enumerate(tokens) if any(c.isdigit() for c in t)
+                        or re.match(_MONTHS, t, re.IGNORECASE)])
+    # OCR splits monospaced or letter-spaced overlays ("1 9 . 0 8 . 2 0 0 8") and reads a dot as a
+    # comma ("14,06. 2008"): the line without spaces gets the strict numeric forms (4-digit year)
+    numeric = [i for i, t in enumerate(tokens) if re.fullmatch(r"[\d.,/:-]+", t)]
+    compact = "".join(tokens[i] for i in numeric).replace(",", ".")
+    if "date" not in kinds and len(numeric) >= 2:
+        if _COMPACT_DATE.search(compact):
+            mark("date", *numeric)
+        elif _LONG_DIGITS.search(compact.replace(".", "")) and sum(len(tokens[i]) == 1 for i in numeric) >= 4:
+            mark("id", *numeric)
+    return Finding(frozenset(kinds), frozenset(hit))
+
+
+def _is_age(tok: str, tokens: Sequence[str], i: int) -> bool:
+    bare = tok.strip(".,;:()")
+    m = _AGE.match(bare)
+    if not m:
+        return False
+    if m.group(2) or m.group(3):
+        return True
+    if i + 1 < len(tokens) and fold(tokens[i + 1]) in ("y", "yo", "yr", "yrs", "year", "years", "ans", "jahre"):
+        return True  # "55 yo"
+    prev = fold(tokens[i - 1]) if i else ""
+    return prev in ("age", "aged", "alter", "edad")
+
+
+def _date_only(tok: str) -> bool:
+    return any(rx.fullmatch(tok) for rx in _DATE_RES[-1:])
+
+
+def _is_unitlike(tok: str) -> bool:
+    """"x40000"-style magnifications and "mm12345" are not ids."""
+    return tok[:1].lower() == "x" and tok[1:].isdigit()
+
+
+def _capitalised(tok: str) -> bool:
+    t = tok.strip(".,;:")
+    return len(t) >= 2 and t[0].isupper() and t.replace("-", "").replace("'", "").isalpha()
+
+
+def _alpha(tok: str) -> bool:
+    t = tok.strip(".,;:^")
+    return len(t) >= 2 and any(c.isalpha() for c in t)
+
+
+def _tokens_in(tokens: Sequence[str], start: int, end: int) -> list[int]:
+    out, pos = [], 0
+    for i, tok in enumerate(tokens):
+        lo, hi = pos, pos + len(tok)
+        if lo < end and hi > start:
+            out.append(i)
+        pos = hi + 1
+    return out
+
+
+def scan_text(text: str, header: HeaderValues | None = None) -> tuple[frozenset[str], list[tuple[int, int]]]:
+    """Kinds found in free text and the character spans to redact, line by line."""
+    kinds: set[str] = set()
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for raw_line in text.splitlines(keepends=True):
+        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", raw_line)]
+        found = classify([raw_line[a:b] for a, b in words], header)
+        if found:
+            kinds |= found.kinds
+            spans.extend((offset + words[i][0], offset + words[i][1]) for i in sorted(found.tokens))
+        offset += len(raw_line)
+    return frozenset(kinds), spans
+
+
+def redact_text(text: str, spans: Sequence[tuple[int, int]], mark: str = "[REDACTED]") -> str:
+    """`text` with each span (merged where adjacent words touch) replaced by `mark`."""
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1] + 1 and not text[merged[-1][1]:a].strip():
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out, pos = [], 0
+    for a, b in merged:
+        out.append(text[pos:a])
+        out.append(mark)
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def kinds_label(kinds: Iterable[str]) -> str:
+    """"date, id" — the only form in which findings leave this package."""
+    return ", ".join(k for k in KINDS if k in set(kinds))
+
+
+def header_values(mapping: Mapping[str, object]) -> HeaderValues:
+    return HeaderValues(str(v) for v in mapping.values() if v)

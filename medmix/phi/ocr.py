@@ -1,0 +1,154 @@
+"""OCR of burned-in text: Tesseract 5 (LSTM) in process through `tesserocr`, with Debian's
+`tesseract-ocr` English model; `pytesseract` (the `tesseract` command) where tesserocr is absent.
+
+Why Tesseract: its English model installs from Debian (`apt-get install tesseract-ocr`; nothing
+is downloaded at run time), it is maintained, and it reads the sparse, small, often light-on-dark
+text of ultrasound and secondary-capture overlays once the image is enlarged. Why `tesserocr`:
+it ships a manylinux wheel and keeps the model loaded in the process, while `pytesseract` starts
+a `tesseract` process (and loads the model) per call. Measured on this machine, same image, same
+settings, under the same load: 0.3-0.7 s per 512x512 image through tesserocr against 1.3-1.5 s
+through pytesseract, whose bare per-call cost on a 16x16 blank was 0.5-0.6 s (tesserocr: < 0.01 s).
+Figures of the whole canary set are in docs/phi.md.
+
+Settings: page segmentation mode 11 ("sparse text": overlays are scattered words in corners, not
+paragraphs), the image enlarged 2x when its long side is at most 1024 px (10-12 px overlay text
+was misread at 1x: "DOB" → "Dos"), and two passes (see `read_words`). Words come back with their
+boxes in the caller's pixel grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from medmix.errors import MedmixError
+
+PSM = 11
+UPSCALE_MAX_SIDE = 1024
+BRIGHT = 200
+UPSCALE = 2
+FINE = 160  # the third pass: the brightest channel enlarged 3x first, then thresholded
+INSTALL_HINT = "install it with `apt-get install tesseract-ocr` (Debian/Ubuntu) and `pip install medmix[phi]`"
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    conf: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the input's pixels
+    line: tuple[int, int, int, int]  # (pass, then Tesseract's block, paragraph, line)
+
+
+TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
+                 "/usr/share/tessdata", "/usr/local/share/tessdata")
+_local = threading.local()  # one Tesseract instance per thread: an instance is not thread-safe
+
+
+def _tessdata() -> str:
+    """The folder holding Tesseract's English model (TESSDATA_PREFIX, else Debian's)."""
+    for folder in (os.environ.get("TESSDATA_PREFIX"), *TESSDATA_DIRS):
+        if folder and os.path.isfile(os.path.join(folder, "eng.traineddata")):
+            return folder
+    raise MedmixError(f"burned-in text detection needs the Tesseract OCR engine's English model, and no "
+                      f"eng.traineddata is in TESSDATA_PREFIX or {', '.join(TESSDATA_DIRS)}; {INSTALL_HINT}, or set "
+                      f"`image.burned_in_text: off` in the recipe")
+
+
+@functools.lru_cache(maxsize=1)
+def engine_version() -> str:
+    """"tesseract 5.5.1 (tesserocr)"; MedmixError naming the install command when it is missing."""
+    _tessdata()
+    try:
+        import tesserocr
+    except ImportError:
+        tesserocr = None
+    if tesserocr is not None:
+        return f"tesseract {tesserocr.tesseract_version().split()[1]} (tesserocr)"
+    try:
+        import pytesseract
+    except ImportError:
+        raise MedmixError(f"burned-in text detection needs tesserocr or pytesseract, and neither is installed; "
+                          f"{INSTALL_HINT}, or set `image.burned_in_text: off` in the recipe") from None
+    if shutil.which(pytesseract.pytesseract.tesseract_cmd) is None:
+        raise MedmixError(f"burned-in text detection needs the Tesseract OCR engine, and `tesseract` is not on "
+                          f"PATH; {INSTALL_HINT}, or set `image.burned_in_text: off` in the recipe")
+    try:
+        return f"tesseract {pytesseract.get_tesseract_version()} (pytesseract)"
+    except Exception as exc:  # noqa: BLE001 - a broken install: say what it said
+        raise MedmixError(f"the Tesseract OCR engine does not run ({type(exc).__name__}: {exc}); "
+                          f"{INSTALL_HINT}") from None
+
+
+def _tsv(img: Image.Image) -> str:
+    """Tesseract's TSV for one image: in process through tesserocr (the model loaded once per
+    thread), else through the `tesseract` command (a process and a model load per call)."""
+    if engine_version().endswith("(tesserocr)"):
+        import tesserocr
+
+        api = getattr(_local, "api", None)
+        if api is None:
+            api = _local.api = tesserocr.PyTessBaseAPI(path=_tessdata(), lang="eng", psm=PSM)
+        api.SetImage(img)
+        return api.GetTSVText(0)
+    import pytesseract
+
+    return pytesseract.image_to_data(img, lang="eng", config=f"--psm {PSM}")
+
+
+def read_words(pixels: np.ndarray) -> list[Word]:
+    """Every word Tesseract reads in an (H, W) or (H, W, 3) uint8 array, boxes in its pixels.
+
+    Three passes: the grey image; a mask of its brightest pixels (any channel >= BRIGHT) drawn
+    black on white; and the brightest channel enlarged 3x *before* thresholding at FINE (images up
+    to 1024 px). Overlays are drawn in white or a saturated colour; on a mid-grey, textured
+    background (ultrasound speckle, the lunar surface of the canary set) Tesseract's global
+    threshold lost white 12 px text entirely, and the mask pass read it back whole; small
+    anti-aliased light-grey text falls apart in that mask and survives enlarging first. On the
+    canary set (docs/phi.md): recall 0.714 grey only, 0.819 with the mask, 0.857 with all three,
+    at 2x the OCR time of two passes and false flags 0 → 0.019.
+    """
+    engine_version()
+    grey = np.asarray(Image.fromarray(pixels).convert("L"))
+    bright = pixels.max(axis=2) if pixels.ndim == 3 else pixels
+    mask = np.where(bright >= BRIGHT, 0, 255).astype(np.uint8)
+    words = _tesseract(grey, 0)
+    if (mask == 0).any():
+        words += _tesseract(mask, 1)
+    if max(grey.shape) <= UPSCALE_MAX_SIDE:
+        big = Image.fromarray(bright).resize((bright.shape[1] * 3, bright.shape[0] * 3), Image.Resampling.LANCZOS)
+        fine = np.where(np.asarray(big) >= FINE, 0, 255).astype(np.uint8)
+        if (fine == 0).any():
+            words += _tesseract(fine, 2, scale=3, prescaled=True)
+    return words
+
+
+def _tesseract(grey: np.ndarray, pass_no: int, scale: int | None = None, prescaled: bool = False) -> list[Word]:
+    img = Image.fromarray(grey)
+    if scale is None:
+        scale = UPSCALE if max(img.size) <= UPSCALE_MAX_SIDE else 1
+    if scale != 1 and not prescaled:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
+    words = []
+    for row in _tsv(img).splitlines():
+        cells = row.split("\t")
+        if len(cells) < 12 or not cells[0].isdigit() or int(cells[0]) != 5 or not cells[11].strip():
+            continue  # level 5 = a word
+        block, par, line = int(cells[2]), int(cells[3]), int(cells[4])
+        x, y, w, h = (int(c) for c in cells[6:10])
+        box = (x // scale, y // scale, -(-(x + w) // scale), -(-(y + h) // scale))
+        words.append(Word(cells[11].strip(), float(cells[10]), box, (pass_no, block, par, line)))
+    return words
+
+
+def lines(words: list[Word]) -> list[list[Word]]:
+    """Words grouped into Tesseract's text lines, in reading order."""
+    out: dict[tuple[int, int, int, int], list[Word]] = {}
+    for w in words:
+        out.setdefault(w.line, []).append(w)
+    return [sorted(ws, key=lambda w: w.box[0]) for _, ws in sorted(out.items())]
