@@ -188,6 +188,25 @@ def test_missing_tesseract_names_the_install_command(monkeypatch):
         ocr.engine_version.cache_clear()
 
 
+def test_without_faker_the_manifest_says_so_and_a_needed_check_stops(monkeypatch):
+    """A core install (no `medmix[phi]`) builds registry sources, whose DICOM check is on by default
+    but never ran without a DICOM input; a text check that does need the names stops with the hint."""
+    from medmix.errors import MedmixError
+    from medmix.phi import settings
+
+    identifiers.lexicon.cache_clear()
+    try:
+        monkeypatch.setitem(__import__("sys").modules, "faker", None)
+        recorded = settings("off", "quarantine", "off")
+        assert recorded["lexicon"].startswith("faker (not installed")
+        with pytest.raises(MedmixError, match=r"pip install medmix\[phi\]"):
+            check_text({"answer": "Seen by Dr Kowalczyk on 2021-03-04"}, mode="quarantine")
+    finally:
+        monkeypatch.undo()
+        identifiers.lexicon.cache_clear()
+    assert "person names" in settings("off", "quarantine", "off")["lexicon"]
+
+
 # -- recipes ------------------------------------------------------------------------------------
 
 _RECIPE = """name: phi
