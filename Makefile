@@ -23,7 +23,7 @@ docs:
 	mkdocs build --strict
 
 datasets:
-	$(PYTHON) -m medmix.docs > DATASETS.md
+	$(PYTHON) -m medmix.publish.datasets_md > DATASETS.md
 
 bench:
 	@for f in benchmarks/*.py; do \

@@ -12,7 +12,7 @@
    cache) vs reading the same mixture from local disk: rows/s over one epoch, timed from the
    first row; cold (every row group fetched from the server, prefetch running ahead) and warm
    (the same epoch again, its row groups in the local cache).
-4. The driver's memory model: bytes per row of the mix index (`medmix.index.build_index`),
+4. The driver's memory model: bytes per row of the mix index (`medmix.mix.index.build_index`),
    measured with tracemalloc on this mixture's normalized units.
 
     python benchmarks/build_scaling.py --images 4000
@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from build_throughput import bench_recipe, make_images  # noqa: E402
 
-from medmix.build import BuildOptions, build  # noqa: E402
+from medmix.pipeline import BuildOptions, build  # noqa: E402
 
 REPEAT = 2  # each normalize measurement is the best of this many builds
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_AUTO_CONNECT": "0"}
@@ -97,7 +97,7 @@ def run_ray(folder: Path, tmp: Path, cpus: int) -> dict:
 
 
 def index_bytes_per_row(cache: Path, rows: int) -> float:
-    from medmix.index import build_index
+    from medmix.mix.index import build_index
 
     units = sorted((cache / "normalized").rglob("*.parquet"))
     units = [u for u in units if not u.name.endswith(".quarantine.parquet")]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medmix.build import BuildOptions, build
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import parse_recipe
 
 

@@ -1,4 +1,4 @@
-"""Scale benchmark for medmix.dedup and medmix.textsim, at the size of the OpenMedQ mixture.
+"""Scale benchmark for medmix.mix.dedup and medmix.mix.textsim, at the size of the OpenMedQ mixture.
 
     python benchmarks/dedup_scale.py                  # every part, each in a fresh process
     python benchmarks/dedup_scale.py --part images    # 3.35M pHashes, planted near pairs
@@ -59,7 +59,7 @@ def row(label: str, value: str) -> None:
 
 
 def part_images(seed: int = 0) -> None:
-    from medmix import dedup
+    from medmix.mix import dedup
 
     d = dedup.DEFAULT_IMAGE_DISTANCE
     rng = np.random.default_rng(seed)
@@ -154,7 +154,7 @@ def generate_texts(n: int, n_dups: int, seed: int = 0) -> tuple[list[str], np.nd
     Returns (texts built with qa_text as the pipeline does, planted source rows, planted copy rows).
     Copies are: options reordered, one vignette word swapped, or case/spacing/punctuation noise.
     """
-    from medmix.textsim import qa_text
+    from medmix.mix.textsim import qa_text
 
     rng = np.random.default_rng(seed)
     words = np.array(_WORDS)
@@ -184,7 +184,7 @@ def generate_texts(n: int, n_dups: int, seed: int = 0) -> tuple[list[str], np.nd
 
 
 def part_text(seed: int = 0) -> None:
-    from medmix import textsim
+    from medmix.mix import textsim
 
     texts, src, dst = generate_texts(N_TEXTS, N_TEXT_DUPS, seed)
     avg_chars = sum(map(len, texts)) / len(texts)
@@ -253,12 +253,12 @@ def part_text(seed: int = 0) -> None:
 def part_thresholds() -> None:
     from test_dedup import EDITS, SINGLE_EDITS, distinct_distances, measured, real_images, reference_phash
 
-    from medmix.dedup import DEFAULT_IMAGE_DISTANCE, hamming
+    from medmix.mix.dedup import DEFAULT_IMAGE_DISTANCE, hamming
 
     originals, distances, _ = measured()
     between = distinct_distances(originals)
     print(f"thresholds: {len(originals)} distinct real images (pydicom test DICOMs, tiles, sklearn photos), "
-          f"medmix.phash.phash64 (the stored image_phash); default max_distance = {DEFAULT_IMAGE_DISTANCE}")
+          f"medmix.imaging.phash.phash64 (the stored image_phash); default max_distance = {DEFAULT_IMAGE_DISTANCE}")
     reference = np.array([reference_phash(im) for im in real_images().values()], dtype=np.uint64)
     agree = hamming(originals, reference)
     row("medmix pHash vs imagehash.phash", f"max {agree.max()} bits, mean {agree.mean():.2f}, "

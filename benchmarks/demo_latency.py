@@ -40,7 +40,7 @@ from pathlib import Path
 
 
 def tiny_run(tmp: Path) -> tuple[Path, Path, Path]:
-    from medmix.build import BuildOptions, build
+    from medmix.pipeline import BuildOptions, build
     from medmix.recipe import load_recipe
     from trainer.cli import train_command
 
@@ -58,7 +58,7 @@ def free_port() -> int:
 
 def cold_load(run: Path, device: str, dtype: str) -> float:
     """Seconds a fresh process needs to import medmix.demo (torch, transformers) and load the checkpoint."""
-    code = ("import time; t = time.perf_counter(); from medmix.demo.model import load_answerer; "
+    code = ("import time; t = time.perf_counter(); from medmix.demo.answering import load_answerer; "
             f"load_answerer({str(run)!r}, device={device!r}, dtype={dtype!r}); print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -67,8 +67,8 @@ def cold_load(run: Path, device: str, dtype: str) -> float:
 def measure(run: Path, examples: list, dtype: str, device: str, max_new: int, loads: int, tmp: Path) -> dict:
     from gradio_client import Client, handle_file
 
-    from medmix.demo.app import STREAM_INTERVAL, create_demo, launch
-    from medmix.demo.model import load_answerer, load_image
+    from medmix.demo.answering import load_answerer, load_image
+    from medmix.demo.gradio_page import STREAM_INTERVAL, create_demo, launch
 
     cold = cold_load(run, device, dtype)
     load_times = []

@@ -38,8 +38,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from medmix.schema import dumps_meta, to_table
-from medmix.writer import ParquetAtomicWriter, atomic_write_json, write_parquet_atomic
+from medmix.core.schema import dumps_meta, to_table
+from medmix.core.writer import ParquetAtomicWriter, atomic_write_json, write_parquet_atomic
 
 # name → (domain, task, license(s), carries images)
 SOURCES = {

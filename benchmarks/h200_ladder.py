@@ -77,7 +77,7 @@ def run_rung(args_list: list[str], *, in_process: bool, timeout: float, out_json
         spec = importlib.util.spec_from_file_location("train_throughput", BENCH)
         bench = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bench)
-        from medmix.errors import MedmixError
+        from medmix.core.errors import MedmixError
 
         try:
             return bench.main(args_list + ["--json", str(out_json)])

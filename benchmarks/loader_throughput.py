@@ -38,9 +38,9 @@ import PIL.Image
 import pyarrow.parquet as pq
 from torch.utils.data import IterableDataset, get_worker_info
 
+from medmix.core.schema import dumps_meta, empty_row, to_table
 from medmix.loader import MixtureDataset, mixture_files, pass_batch
 from medmix.loader.handoff import SharedBatch
-from medmix.schema import dumps_meta, empty_row, to_table
 
 WORDS = ["the", "lesion", "margin", "shows", "mild", "enhancement", "with", "no", "evidence", "of", "necrosis",
          "in", "left", "lobe", "histology", "reveals", "glandular", "structures", "lined", "by", "atypical",

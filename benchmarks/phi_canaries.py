@@ -86,7 +86,7 @@ def bases() -> list[np.ndarray]:
     import skimage.data
     from pydicom.data import get_testdata_file
 
-    from medmix.dicom import decode_dicom
+    from medmix.imaging.dicom import decode_dicom
 
     out = []
     for name in DICOM_BASES:
@@ -101,7 +101,7 @@ def bases() -> list[np.ndarray]:
 def real_ultrasound() -> list[Canary]:
     from pydicom.data import get_testdata_file
 
-    from medmix.dicom import decode_dicom
+    from medmix.imaging.dicom import decode_dicom
 
     return [Canary(-1 - i, "real", "real", np.asarray(decode_dicom(Path(get_testdata_file(n)).read_bytes(), name=n)),
                    [], []) for i, n in enumerate(REAL_US)]

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medmix.schema import dumps_meta, to_table
-from medmix.writer import ParquetAtomicWriter, atomic_write_json, write_parquet_atomic
+from medmix.core.schema import dumps_meta, to_table
+from medmix.core.writer import ParquetAtomicWriter, atomic_write_json, write_parquet_atomic
 
 # name → (domain, task, license(s), image share, rows share)
 SOURCES = {
@@ -118,7 +118,7 @@ def make_mixture(out: Path, rows: int, shard_rows: int = 50_000, seed: int = 0) 
 
 CHILD = """
 import sys, typer
-from medmix.stats_cli import stats_command
+from medmix.cli.stats_command import stats_command
 app = typer.Typer(add_completion=False)
 app.command("stats")(stats_command)
 app.command("noop")(lambda: None)

@@ -136,7 +136,7 @@ class LengthSampler:
 def load_length_stats(source: Path) -> dict[str, Any]:
     """A `medmix stats --json` file, or a mixture folder (its stats computed here)."""
     if source.is_dir():
-        from medmix.stats import compute_stats
+        from medmix.publish.stats import compute_stats
 
         return compute_stats(source)
     return json.loads(source.read_text())

@@ -38,9 +38,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from medmix.layout import QUARANTINE, REMOVED, REMOVED_SCHEMA, shard_path, write_manifest
-from medmix.schema import ARROW_SCHEMA
-from medmix.writer import ParquetAtomicWriter, write_parquet_atomic
+from medmix.core.layout import QUARANTINE, REMOVED, REMOVED_SCHEMA, shard_path, write_manifest
+from medmix.core.schema import ARROW_SCHEMA
+from medmix.core.writer import ParquetAtomicWriter, write_parquet_atomic
 
 # name → (domain, task, license, modality, image share, rows share): 30% of all rows carry an image
 SOURCES = {

@@ -1,6 +1,6 @@
 """mkdocs hooks: the Datasets section is generated from the same sources as DATASETS.md.
 
-`medmix.docs` writes DATASETS.md from the adapter registry (the summary table) and the
+`medmix.publish.datasets_md` writes DATASETS.md from the adapter registry (the summary table) and the
 hand-written `docs/datasets/<name>.md`; here the same two make the site's Datasets section, so the
 site, DATASETS.md and `medmix sources` cannot disagree, and a new adapter's page needs no nav edit.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mkdocs.structure.files import File
 
-from medmix.docs import INTRO, summary_table
+from medmix.publish.datasets_md import INTRO, summary_table
 
 DOCS = Path(__file__).resolve().parent
 INDEX = "datasets/index.md"
@@ -37,7 +37,7 @@ def on_config(config):
 
 
 def on_files(files, config):
-    """The summary page, written from `medmix.docs` (not a file in docs/)."""
+    """The summary page, written from `medmix.publish.datasets_md` (not a file in docs/)."""
     names = {p.stem for p in _pages()}
     table = re.sub(r"^\| `(\w+)` \|", lambda m: f"| [`{m[1]}`]({m[1]}.md) |" if m[1] in names else m[0],
                    summary_table(), flags=re.M)

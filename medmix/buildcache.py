@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
-from medmix.imaging import ImagePolicy
+from medmix.core.errors import MedmixError
+from medmix.core.storage import Store, is_remote, local_path, scratch_dir, url_key
+from medmix.imaging.canonical import ImagePolicy
 from medmix.normalize import UnitPaths, run_unit
 from medmix.sources.base import Source, Unit
-from medmix.storage import Store, is_remote, local_path, scratch_dir, url_key
 
 NORMALIZED = "normalized"
 DOWNLOADS = "downloads"

@@ -19,7 +19,6 @@ The exit status is non-zero when any file is moved, changed, gone, missing or in
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -29,13 +28,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
-
-import typer
-
-from medmix.cli_common import FromOpt, MirrorOpt, parse_from
-from medmix.errors import MedmixError
 
 FAILING = frozenset({"moved", "changed", "gone", "missing", "error"})
 HF_ENDPOINT = "https://huggingface.co"
@@ -63,7 +57,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def probe(url: str, *, timeout: float = 20.0, retries: int = 1) -> tuple[int, dict[str, str]]:
     """(status, headers) of `url` from HEAD, or from a 1-byte Range GET where HEAD is refused; no body read."""
-    from medmix.fetch import USER_AGENT
+    from medmix.fetch.download import USER_AGENT
 
     opener = urllib.request.build_opener(_NoRedirect)
     status, headers = 0, {}
@@ -164,7 +158,7 @@ def _local(base: Check, path: Path, want_size: int | None, is_dir: bool = False,
         elif want_content is None:
             base.status, base.detail = "ok", "folder present"
         else:
-            from medmix.fileid import fingerprint
+            from medmix.fetch.fileid import fingerprint
 
             same = fingerprint(path, verify=True)["content_sha256"] == want_content
             base.status, base.detail = (("ok", "folder present, matches the pin") if same else
@@ -173,7 +167,7 @@ def _local(base: Check, path: Path, want_size: int | None, is_dir: bool = False,
     if not path.is_file():
         base.status, base.detail = "missing", f"no file {path}"
         return base
-    from medmix.writer import sha256_file
+    from medmix.core.writer import sha256_file
 
     base.size = path.stat().st_size
     if want_size is not None and base.size != want_size:
@@ -187,9 +181,9 @@ def _local(base: Check, path: Path, want_size: int | None, is_dir: bool = False,
 
 def check_recipe(recipe: Any, opts: Any, *, workers: int = 8) -> list[Check]:
     """One `Check` per upstream file of every source (training and decontamination) of `recipe`."""
-    from medmix.build import plan_sources
-    from medmix.fetch import mirror_url
-    from medmix.lock import apply_lock, default_lock_path, read_lock
+    from medmix.fetch.download import mirror_url
+    from medmix.fetch.lock import apply_lock, default_lock_path, read_lock
+    from medmix.planning import plan_sources
     from medmix.sources.base import Derived, Manual, Remote
 
     planned = plan_sources(recipe, opts)
@@ -247,56 +241,3 @@ def report(checks: list[Check]) -> dict[str, Any]:
         counts[c.status] = counts.get(c.status, 0) + 1
     return {"ok": not any(c.status in FAILING for c in checks), "counts": dict(sorted(counts.items())),
             "checks": [asdict(c) for c in checks]}
-
-
-def print_table(checks: list[Check], console: Any, title: str) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(title))
-    for col in ("source", "file", "status", "size", "detail"):
-        table.add_column(col, overflow="fold")
-    style = {"ok": "green", "unpinned": "yellow"}
-    for c in checks:
-        # an upstream's answer (detail) and file names are data: escaped, never read as markup
-        table.add_row(escape(c.source), escape(c.file), f"[{style.get(c.status, 'bold red')}]{c.status}[/]",
-                      "" if c.size is None else f"{c.size:,}", escape(c.detail))
-    console.print(table)
-
-
-def _doctor(recipe_name: str, as_json: bool, mirror: str | None, from_dirs: dict[str, Path], lock: Path | None,
-            hf_endpoint: str | None = None) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-
-    from medmix.build import BuildOptions
-    from medmix.recipe import load_recipe
-
-    err = Console(stderr=True)
-    try:
-        r = load_recipe(recipe_name)
-        opts = BuildOptions(out=Path("."), cache=Path(".medmix-cache"), from_dirs=from_dirs, mirror=mirror,
-                            hf_endpoint=hf_endpoint, lock=lock)
-        checks = check_recipe(r, opts)
-    except MedmixError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
-    result = report(checks)
-    verdict = "all upstreams answer as pinned" if result["ok"] else "some upstreams are gone, moved or changed"
-    print_table(checks, err if as_json else Console(), f"medmix doctor: {r.name}: {verdict}")
-    if as_json:
-        print(json.dumps({"recipe": r.name, **result}, indent=2))
-    return 0 if result["ok"] else 1
-
-
-def doctor_command(
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="built-in recipe name or a YAML path")] = "demo",
-    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout (table on "
-                                          "stderr)")] = False,
-    mirror: MirrorOpt = None,
-    from_: FromOpt = None,
-    lock: Annotated[Path | None, typer.Option("--lock", help="lock file (default: the recipe's, when there is "
-                                              "one)")] = None,
-) -> None:
-    """Check every upstream of a recipe (answers? moved? changed? manual files there?) without downloading."""
-    raise typer.Exit(_doctor(recipe, as_json, mirror, parse_from(from_), lock))

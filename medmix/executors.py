@@ -3,7 +3,7 @@
 The seam: `build` hands a list of calls (work units to normalize, shards to gather) to an
 executor's `map`, and gets the results back *in the order it gave them*, whatever order they
 finished in. Every task is idempotent and commits its output atomically under a content key
-(see `medmix.normalize`, `medmix.shards`), so any executor may run it anywhere, run it twice, or
+(see `medmix.normalize`, `medmix.mix.shard_writer`), so any executor may run it anywhere, run it twice, or
 skip it because its output already exists: output bytes never depend on the executor, the
 worker count or the finishing order.
 
@@ -13,7 +13,7 @@ again; the atomic commit means its half-written file never became visible). Appl
 (a `MedmixError` such as a corrupt upstream archive) are not retried: they would fail again.
 
 What stays on the driver, and its memory model. The mix step (index, dedup, decontamination,
-selection) runs on the driver: `medmix.index.build_index` holds per row a few int32/uint64
+selection) runs on the driver: `medmix.mix.index.build_index` holds per row a few int32/uint64
 columns plus the row's id, license and image sha256 as Python strings: 296 bytes per row,
 measured with tracemalloc by `benchmarks/build_scaling.py` (the strings are ~80% of it). With text
 near-duplicate bands on (`dedup.text_threshold`) add 8 bytes per band and a 64-byte sketch per
@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from medmix.errors import MedmixError
-from medmix.extras import install_command
+from medmix.core.errors import MedmixError
+from medmix.core.extras import install_command
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA_HINT = f"install it with `{install_command('ray')}` (on every node of the cluster)"

@@ -17,12 +17,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from medmix.errors import MedmixError, RowError
-from medmix.imaging import ImagePolicy, normalize_image
-from medmix.modality import canonical as canonical_modality
-from medmix.schema import SCHEMA_VERSION, SchemaError, dumps_meta, validate_row
+from medmix.core.errors import MedmixError, RowError
+from medmix.core.modality import canonical as canonical_modality
+from medmix.core.schema import SCHEMA_VERSION, SchemaError, dumps_meta, validate_row
+from medmix.core.writer import ParquetAtomicWriter, atomic_write_json, write_rows_atomic
+from medmix.imaging.canonical import ImagePolicy, normalize_image
 from medmix.sources.base import Bad, Record, Source, Unit
-from medmix.writer import ParquetAtomicWriter, atomic_write_json, write_rows_atomic
 
 QUARANTINE_SCHEMA = pa.schema(
     [("source", pa.string()), ("split", pa.string()), ("id", pa.string()), ("file", pa.string()),

@@ -13,12 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import LicenseRefused, ManualFilesMissing, MedmixError, RecipeError
-from medmix.fetch import missing_manual
-from medmix.licenses import terms
+from medmix.core.errors import LicenseRefused, ManualFilesMissing, MedmixError, RecipeError
+from medmix.core.licenses import terms
+from medmix.fetch.download import missing_manual
 from medmix.recipe import Recipe
 from medmix.sources import get_source
-from medmix.sources.base import Manual, Source
+from medmix.sources.base import Derived, Manual, Remote, Source
 
 
 @dataclass
@@ -32,7 +32,7 @@ class BuildOptions:
     mirror: str | None = None
     hf_endpoint: str | None = None
     lock: Path | None = None        # default: the recipe's lock in manifests/, when there is one
-    verify: bool = False            # hash every file of hand-placed folders for the unit keys (medmix.fileid)
+    verify: bool = False            # hash every file of hand-placed folders for the unit keys (medmix.fetch.fileid)
     executor: str = "local"         # "local" (process pool) or "ray" (medmix.executors)
     address: str | None = None      # Ray cluster address for executor="ray" ("auto", "ray://host:10001")
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for URL --out/--cache
@@ -142,3 +142,39 @@ def check_manual_files(planned: list[PlannedSource]) -> None:
     if lines:
         raise ManualFilesMissing("some sources need files that must be obtained by hand; nothing was downloaded:\n"
                                  + "\n".join(lines))
+
+
+def lock_recipe(recipe: Recipe, opts: BuildOptions, *, offline: bool) -> dict:
+    """Resolve every upstream of a recipe (training and decontamination sources) into a lock.
+
+    Online, each file is fetched (Hub files resolve to their commit; URLs are hashed as they
+    stream into the cache, which a following build reuses). A hand-placed folder that is there is
+    pinned by its content (`folder_entry`), online or not; one that is not there is left out, as
+    are hand-placed files. Offline, the adapters' own pins are written and the rest stays null.
+    """
+    from medmix.fetch.download import fetch_files
+    from medmix.fetch.lock import derived_entry, entry_for, folder_entry, make_lock
+
+    per_source: dict[str, dict[str, dict[str, Any]]] = {}
+    for p in plan_sources(recipe, opts):
+        adapter = type(p.source).name
+        for item in p.source.files_for(p.splits):
+            if isinstance(item, Manual) and item.is_dir and p.from_dir and (Path(p.from_dir) / item.name).is_dir():
+                per_source.setdefault(p.name, {})[item.name] = folder_entry(Path(p.from_dir) / item.name)
+        remotes = [f for f in p.source.files_for(p.splits) if isinstance(f, (Remote, Derived))]
+        if not remotes:
+            continue
+        records: dict[str, dict] = {}
+        paths: dict[str, Path] = {}
+        if not offline:
+            res = fetch_files(p.source, p.splits, cache_dir=opts.cache / "downloads", from_dir=p.from_dir,
+                              mirror=opts.mirror, hf_endpoint=opts.hf_endpoint)
+            records = {r["name"]: r for r in res.provenance}
+            paths = res.paths
+        entries = per_source.setdefault(adapter, {})
+        for item in remotes:
+            if isinstance(item, Derived):
+                entries[item.name] = derived_entry(item, records.get(item.name), paths.get(item.name))
+            else:
+                entries[item.name] = entry_for(item, records.get(item.name))
+    return make_lock(recipe.name, recipe.sha256(), per_source)

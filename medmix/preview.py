@@ -6,8 +6,8 @@ so the preview and the build agree on every count before dedup and decontaminati
 
 from __future__ import annotations
 
-from medmix.licenses import terms
-from medmix.mixture import allocate_counts
+from medmix.core.licenses import terms
+from medmix.mix.select import allocate_counts
 from medmix.planning import BuildOptions, plan_sources
 from medmix.recipe import Recipe
 from medmix.sources.base import Manual

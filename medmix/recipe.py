@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from medmix.errors import RecipeError
+from medmix.core.errors import RecipeError
 
 TOP_KEYS = {"name", "description", "seed", "target_samples", "shard_rows", "image", "licenses", "dedup",
             "decontaminate", "sources"}
@@ -47,7 +47,7 @@ Fail = Callable[[str, str, str], RecipeError]  # (dotted key, problem, fix) → 
 
 @dataclass(frozen=True)
 class ImageSection:
-    """`image:` — how every image is normalized (`medmix.imaging.ImagePolicy` is built from it)."""
+    """`image:` — how every image is normalized (`medmix.imaging.canonical.ImagePolicy` is built from it)."""
 
     max_side: int | None = 1024
     encode: str = "keep"
@@ -79,7 +79,7 @@ class ImageSection:
 
 @dataclass(frozen=True)
 class DedupSection:
-    """`dedup:` — which rows count as one (see `medmix.mixture` for the survivor rule)."""
+    """`dedup:` — which rows count as one (see `medmix.mix.select` for the survivor rule)."""
 
     exact: bool = True
     image_distance: int | None = 8

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from medmix.fetch import fetch_files
-from medmix.imaging import ImagePolicy
+from medmix.core.schema import SCHEMA_VERSION
+from medmix.fetch.download import fetch_files
+from medmix.imaging.canonical import ImagePolicy
 from medmix.normalize import UnitPaths, run_unit
-from medmix.schema import SCHEMA_VERSION
 from medmix.sources.base import Source
 
 

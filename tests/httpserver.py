@@ -106,7 +106,7 @@ class FixtureServer:
         """Serve `data` where a mirror rooted at this server puts `real_url`; return that URL.
 
         The mapping is written out here on its own (not imported from medmix) so that tests
-        of `medmix.fetch.mirror_url` check it against an independent statement of the scheme.
+        of `medmix.fetch.download.mirror_url` check it against an independent statement of the scheme.
         """
         parts = urlsplit(real_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -1,12 +1,12 @@
 """`python -m trainer --config tiny --data MIXTURE --out RUN [key=value ...]`.
 
 The train extra is checked before trainer.train imports it, so a plain `pip install medmix` gets
-the one install line `medmix train` gives, not a traceback (`medmix.extras`).
+the one install line `medmix train` gives, not a traceback (`medmix.core.extras`).
 """
 
 import sys
 
-from medmix.extras import MissingExtra, require
+from medmix.core.extras import MissingExtra, require
 
 try:
     require("train")

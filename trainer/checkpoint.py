@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from medmix.distributed import is_distributed
-from medmix.errors import MedmixError
+from medmix.core.distributed import is_distributed
+from medmix.core.errors import MedmixError
 from trainer.config import Config, dump_json
 
 LATEST = "latest"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 
 TRAINABLE_PARTS = ("vision", "projector", "lora")
 

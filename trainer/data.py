@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from medmix.distributed import is_distributed
-from medmix.errors import RowError
+from medmix.core.distributed import is_distributed
+from medmix.core.errors import RowError
 from medmix.loader import MixtureDataset
 from trainer.config import ConfigError
 from trainer.packing import pack, round_up

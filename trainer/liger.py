@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmix.extras import install_command
+from medmix.core.extras import install_command
 from trainer.config import ConfigError
 
 

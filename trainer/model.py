@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from medmix.distributed import is_distributed
+from medmix.core.distributed import is_distributed
 from trainer.config import TRAINABLE_PARTS, Config, ConfigError, ModelConfig
 from trainer.data import encode_prompt
 from trainer.language import build_llm, build_tokenizer

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from trainer.checkpoint import (
     CheckpointError,
     load_training_state,

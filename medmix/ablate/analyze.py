@@ -69,7 +69,7 @@ def fit_regression(x: np.ndarray, y: np.ndarray):
     try:
         from sklearn.linear_model import Ridge, RidgeCV
     except ImportError:
-        from medmix.errors import MedmixError
+        from medmix.core.errors import MedmixError
 
         raise MedmixError("--plan regmix fits a ridge regression with scikit-learn, which is not installed; "
                           "pip install 'medmix[eval]'") from None

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from medmix.writer import write_parquet_atomic
+from medmix.core.writer import write_parquet_atomic
 
 EVAL_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("domain", pa.string()),
                          ("tokens", pa.int32()), ("loss", pa.float64())])

@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from medmix.errors import MedmixError
-from medmix.layout import manifest_shards, read_manifest, shard_path, write_manifest
-from medmix.schema import ARROW_SCHEMA
-from medmix.writer import write_parquet_atomic
+from medmix.core.errors import MedmixError
+from medmix.core.layout import manifest_shards, read_manifest, shard_path, write_manifest
+from medmix.core.schema import ARROW_SCHEMA
+from medmix.core.writer import write_parquet_atomic
 
 HELDOUT = "heldout.parquet"
 

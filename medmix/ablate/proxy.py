@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from medmix.layout import manifest_shards, read_manifest
+from medmix.core.layout import manifest_shards, read_manifest
 from trainer.config import Config, load_config
 
 TOKEN_SAMPLE_ROWS = 2000  # rows of the base mixture that set the mean tokens per row

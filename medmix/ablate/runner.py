@@ -35,8 +35,8 @@ from medmix.ablate.variants import (
     variant_recipe,
     write_recipe,
 )
-from medmix.errors import MedmixError
-from medmix.writer import atomic_write_json
+from medmix.core.errors import MedmixError
+from medmix.core.writer import atomic_write_json
 
 Log = Callable[[str], None]
 STAGES = ("build", "subset", "train", "eval")
@@ -200,7 +200,7 @@ def run_ablation(opts: AblationOptions, log: Log = print) -> dict[str, Any]:
     summary["suggested"]["predicted"] = predicted
     _write_plan(out, opts, recipe, prepared, [*variants, suggested])
 
-    from medmix.ablate.report import write_report
+    from medmix.ablate.ablation_report import write_report
 
     suggested_recipe = variant_recipe(base, suggested, prepared["target_samples"])
     suggested_recipe["name"] = f"{recipe.name}-suggested"
@@ -271,8 +271,8 @@ def _prepare(opts: AblationOptions, recipe, out: Path, log: Log) -> dict[str, An
 
 
 def _build(recipe, opts: AblationOptions, dest: Path) -> tuple[dict[str, Any], float]:
-    from medmix.build import build
-    from medmix.lock import default_lock_path
+    from medmix.fetch.lock import default_lock_path
+    from medmix.pipeline import build
     from medmix.planning import BuildOptions
 
     lock = default_lock_path(opts_recipe_name(recipe))
@@ -298,7 +298,7 @@ def _variant_recipe(ctx: Context, base: dict[str, Any], v: Variant) -> Path:
 
 def _run_variants(ctx: Context, units: Units, variants: list[Variant], log: Log) -> dict[str, dict[str, Any]]:
     if ctx.opts.executor == "ray":
-        from medmix.ablate.distributed import run_on_ray
+        from medmix.ablate.ray_variants import run_on_ray
 
         return run_on_ray(ctx, units, variants, log, _run_one_on_worker)
     return {v.name: run_variant(ctx, units, v) for v in variants}

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
+from medmix.core.writer import atomic_write_bytes
 from medmix.recipe import Recipe, load_recipe
-from medmix.writer import atomic_write_bytes
 
 DIRICHLET_CONCENTRATION = 8.0  # alpha = base * C * k: draws spread around the base, every source kept possible
 TEMPERATURE = 0.5

@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from medmix.ablate.report import CONTRIB_PNG, PRED_PNG, REPORT
-from medmix.errors import MedmixError
+from medmix.ablate.ablation_report import CONTRIB_PNG, PRED_PNG, REPORT
+from medmix.core.errors import MedmixError
 
 MARKER = ".medmix-ablate.json"
 PAGE = ("<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
@@ -39,7 +39,7 @@ def create_app(folder: str | Path):
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from medmix.view.app import PKG, SecurityHeaders
+    from medmix.view.webapp import PKG, SecurityHeaders
 
     root = Path(folder)
     page = render_page(root)

@@ -2,7 +2,7 @@
 
 Where they come from: the manifest's `evaluation_only` sources (`vqa_rad@eval` ...), which are the
 splits the build decontaminated the training rows against (`decontaminate.against`). Their rows
-are read by the source's own adapter, through `medmix.evaluation.data.iter_records`, the reader
+are read by the source's own adapter, through `medmix.evaluation.eval_data.iter_records`, the reader
 `medmix eval vqa` scores, so a gallery row is exactly an eval question with its reference answer.
 Files come from the recipe's local folder (`from:`, `package:` for the demo), a `--from` folder,
 or the download cache; nothing is downloaded when a local folder is known.
@@ -20,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError, RowError
-from medmix.layout import read_manifest
+from medmix.core.errors import MedmixError, RowError
+from medmix.core.layout import read_manifest
 
 GALLERY_SIZE = 12
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
@@ -58,8 +58,8 @@ def _from_dir(manifest: Mapping[str, Any], adapter: str, from_dirs: Mapping[str,
 def held_out(mixture: str | Path, *, cache: Path = Path(".medmix-cache"), from_dirs: Mapping[str, Path] | None = None,
              limit: int = GALLERY_SIZE, log: Any = print) -> list[Example]:
     """Up to `limit` image questions from the mixture's evaluation splits, in adapter order."""
-    from medmix.evaluation.data import fetch_split_files, iter_records
-    from medmix.imaging import normalize_image
+    from medmix.evaluation.eval_data import fetch_split_files, iter_records
+    from medmix.imaging.canonical import normalize_image
     from medmix.sources import get_source
     from medmix.sources.base import Bad
 

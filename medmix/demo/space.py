@@ -5,7 +5,7 @@ What is shipped is what generation needs and nothing else: `config.json`, `visio
 frozen weights exist nowhere else). Optimizer state and per-rank RNG/loader state stay home: they
 only resume training, and they are most of a checkpoint's bytes.
 
-The card is computed, like the dataset card (`medmix.card`): the mixture's recipe, the sha256 of
+The card is computed, like the dataset card (`medmix.publish.card`): the mixture's recipe, the sha256 of
 its manifest and of its recipe, and every training source with its license and what that license
 allows. The weights carry the terms of the most restrictive training license (a model trained on
 non-commercial rows is not cleared for commercial use), and the card says so in plain words. Same
@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from medmix import __version__
-from medmix.errors import MedmixError
-from medmix.layout import manifest_sha256, read_manifest
+from medmix.core.errors import MedmixError
+from medmix.core.layout import manifest_sha256, read_manifest
 
 SHIPPED = ("config.json", "projector.safetensors", "vision", "adapter", "tokenizer", "llm_base")
 Log = Callable[[str], None]
@@ -36,7 +36,7 @@ def _train_sources(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 
 def card_license(manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(Hub license id, extra YAML keys): one license when every training source shares it, else `other`."""
-    from medmix.card import hub_license
+    from medmix.publish.card import hub_license
 
     spdx = sorted({e.get("license") or "unknown" for _, e in _train_sources(manifest)})
     hub = sorted({hub_license(s) for s in spdx})
@@ -47,7 +47,7 @@ def card_license(manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def terms_text(manifest: dict[str, Any]) -> str:
     """The license section: per-source table and the combined terms the weights inherit."""
-    from medmix.licenses import terms
+    from medmix.core.licenses import terms
 
     rows, commercial, redistribution = [], True, True
     for name, entry in _train_sources(manifest):
@@ -138,8 +138,8 @@ On Spaces, GRADIO_SERVER_NAME=0.0.0.0 is set by the platform.
 import os
 from pathlib import Path
 
-from medmix.demo.app import create_demo, launch
-from medmix.demo.model import load_answerer
+from medmix.demo.gradio_page import create_demo, launch
+from medmix.demo.answering import load_answerer
 
 HERE = Path(__file__).resolve().parent
 answerer = load_answerer(HERE / "checkpoints", device=os.environ.get("MEDMIX_DEVICE", "auto"),
@@ -193,7 +193,7 @@ def push_model(ckpt: Path, mixture: Path, repo_id: str, *, private: bool = False
 
     from huggingface_hub import CommitOperationAdd, get_token
 
-    from medmix import hub
+    from medmix.publish import hub
 
     hub._check_repo_id(repo_id)
     read_manifest(mixture)

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmix.errors import MedmixError
-from medmix.evaluation.benchmarks import BENCHMARKS
-from medmix.evaluation.data import ImageStore, materialize
+from medmix.core.errors import MedmixError
 from medmix.evaluation.encoders import Encoder, default_architecture, load_encoder, scratch_encoder
+from medmix.evaluation.eval_data import ImageStore, materialize
 from medmix.evaluation.metrics import accuracy, macro_f1
-from medmix.sources._benchmarks import ClassificationBenchmark
+from medmix.evaluation.suite import BENCHMARKS
+from medmix.sources._classification_sets import ClassificationBenchmark
 
 MODES = ("linear", "finetune")
 
@@ -92,7 +92,7 @@ class ClassifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         from medmix import __version__
-        from medmix.evaluation.benchmarks import PAPER_MEAN_MACRO_F1
+        from medmix.evaluation.suite import PAPER_MEAN_MACRO_F1
 
         return {
             "medmix_version": __version__,

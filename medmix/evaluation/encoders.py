@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 
 ALIASES: dict[str, str] = {
     "biomedclip": "open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",

@@ -10,7 +10,7 @@ Per question (answers normalized and tokenized by `metrics.normalize_answer`):
 * open questions: recall, the share of reference tokens present in the prediction (LLaVA-Med's
   open-set metric), averaged into open recall.
 
-Images go through the shared normalizer (`medmix.imaging.normalize_image`, default policy)
+Images go through the shared normalizer (`medmix.imaging.canonical.normalize_image`, default policy)
 before the model's own processor, as training rows did: DICOM, multi-frame files, transparency
 and bit depth are handled exactly as in training. Rows stream through in batches (memory follows
 the batch, not the split), and every prediction is written to `predictions.jsonl` with its scores
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError, RowError
-from medmix.evaluation.data import iter_records
+from medmix.core.errors import MedmixError, RowError
+from medmix.evaluation.eval_data import iter_records
 from medmix.evaluation.metrics import answer_tokens, bleu1, exact_match, is_closed, mean, token_recall
 from medmix.sources.base import Bad, Record, Source
 
@@ -88,7 +88,7 @@ def model_image(record: Record) -> Any:
     """The record's picture as training saw it: shared normalization, then RGB. RowError if unusable."""
     from PIL import Image
 
-    from medmix.imaging import normalize_image
+    from medmix.imaging.canonical import normalize_image
 
     name = record.image_name or (record.image.name if isinstance(record.image, Path) else record.native_id)
     if isinstance(record.image, Path):

@@ -5,9 +5,9 @@
     sharegpt    ShareGPT messages/images JSON + images/ (LLaMA-Factory)      medmix.export.jsonconv
     mds         mosaicml-streaming MDS shards (llm-foundry, Composer)        medmix.export.mds
 
-The shared streaming / sharding / parallel core is `medmix.export.core`; the conversation text is
+The shared streaming / sharding / parallel core is `medmix.export.engine`; the conversation text is
 the bundled trainer's (`medmix.export.conversation` over `trainer.prompts`); the README is the
-card `medmix push` writes (`medmix.export.readme` over `medmix.card`).
+card `medmix push` writes (`medmix.export.readme` over `medmix.publish.card`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
+from medmix.core.layout import DEFAULT_SPLIT
 from medmix.export.conversation import load_templates
-from medmix.export.core import ExportResult, Format, Log, Progress, ShardSize, parse_shard_size, run
+from medmix.export.engine import ExportResult, Format, Log, Progress, ShardSize, parse_shard_size, run
 from medmix.export.jsonconv import LLaVA, ShareGPT
 from medmix.export.mds import MDS
 from medmix.export.webdataset import WebDataset
-from medmix.layout import DEFAULT_SPLIT
 
 FORMATS: dict[str, Format] = {f.name: f for f in (WebDataset(), LLaVA(), ShareGPT(), MDS())}
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from medmix.errors import MedmixError
-from medmix.schema import TASKS
+from medmix.core.errors import MedmixError
+from medmix.core.schema import TASKS
 from trainer.prompts import DEFAULT_QUESTION, IMAGE_PLACEHOLDER, _clean, _letter, render, target_text
 
 FIELDS = frozenset({"image", "question", "context", "options", "answer", "target", "task"})

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medmix.export.core import Context, Format, Sample, ShardWriter, dumps, queue_image
+from medmix.export.engine import Context, Format, Sample, ShardWriter, dumps, queue_image
 
 
 class ArrayWriter(ShardWriter):

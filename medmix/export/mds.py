@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
-from medmix.export.core import Context, Format, Sample, ShardSize, ShardWriter, dumps
-from medmix.writer import atomic_write_json
+from medmix.core.errors import MedmixError
+from medmix.core.writer import atomic_write_json
+from medmix.export.engine import Context, Format, Sample, ShardSize, ShardWriter, dumps
 
 COLUMNS = {"id": "str", "image": "bytes", "record": "json"}
 NAMES = sorted(COLUMNS)

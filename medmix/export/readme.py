@@ -1,4 +1,4 @@
-"""The export's README.md: the card `medmix push` writes (medmix.card), with the export's own loading text.
+"""The export's README.md: the card `medmix push` writes (medmix.publish.card), with the export's own loading text.
 
 One definition of the card, so an export and a Hub push of the same mixture state the same
 composition, per-source licenses, restrictions and BibTeX. The card is a pure function of the
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medmix.card import CardInputs, render_card
+from medmix.publish.card import CardInputs, render_card
 
 
 def card_text(fmt: Any, index: Mapping[str, Any], manifest: Mapping[str, Any], manifest_sha256: str,
               stats: Mapping[str, Any], forced: Mapping[str, int]) -> str:
-    from medmix.hub import source_info
+    from medmix.publish.hub import source_info
 
     shards = index["shards"]
     usage = "\n".join([

@@ -22,7 +22,7 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any
 
-from medmix.export.core import Context, Format, Sample, ShardSize, ShardWriter, dumps
+from medmix.export.engine import Context, Format, Sample, ShardSize, ShardWriter, dumps
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)  # end-of-archive: two zero blocks

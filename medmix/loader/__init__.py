@@ -8,7 +8,7 @@ mid-epoch resume. `MixtureDataset.from_sources` adds load-time weights over seve
 The package follows the stream's layers, one module each:
 
     order      the epoch order from (seed, epoch): the determinism contract, spelled out there
-    shards     the shard index (Parquet footers, via `medmix.layout`) and `open_shard`, the one
+    shards     the shard index (Parquet footers, via `medmix.core.layout`) and `open_shard`, the one
                place a shard file is opened
     reader     the window reader: rows at epoch positions, as Python columns, one window in memory
     partition  ranks (remainder policies) and DataLoader workers (blocks of `batch_size`, or windows)
@@ -30,7 +30,7 @@ the order depends on N; `skip` then takes whole loader steps). Workers get a cop
 
 from __future__ import annotations
 
-from medmix.layout import mixture_files
+from medmix.core.layout import mixture_files
 from medmix.loader.hf import load
 from medmix.loader.mixture import MixtureDataset
 from medmix.loader.stream import STATE_FORMAT, pass_batch

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 
 __all__ = ["Cursor"]
 

@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch.utils.data import get_worker_info
 
-from medmix.errors import MedmixError
-from medmix.writer import pid_alive
+from medmix.core.errors import MedmixError
+from medmix.core.writer import pid_alive
 
 __all__ = ["SHM_DIR", "Ring", "SharedBatch", "receive"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import datasets
 
-from medmix.layout import mixture_files
-from medmix.storage import is_remote
+from medmix.core.layout import mixture_files
+from medmix.core.storage import is_remote
 
 __all__ = ["load"]
 
@@ -25,8 +25,8 @@ def load(path_or_repo_id: str | os.PathLike[str], split: str = "train",
     """
     local = Path(path_or_repo_id)
     if is_remote(path_or_repo_id):  # a mixture at a URL: datasets reads its shards through fsspec
-        from medmix.layout import remote_mixture_files
-        from medmix.storage import Store
+        from medmix.core.layout import remote_mixture_files
+        from medmix.core.storage import Store
 
         store = Store(str(path_or_repo_id), kwargs.get("storage_options"))
         files = [store.child_url(rel) for rel, _, _ in remote_mixture_files(store, split)]

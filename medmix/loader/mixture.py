@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
+from medmix.core.storage import is_remote
 from medmix.loader.order import EpochOrder, mixture_key
 from medmix.loader.partition import (
     World,
@@ -26,7 +27,6 @@ from medmix.loader.partition import (
 from medmix.loader.reader import Rows, WindowReader
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, WorkerSplit, check_columns, check_positive, check_worker_split
-from medmix.storage import is_remote
 
 if TYPE_CHECKING:
     from medmix.loader.weighted import WeightedMixture
@@ -98,9 +98,9 @@ class MixtureDataset(Stream):
             handed out and the next, read ahead outside DataLoader workers).
         rank / world_size: override torch.distributed / RANK, WORLD_SIZE (tests, custom launchers).
         storage_options: for a URL `path` (s3://, gs://, ...): keyword arguments for the fsspec
-            filesystem (`medmix.storage`), e.g. {"endpoint_url": "http://minio:9000"}.
+            filesystem (`medmix.core.storage`), e.g. {"endpoint_url": "http://minio:9000"}.
         cache_bytes: for a URL `path`: the most bytes of row groups each reading process keeps on
-            local disk, fetched ahead of the reader (default 2 GiB: `medmix.shardcache`).
+            local disk, fetched ahead of the reader (default 2 GiB: `medmix.loader.shardcache`).
         shared_memory: batched mode in DataLoader workers: batches reach the trainer through a
             ring in /dev/shm instead of the DataLoader's pipe (`medmix.loader.handoff`); False: the pipe.
     """

@@ -1,6 +1,6 @@
 """The epoch order: which row sits at each position of an epoch. This is the determinism contract.
 
-Everything here is defined by `medmix.hashing` alone (SplitMix64, no NumPy RNG streams), so an
+Everything here is defined by `medmix.core.hashing` alone (SplitMix64, no NumPy RNG streams), so an
 order depends only on the data and the arguments, never on library versions.
 
 Row groups of all shards, in manifest order, get global ids g = 0..m-1. The order key is
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medmix.hashing import fold, permutation, uniforms
+from medmix.core.hashing import fold, permutation, uniforms
 
 __all__ = ["EpochOrder", "choice_uniforms", "mixture_key", "source_key"]
 

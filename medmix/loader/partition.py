@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import get_worker_info
 
-from medmix.distributed import rank_and_world
+from medmix.core.distributed import rank_and_world
 
 __all__ = ["REMAINDERS", "World", "merge_round_robin", "next_worker", "own_chunks", "own_piece_chunks", "own_pieces",
            "rank_pieces", "rank_span", "served", "window_counts"]

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.loader.order import EpochOrder
 from medmix.loader.shards import ShardIndex
 

@@ -2,7 +2,7 @@
 
 Every local shard the loader touches (the footer reads here, the row-group reads of `reader`) goes
 through `open_shard(path)`, with paths kept as str; a mixture at a URL (s3://, gs://, any fsspec
-URL) goes through `ShardIndex.open`, which hands out shards from `medmix.shardcache`'s bounded
+URL) goes through `ShardIndex.open`, which hands out shards from `medmix.loader.shardcache`'s bounded
 local row-group cache instead.
 """
 
@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmix.errors import MedmixError
-from medmix.layout import mixture_files
-from medmix.schema import ARROW_SCHEMA
-from medmix.storage import is_remote
+from medmix.core.errors import MedmixError
+from medmix.core.layout import mixture_files
+from medmix.core.schema import ARROW_SCHEMA
+from medmix.core.storage import is_remote
 
 __all__ = ["ShardIndex", "open_shard"]
 
@@ -31,7 +31,7 @@ def open_shard(path: str) -> pq.ParquetFile:
     """An open Parquet shard, or an error naming the file.
 
     `pre_buffer=False`: pyarrow's default coalesces a row group's column reads into one big read,
-    which pays off on object stores (the remote path goes through `medmix.shardcache`), but on a
+    which pays off on object stores (the remote path goes through `medmix.loader.shardcache`), but on a
     local file it only adds a copy: row groups decoded 20% faster without it (353k against 294k
     rows/s on one thread, benchmarks/loader_throughput.py data)."""
     try:
@@ -57,10 +57,10 @@ class ShardIndex:
         local: list[int] = []
         rows: list[int] = []
         # a mixture at a URL: shards listed by its manifest, footers read remotely, row groups served
-        # by medmix.shardcache's bounded local cache; `remote` holds its options
+        # by medmix.loader.shardcache's bounded local cache; `remote` holds its options
         self.remote = None
         if is_remote(root):
-            from medmix.shardcache import RemoteMixture
+            from medmix.loader.shardcache import RemoteMixture
 
             self.remote = RemoteMixture(str(root), split, **(remote or {}))
             listing = zip(self.remote.paths, self.remote.expected, strict=True)

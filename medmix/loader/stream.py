@@ -22,12 +22,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from medmix.errors import MedmixError, RowError
+from medmix.core.errors import MedmixError, RowError
+from medmix.core.schema import COLUMNS, FEATURES
 from medmix.loader.cursor import Cursor
 from medmix.loader.handoff import SharedBatch
 from medmix.loader.partition import World, block_starts
 from medmix.loader.reader import IOStats, Rows
-from medmix.schema import COLUMNS, FEATURES
 
 __all__ = ["STATE_FORMAT", "WORKER_SPLITS", "Stream", "WorkerSplit", "check_columns", "check_positive",
            "check_worker_split", "pass_batch"]

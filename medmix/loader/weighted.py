@@ -11,13 +11,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
+from medmix.core.storage import is_remote
 from medmix.loader.order import EpochOrder, choice_uniforms, source_key
 from medmix.loader.partition import World, next_worker, own_chunks, rank_span, served
 from medmix.loader.reader import Rows, WindowReader, gather
 from medmix.loader.shards import ShardIndex
 from medmix.loader.stream import Stream, WorkerSplit, check_columns, check_positive, check_worker_split
-from medmix.storage import is_remote
 
 __all__ = ["WeightedMixture"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from medmix.errors import MedmixError, RowError
+from medmix.core.errors import MedmixError, RowError
 from medmix.phi import identifiers, ocr, redact
 
 MODES = ("quarantine", "redact", "off")
@@ -61,12 +61,10 @@ def read_dicom_header(data: bytes) -> DicomHeader | None:
     parse (the decoder then quarantines the row with its own reason)."""
     from pydicom import dcmread
 
-    from medmix.dicom import has_dicom_magic
-
-    try:
+    try:  # force: pydicom still reads a Part 10 preamble when there is one, and a bare dataset when not
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = dcmread(io.BytesIO(data), force=not has_dicom_magic(data), stop_before_pixels=True)
+            ds = dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
             declared = tuple(why for key, why in _FLAGS if str(ds.get(key, "") or "").strip().upper() == "YES")
             values: list[str] = []
             for key in HEADER_KEYWORDS:

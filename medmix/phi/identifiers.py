@@ -39,7 +39,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 
 KINDS = ("name", "header", "date", "id", "demographics")
 

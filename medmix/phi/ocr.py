@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 
 PSM = 11
 UPSCALE_MAX_SIDE = 1024

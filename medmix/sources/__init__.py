@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, Manual, Record, Remote, Source, Unit
 
 __all__ = ["Bad", "Manual", "Record", "Remote", "Source", "Unit", "registry", "get_source"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Unit
 
 # Work-unit sizing (see `cut_by_weight`). A unit is the smallest thing a worker takes, so it must

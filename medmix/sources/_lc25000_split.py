@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources._native import list_images
 
 SPLIT_EDGES: tuple[tuple[str, float], ...] = (("train", 0.7), ("validation", 0.8), ("test", 1.0))
@@ -38,14 +38,14 @@ def dihedral_hashes(path: Path) -> tuple[int, ...]:
     """pHashes of the image's 8 flips/quarter-turns (the first is the image as is).
 
     The 32x32 thumbnail is turned, not the image, so the 8 hashes cost one decode; the DCT is
-    the project's pHash (`medmix.phash.dct_bits`), the same one dedup uses. Comparing one tile's
+    the project's pHash (`medmix.imaging.phash.dct_bits`), the same one dedup uses. Comparing one tile's
     hash with all 8 of another's is what makes a mirrored or turned copy match: a single
     "canonical" hash (say the smallest of the 8) is not stable, because one flipped bit near the
     median can make a different variant the smallest.
     """
     from PIL import Image
 
-    from medmix.phash import THUMB_SIDE, dct_bits
+    from medmix.imaging.phash import THUMB_SIDE, dct_bits
 
     try:
         with Image.open(path) as img:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 BASE_URL = "https://warwick.ac.uk/fac/cross_fac/tia/data/arch"

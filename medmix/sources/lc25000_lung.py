@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medmix.sources._benchmarks import LC25000Benchmark
+from medmix.sources._classification_sets import LC25000Benchmark
 
 
 class LC25000Lung(LC25000Benchmark):

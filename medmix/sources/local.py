@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import RecipeError
-from medmix.schema import DOMAINS, TASKS
+from medmix.core.errors import RecipeError
+from medmix.core.schema import DOMAINS, TASKS
 from medmix.sources._common import cut_by_weight
 from medmix.sources.base import Bad, Manual, Record, Source, Unit
 

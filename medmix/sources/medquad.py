@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 COMMIT = "7e94c7b336f1f8e010c03091df691c8bea014399"

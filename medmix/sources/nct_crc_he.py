@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from medmix.errors import MedmixError
-from medmix.sources._benchmarks import ClassificationBenchmark
+from medmix.core.errors import MedmixError
+from medmix.sources._classification_sets import ClassificationBenchmark
 from medmix.sources._native import find_class_root, list_images
 from medmix.sources.base import Bad, Record, Remote, Unit
 

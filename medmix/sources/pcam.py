@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from medmix.errors import MedmixError
-from medmix.sources._benchmarks import ClassificationBenchmark
+from medmix.core.errors import MedmixError
+from medmix.sources._classification_sets import ClassificationBenchmark
 from medmix.sources._native import encode_png, h5_dataset, open_h5
 from medmix.sources.base import Bad, Record, Remote, Unit
 

@@ -2,7 +2,7 @@
 
 The Hub release carries no license of its own; every figure keeps the license of its article.
 So the adapter joins each row, on the PMCID in its image name, with a PMCID → license table built
-from NCBI's PMC Cloud Service bucket `pmc-oa-opendata` (`medmix.pmc_licenses`: one ~1 KB metadata
+from NCBI's PMC Cloud Service bucket `pmc-oa-opendata` (`medmix.sources._pmc_licenses`: one ~1 KB metadata
 JSON per cited article, pinned in the lock). NCBI's `oa_file_list.csv` that this adapter used
 until 2026 was removed with the legacy FTP bulk files; a user who kept a copy can still pass it
 with `--from pmc_oa=DIR` (DIR/oa_file_list.csv). A row whose article is absent, retracted, not
@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medmix.errors import MedmixError
-from medmix.pmc_licenses import BUCKET_URL, TABLE_NAME, normalize_code, read_table, refusal, spdx
+from medmix.core.errors import MedmixError
+from medmix.sources._pmc_licenses import BUCKET_URL, TABLE_NAME, normalize_code, read_table, refusal, spdx
 from medmix.sources.base import Bad, Derived, Record, Remote, Source, Unit
 
 HF_REPO = "axiong/pmc_oa"
@@ -60,7 +60,7 @@ class PMCOA(Source):
     files = (
         Remote("pmc_oa.jsonl", hf_repo=HF_REPO, hf_path="pmc_oa.jsonl"),
         Remote("images.zip", hf_repo=HF_REPO, hf_path="images.zip", extract=True),
-        Derived(TABLE_NAME, make="medmix.pmc_licenses:make", url=f"{BUCKET_URL}/metadata/",
+        Derived(TABLE_NAME, make="medmix.sources._pmc_licenses:make", url=f"{BUCKET_URL}/metadata/",
                 inputs=("pmc_oa.jsonl",)),
     )
     notes = ("Per-row licenses come from the PMC Cloud Service bucket pmc-oa-opendata (metadata/PMC<id>.<ver>.json "

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources._common import image_root, resolve_image
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 

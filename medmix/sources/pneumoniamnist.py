@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medmix.sources._benchmarks import MedMNISTBenchmark
+from medmix.sources._classification_sets import MedMNISTBenchmark
 from medmix.sources.base import RealBytes
 
 

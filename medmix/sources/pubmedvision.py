@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, Record, Remote, Source, Unit
 
 HF_REPO = "FreedomIntelligence/PubMedVision"

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, Manual, Record, Source, Unit
 
 LOOKUP = "quilt_1M_lookup.csv"

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 ZENODO = "https://zenodo.org/records/10821435/files"
@@ -46,7 +46,7 @@ ZENODO = "https://zenodo.org/records/10821435/files"
 SPLIT_PREFIX = {"train": "train", "valid": "valid", "test": "test"}
 FALLBACK_LICENSE = "CC-BY-NC-4.0"
 # The manually curated modality concepts (one per image) → a readable modality.
-MODALITY_CUIS = {  # UMLS concept → medmix.modality code (DICOM's Modality terms)
+MODALITY_CUIS = {  # UMLS concept → medmix.core.modality code (DICOM's Modality terms)
     "C1306645": "DX",  # Plain x-ray
     "C0040405": "CT",  # X-Ray Computed Tomography
     "C0024485": "MR",  # Magnetic Resonance Imaging

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources._common import image_root, resolve_image
 from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources.base import Bad, RealBytes, Record, Remote, Source, Unit
 
 ZENODO = "https://zenodo.org/records/10499039/files"

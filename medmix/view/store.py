@@ -1,4 +1,4 @@
-"""What `medmix view` knows about a mixture, read through `medmix.layout`, never loaded whole.
+"""What `medmix view` knows about a mixture, read through `medmix.core.layout`, never loaded whole.
 
 A row is addressed by (shard, row); a *position* is its place in the manifest's shard order.
 Reading rows touches only the row groups that hold them (`layout.read_rows`); Parquet footers give
@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmix.errors import MedmixError
-from medmix.layout import (
+from medmix.core.errors import MedmixError
+from medmix.core.layout import (
     QUARANTINE,
     REMOVED,
     REMOVED_SCHEMA,

@@ -17,7 +17,7 @@ def planted_recipe(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def planted_build(planted_recipe, tmp_path_factory) -> Path:
-    from medmix.build import build
+    from medmix.pipeline import build
     from medmix.planning import BuildOptions
     from medmix.recipe import load_recipe
 

@@ -9,8 +9,8 @@ import pytest
 from medmix.ablate import analyze
 from medmix.ablate.holdout import select_heldout, training_subset
 from medmix.ablate.variants import base_weights, make_variants, parse_plan, variant_recipe, write_recipe
-from medmix.errors import MedmixError
-from medmix.layout import read_manifest
+from medmix.core.errors import MedmixError
+from medmix.core.layout import read_manifest
 
 
 def test_parse_plan():

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from medmix.cli import app
+from medmix.cli.main import app
 
 
 def test_view_renders_report_with_hostile_names_escaped(tmp_path):
@@ -33,7 +33,7 @@ def test_view_renders_report_with_hostile_names_escaped(tmp_path):
 
 def test_view_of_an_unfinished_ablation_says_how_to_resume(tmp_path):
     from medmix.ablate.view import render_page
-    from medmix.errors import MedmixError
+    from medmix.core.errors import MedmixError
 
     with pytest.raises(MedmixError, match="resume"):
         render_page(tmp_path)
@@ -50,7 +50,7 @@ def test_cli_refuses_bad_plan_and_foreign_folder(tmp_path):
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     from medmix.ablate.runner import AblationOptions, _claim
-    from medmix.errors import MedmixError
+    from medmix.core.errors import MedmixError
 
     opts = AblationOptions(recipe="demo", plan="loo", proxy="proxy-tiny", tokens=10, out=tmp_path, cache=tmp_path)
     _claim(tmp_path, opts)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmix.build import BuildOptions, build
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe
 
 

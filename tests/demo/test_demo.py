@@ -17,9 +17,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from medmix.demo.app import create_demo, launch
-from medmix.demo.gallery import held_out
-from medmix.demo.model import (
+from medmix.cli.eval_commands import eval_vqa
+from medmix.demo.answering import (
     MAX_UPLOAD_BYTES,
     DemoInputError,
     load_answerer,
@@ -28,7 +27,8 @@ from medmix.demo.model import (
     prompt_text,
     question_row,
 )
-from medmix.evaluation.cli import eval_vqa
+from medmix.demo.gallery import held_out
+from medmix.demo.gradio_page import create_demo, launch
 
 VQA_RAD = Path(str(resources.files("medmix") / "data" / "demo" / "vqa_rad"))
 DICOM_CT = Path(str(resources.files("medmix") / "data" / "demo" / "dicom" / "ct"))
@@ -231,7 +231,7 @@ def test_nothing_leaves_the_machine(served, outbound, files):
 
 
 def _cli(*args: str):
-    from medmix.cli import app
+    from medmix.cli.main import app
 
     return CliRunner().invoke(app, ["demo", *args], env={"COLUMNS": "200"})
 
@@ -279,7 +279,7 @@ def _png() -> bytes:
 
 
 def test_binding_and_sharing_are_local_unless_asked_for(trained, monkeypatch):
-    import medmix.demo.app as demo_app
+    import medmix.demo.gradio_page as demo_app
 
     run, mixture, cache = trained
     calls = []

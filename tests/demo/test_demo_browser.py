@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from medmix.demo.app import create_demo, launch
+from medmix.demo.answering import load_answerer, load_image, question_row
 from medmix.demo.gallery import held_out
-from medmix.demo.model import load_answerer, load_image, question_row
+from medmix.demo.gradio_page import create_demo, launch
 
 CHROMIUM = "/usr/bin/chromium"
 # Each poll of the page records the answer box and the stats line whenever either changed.

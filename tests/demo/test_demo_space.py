@@ -18,9 +18,9 @@ from PIL import Image
 from publish.test_push import FAKE_TOKEN, RecordingApi
 from typer.testing import CliRunner
 
-from medmix import hub
-from medmix.demo.model import load_answerer, load_image, pick_checkpoint, question_row
-from medmix.layout import manifest_sha256
+from medmix.core.layout import manifest_sha256
+from medmix.demo.answering import load_answerer, load_image, pick_checkpoint, question_row
+from medmix.publish import hub
 
 CHECKPOINT_FILES = {"config.json", "projector.safetensors", "vision/config.json", "vision/model.safetensors",
                     "vision/preprocessor_config.json", "adapter/adapter_config.json",
@@ -29,7 +29,7 @@ CHECKPOINT_FILES = {"config.json", "projector.safetensors", "vision/config.json"
 
 
 def _cli(*args: str):
-    from medmix.cli import app
+    from medmix.cli.main import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 

@@ -15,12 +15,12 @@ import pytest
 from starlette.testclient import TestClient
 from view_fixtures import HOSTILE, audit_recipe
 
-from medmix.build import BuildOptions, build
-from medmix.demo.app import create_demo
-from medmix.demo.model import load_answerer
+from medmix.demo.answering import load_answerer
+from medmix.demo.gradio_page import create_demo
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe
-from medmix.view.app import CSP, create_app, row_lookup
 from medmix.view.store import open_store
+from medmix.view.webapp import CSP, create_app, row_lookup
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -18,11 +18,11 @@ from fixtures import vqa_rad as fx
 from PIL import Image
 from typer.testing import CliRunner
 
+from medmix.cli.eval_commands import eval_vqa
+from medmix.core.schema import to_table
 from medmix.evaluation import classify as cl
-from medmix.evaluation.cli import eval_vqa
-from medmix.evaluation.data import fetch_split_files, iter_records
 from medmix.evaluation.encoders import load_encoder
-from medmix.schema import to_table
+from medmix.evaluation.eval_data import fetch_split_files, iter_records
 from medmix.sources.vqa_rad import VqaRad
 
 

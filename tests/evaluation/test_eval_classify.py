@@ -15,10 +15,10 @@ import typer
 from fixtures import lc25000, medmnist, nct_crc_he, pcam, write_tree
 from typer.testing import CliRunner
 
-from medmix.errors import MedmixError
+from medmix.cli.eval_commands import eval_classify
+from medmix.core.errors import MedmixError
 from medmix.evaluation import classify as cl
-from medmix.evaluation.cli import eval_classify
-from medmix.evaluation.data import fetch_split_files
+from medmix.evaluation.eval_data import fetch_split_files
 
 BENCH = ["pneumoniamnist", "pcam", "nct_crc_he", "lc25000_colon"]
 
@@ -109,7 +109,7 @@ def test_cli_writes_table_json_markdown_and_plot(tiny_vit, bench_dirs, tmp_path)
 
 
 def test_same_inputs_give_byte_identical_reports(tiny_vit, bench_dirs, tmp_path):
-    from medmix.evaluation.report import write_reports
+    from medmix.evaluation.presentation import write_reports
 
     outputs = []
     for run in ("a", "b"):  # separate caches: nothing is reused between the two runs
@@ -163,8 +163,8 @@ def test_probe_and_finetune_never_train_on_test_rows(tiny_vit, bench_dirs, tmp_p
     test_rows = {row.tobytes() for row in test_feats}
     assert not any(row.tobytes() in test_rows for row in fitted[0])
 
-    from medmix.evaluation.data import materialize
     from medmix.evaluation.encoders import load_encoder
+    from medmix.evaluation.eval_data import materialize
     from medmix.sources.pneumoniamnist import PneumoniaMNIST
 
     enc = load_encoder(str(tiny_vit))
@@ -180,7 +180,7 @@ def test_probe_and_finetune_never_train_on_test_rows(tiny_vit, bench_dirs, tmp_p
 
 
 def test_split_discipline_guard_refuses_overlap_and_swapped_splits(tiny_vit, bench_dirs, tmp_path):
-    from medmix.evaluation.data import materialize
+    from medmix.evaluation.eval_data import materialize
     from medmix.sources.pcam import PCam
 
     files = _files_for(bench_dirs, tmp_path)(PCam(), ("train", "test"))
@@ -218,7 +218,7 @@ def test_bad_names_fail_clearly_before_any_work(tiny_vit, tmp_path):
 
 
 def test_max_train_keeps_the_same_seeded_rows_for_every_encoder(bench_dirs, tmp_path):
-    from medmix.evaluation.data import materialize
+    from medmix.evaluation.eval_data import materialize
     from medmix.sources.nct_crc_he import NctCrcHe
 
     src = NctCrcHe()
@@ -233,7 +233,7 @@ def test_max_train_keeps_the_same_seeded_rows_for_every_encoder(bench_dirs, tmp_
 
 
 def test_benchmarks_smaller_than_the_encoder_input_are_stored_at_their_own_size(bench_dirs, tmp_path):
-    from medmix.evaluation.data import materialize
+    from medmix.evaluation.eval_data import materialize
     from medmix.sources.pcam import PCam
     from medmix.sources.pneumoniamnist import PneumoniaMNIST
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.evaluation.encoders import Encoder, _processor_settings, load_encoder, scratch_encoder
 
 

@@ -14,9 +14,9 @@ from fixtures import vqa_rad as fx
 from PIL import Image
 from typer.testing import CliRunner
 
-from medmix.errors import MedmixError
-from medmix.evaluation.cli import eval_vqa
-from medmix.evaluation.data import fetch_split_files, iter_records
+from medmix.cli.eval_commands import eval_vqa
+from medmix.core.errors import MedmixError
+from medmix.evaluation.eval_data import fetch_split_files, iter_records
 from medmix.evaluation.metrics import answer_tokens, bleu1, exact_match, token_recall
 from medmix.evaluation.vqa import evaluate_dataset, run_vqa
 from medmix.sources.base import Record

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from medmix.build import BuildOptions, build
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

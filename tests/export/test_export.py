@@ -22,10 +22,10 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from medmix import hub
-from medmix.cli import app
-from medmix.errors import MedmixError
+from medmix.cli.main import app
+from medmix.core.errors import MedmixError
 from medmix.export import FORMATS, ShardSize, export, parse_shard_size
+from medmix.publish import hub
 from trainer.prompts import render
 
 PROVENANCE = ("source", "license", "split", "task", "domain")
@@ -289,7 +289,7 @@ def test_parse_shard_size():
 
 
 def test_a_failed_image_write_fails_the_export(demo, tmp_path, monkeypatch):
-    from medmix.export import core
+    from medmix.export import engine as core
 
     real, calls = core.write_image, []
 

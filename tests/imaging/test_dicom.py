@@ -18,9 +18,9 @@ from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from medmix.dicom import frame_index
-from medmix.errors import RowError
-from medmix.imaging import ImagePolicy, normalize_image
+from medmix.core.errors import RowError
+from medmix.imaging.canonical import ImagePolicy, normalize_image
+from medmix.imaging.dicom import frame_index
 
 
 def path(name: str) -> Path:

@@ -8,7 +8,7 @@ big-endian segmented palette, gdcm-US-ALOKA-16_big.dcm), and only a run over who
 that.
 
 What is compared, and why it is honest. medmix turns a file into one 8-bit display frame
-(medmix/dicom.py): the middle frame; grey data through the Modality LUT, the first VOI LUT or
+(medmix/imaging/dicom.py): the middle frame; grey data through the Modality LUT, the first VOI LUT or
 window (else the frame's min..max), mapped linearly onto 0..255, MONOCHROME1 inverted; palette
 colour through its LUT; colour at its top 8 bits. The reference starts from pydicom's
 `Dataset.pixel_array` (pydicom's decoders, its own colour-space conversion, all frames), picks
@@ -43,8 +43,8 @@ import pytest
 from pydicom.data import data_manager
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from medmix.dicom import decode_dicom, frame_index
-from medmix.errors import RowError
+from medmix.core.errors import RowError
+from medmix.imaging.dicom import decode_dicom, frame_index
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 

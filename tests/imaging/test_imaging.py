@@ -21,10 +21,10 @@ import pytest
 import xxhash
 from PIL import Image, ImageEnhance, ImageFile
 
-from medmix.dedup import hamming
-from medmix.errors import MedmixError, RowError
-from medmix.imaging import ImagePolicy, NormalizedImage, normalize_image, pixel_hash
-from medmix.phash import dct_bits, phash64
+from medmix.core.errors import MedmixError, RowError
+from medmix.imaging.canonical import ImagePolicy, NormalizedImage, normalize_image, pixel_hash
+from medmix.imaging.phash import dct_bits, phash64
+from medmix.mix.dedup import hamming
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -275,9 +275,9 @@ def test_bytes_after_the_end_marker_are_dropped(fmt):
 
 def test_reencoding_writes_no_metadata_even_without_the_final_whitelist(monkeypatch):
     """Two layers guard re-encoded output; this checks the first (never hand Pillow `info`)."""
-    import medmix.imaging
+    import medmix.imaging.canonical
 
-    monkeypatch.setattr(medmix.imaging, "_strip_metadata", lambda data, fmt, name: None)
+    monkeypatch.setattr(medmix.imaging.canonical, "_strip_metadata", lambda data, fmt, name: None)
     data = metadata_jpeg(encode(picture(), "JPEG"))
     icc_png = encode(picture(), "PNG", icc_profile=icc_profile())
     for source, encode_to in ((data, "jpeg"), (data, "png"), (icc_png, "png")):

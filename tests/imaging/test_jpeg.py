@@ -1,4 +1,4 @@
-"""The JPEG fast path (`medmix.jpeg`) and the pHash on pixel arrays (`medmix.phash`).
+"""The JPEG fast path (`medmix.imaging.jpeg`) and the pHash on pixel arrays (`medmix.imaging.phash`).
 
 The fast path is only an accelerator: for every JPEG and every policy it must give exactly what
 the Pillow path gives (bytes, size, pixel hash, pHash), take the plain files itself, and hand
@@ -16,11 +16,11 @@ import sklearn.datasets
 from PIL import Image
 from test_imaging import encode, hopper_bytes, icc_profile, insert_after_soi, jpeg_markers, jpeg_segment, picture
 
-import medmix.imaging
-from medmix import jpeg
-from medmix.errors import RowError
-from medmix.imaging import ImagePolicy, normalize_image, pixel_hash
-from medmix.phash import _lanczos, dct_bits, phash64, thumbnail
+import medmix.imaging.canonical
+from medmix.core.errors import RowError
+from medmix.imaging import jpeg
+from medmix.imaging.canonical import ImagePolicy, normalize_image, pixel_hash
+from medmix.imaging.phash import _lanczos, dct_bits, phash64, thumbnail
 
 POLICIES = {
     "keep": ImagePolicy(),
@@ -83,7 +83,7 @@ ALL = {**real_jpegs(), **synthetic_jpegs()}
 
 def pillow_path(data: bytes, policy: ImagePolicy, monkeypatch: pytest.MonkeyPatch):
     with monkeypatch.context() as m:
-        m.setattr(medmix.imaging, "_plain_jpeg", lambda *a: None)
+        m.setattr(medmix.imaging.canonical, "_plain_jpeg", lambda *a: None)
         try:
             return normalize_image(data, name="x.jpg", policy=policy)
         except RowError as exc:
@@ -107,8 +107,8 @@ def test_fast_path_gives_what_the_pillow_path_gives(name: str, policy: str,
 
 def test_plain_jpegs_take_the_fast_path_and_the_rest_the_pillow_path(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = medmix.imaging._decode_raster
-    monkeypatch.setattr(medmix.imaging, "_decode_raster",
+    real = medmix.imaging.canonical._decode_raster
+    monkeypatch.setattr(medmix.imaging.canonical, "_decode_raster",
                         lambda data, **kw: calls.append(kw["name"]) or real(data, **kw))
     plain = ["grace_hopper", "china", "flower", "baseline 4:2:0", "progressive", "4:4:4", "grey", "1x1",
              "ICC profile", "EXIF upright", "comment + trailer"]
@@ -152,7 +152,7 @@ def test_encode_writes_only_the_image_and_keeps_grey_grey() -> None:
     card = np.asarray(picture(50, 30))
     out = jpeg.encode(card, 90)
     assert set(jpeg_markers(out)) <= {0xE0, 0xDB, 0xC0, 0xC4}  # JFIF, tables, baseline frame
-    assert medmix.imaging._walk_jpeg(out, "x") == (out, False)  # the metadata whitelist drops nothing
+    assert medmix.imaging.canonical._walk_jpeg(out, "x") == (out, False)  # the metadata whitelist drops nothing
     back = Image.open(io.BytesIO(out))
     assert back.mode == "RGB" and back.size == (50, 30)
     pillow = np.asarray(Image.open(io.BytesIO(encode(picture(50, 30), "JPEG", quality=90))))

@@ -18,10 +18,10 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from medmix.build import BuildOptions, build
-from medmix.errors import RecipeError, RowError
-from medmix.imaging import ImagePolicy, normalize_image
+from medmix.core.errors import RecipeError, RowError
+from medmix.imaging.canonical import ImagePolicy, normalize_image
 from medmix.phi import check_text, find_identifying_text, identifiers, ocr
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import parse_recipe
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -176,7 +176,7 @@ def test_panel_letters_scale_bars_and_markers_are_not_flagged():
 
 
 def test_missing_tesseract_names_the_install_command(monkeypatch):
-    from medmix.errors import MedmixError
+    from medmix.core.errors import MedmixError
 
     ocr.engine_version.cache_clear()
     monkeypatch.delenv("TESSDATA_PREFIX", raising=False)
@@ -191,7 +191,7 @@ def test_missing_tesseract_names_the_install_command(monkeypatch):
 def test_without_faker_the_manifest_says_so_and_a_needed_check_stops(monkeypatch):
     """A core install (no `medmix[phi]`) builds registry sources, whose DICOM check is on by default
     but never ran without a DICOM input; a text check that does need the names stops with the hint."""
-    from medmix.errors import MedmixError
+    from medmix.core.errors import MedmixError
     from medmix.phi import settings
 
     identifiers.lexicon.cache_clear()
@@ -299,8 +299,8 @@ def test_a_build_quarantines_by_default_and_writes_kinds_only(tmp_path):
     # the viewer: the quarantine page lists kinds, and no page or image of a quarantined row exists
     from starlette.testclient import TestClient
 
-    from medmix.view.app import create_app
     from medmix.view.store import open_store
+    from medmix.view.webapp import create_app
 
     store = open_store(out)
     assert store.figures.ready.wait(30)

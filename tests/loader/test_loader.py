@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
-from medmix.errors import MedmixError, RowError
+from medmix.core.errors import MedmixError, RowError
+from medmix.core.schema import dumps_meta, empty_row, to_table
 from medmix.loader import MixtureDataset, WeightedMixture, load, mixture_files, partition, reader
-from medmix.schema import dumps_meta, empty_row, to_table
 
 SIZES = (30, 7, 25, 1, 34)  # 97 rows: divides no world size or worker count tested
 

@@ -22,7 +22,7 @@ import torch
 from test_loader import make_mixture
 from torch.utils.data import DataLoader
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.loader import MixtureDataset, WeightedMixture, handoff, pass_batch
 
 
@@ -230,7 +230,7 @@ def test_rings_left_by_a_killed_run_are_removed_by_the_next_ring(mix):
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
 def test_a_zombie_counts_as_gone():
     """Killed helpers of a SIGKILLed run stay zombies where no init reaps them (containers)."""
-    from medmix.writer import pid_alive
+    from medmix.core.writer import pid_alive
 
     pid = os.fork()
     if pid == 0:

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from medmix.core.schema import empty_row, to_table
 from medmix.loader import MixtureDataset, WeightedMixture
-from medmix.schema import empty_row, to_table
 
 IMAGE = 4_000  # bytes per image: large next to the rest of a row, as real images are
 WINDOW = 512  # rows per shuffle window (not below partition.CHUNK, the rows planned at a time)

@@ -14,7 +14,7 @@ import pytest
 from test_loader import make_mixture
 from torch.utils.data import DataLoader
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.loader import WeightedMixture, pass_batch
 from medmix.loader.partition import merge_round_robin
 

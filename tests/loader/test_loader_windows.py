@@ -15,7 +15,7 @@ import pytest
 from test_loader import ALL, _as_worker, make_mixture, resumed
 from torch.utils.data import DataLoader, get_worker_info
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.loader import MixtureDataset, partition, pass_batch, reader
 
 BATCH = 4

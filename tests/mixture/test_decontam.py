@@ -1,14 +1,14 @@
 """Decontamination: training text that contains an evaluation item (NgramIndex), and training
-images that are edited copies of evaluation images (medmix.dedup.near_match)."""
+images that are edited copies of evaluation images (medmix.mix.dedup.near_match)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medmix.decontam import DEFAULT_NGRAM, NgramIndex
-from medmix.dedup import near_any, near_match
-from medmix.textsim import TextInputError
+from medmix.mix.decontam import DEFAULT_NGRAM, NgramIndex
+from medmix.mix.dedup import near_any, near_match
+from medmix.mix.textsim import TextInputError
 
 EVAL = [
     ("A 62-year-old woman with long-standing rheumatoid arthritis presents with fatigue, pallor and a "

@@ -1,9 +1,9 @@
-"""Near-duplicate and exact dedup: images by pHash (medmix.dedup), text by MinHash (medmix.textsim).
+"""Near-duplicate and exact dedup: images by pHash (medmix.mix.dedup), text by MinHash (medmix.mix.textsim).
 
 The image threshold tests run on real pictures nobody here made: pydicom's bundled DICOM test
 images, tiles of the larger ones, and scikit-learn's two sample photos cut into tiles. The
 planted copies are the edits a figure goes through between PMC-OA, ROCO and PubMedVision.
-Distances are those of medmix's own stored hash (`medmix.phash.phash64`), which is checked against
+Distances are those of medmix's own stored hash (`medmix.imaging.phash.phash64`), which is checked against
 `imagehash.phash` on the same corpus. `python benchmarks/dedup_scale.py --part thresholds` prints
 the same distributions.
 """
@@ -25,9 +25,9 @@ from PIL import Image, ImageEnhance
 from pydicom.data import get_testdata_file
 from sklearn.datasets import load_sample_images
 
-from medmix import dedup, textsim
-from medmix.dedup import DEFAULT_IMAGE_DISTANCE, DedupInputError, image_clusters, near_any, near_match, near_pairs
-from medmix.phash import phash64
+from medmix.imaging.phash import phash64
+from medmix.mix import dedup, textsim
+from medmix.mix.dedup import DEFAULT_IMAGE_DISTANCE, DedupInputError, image_clusters, near_any, near_match, near_pairs
 
 # ---------------------------------------------------------------------------------------------
 # a corpus of distinct real images
@@ -36,7 +36,7 @@ from medmix.phash import phash64
 # examples_jpeg2k.dcm is examples_rgb_color.dcm again, and examples_ybr_color.dcm's 30 frames are
 # one video scene, so only frame 0 is used). Left out on purpose: image_dfl.dcm (a synthetic
 # nested-checkerboard test pattern) and SC_rgb_*.dcm (colour bars): their DCT coefficients tie at
-# the median, which makes any pHash unstable (see medmix.dedup, "Known limit").
+# the median, which makes any pHash unstable (see medmix.mix.dedup, "Known limit").
 DICOM_IMAGES = ("CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "JPEG2000.dcm",
                 "GDCMJ2K_TextGBR.dcm", "examples_overlay.dcm", "examples_palette.dcm", "examples_rgb_color.dcm",
                 "examples_ybr_color.dcm", "liver_1frame.dcm")
@@ -169,7 +169,7 @@ def test_planted_copies_found_and_distinct_images_kept_apart_at_default_distance
         print(f"  {edit:15s} max {dist.max():2d}  histogram {np.bincount(dist).tolist()}")
     print(f"  distinct pairs  min {between.min():2d}  lowest {np.sort(between)[:8].tolist()}")
     single = np.concatenate([distances[e] for e in SINGLE_EDITS])
-    # the margins claimed in medmix.dedup's docstring
+    # the margins claimed in medmix.mix.dedup's docstring
     assert single.max() <= DEFAULT_IMAGE_DISTANCE - 2
     assert distances["all four"].max() <= DEFAULT_IMAGE_DISTANCE
     assert between.min() >= DEFAULT_IMAGE_DISTANCE + 6

@@ -1,10 +1,10 @@
-"""medmix.hashing is SplitMix64 exactly: checked against the reference generator's published outputs."""
+"""medmix.core.hashing is SplitMix64 exactly: checked against the reference generator's published outputs."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from medmix import hashing
+from medmix.core import hashing
 
 
 def test_splitmix64_matches_the_reference_sequence():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from medmix.build import build
-from medmix.cli import app
+from medmix.cli.main import app
+from medmix.pipeline import build
 from medmix.planning import BuildOptions
 from medmix.preview import expected_rows
 from medmix.recipe import find_recipe, parse_recipe

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medmix.errors import LicenseRefused, MedmixError, RecipeError
-from medmix.mixture import resolve_counts, select, source_rng
+from medmix.core.errors import LicenseRefused, MedmixError, RecipeError
+from medmix.mix.select import resolve_counts, select, source_rng
 from medmix.planning import BuildOptions, plan_sources
 from medmix.recipe import load_recipe, parse_recipe
 
@@ -117,8 +117,8 @@ def test_upsampling_takes_whole_epochs_then_a_seeded_remainder():
 
 
 def test_every_manual_file_is_named_before_any_download(tmp_path):
-    from medmix.build import build
-    from medmix.errors import ManualFilesMissing
+    from medmix.core.errors import ManualFilesMissing
+    from medmix.pipeline import build
 
     r = parse_recipe("name: t\nlicenses: {accept: [LicenseRef-Quilt-1M]}\nsources:\n  vqa_rad: {splits: [train]}\n"
                      "  quilt1m: {splits: [train]}\n"

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from medmix.errors import RecipeError
+from medmix.core.errors import RecipeError
 from medmix.recipe import DecontaminateSection, DedupSection, ImageSection, load_recipe, parse_recipe
 
 BASE = "name: t\nsources:\n  mine: {adapter: local, from: /x}\n"

@@ -8,9 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from medmix.cli import app
-from medmix.cli_common import fail, parse_from
-from medmix.errors import MedmixError
+from medmix.cli.common import fail, parse_from
+from medmix.cli.main import app
+from medmix.core.errors import MedmixError
 
 
 def test_fail_keeps_a_long_path_on_one_line(capsys):

@@ -22,7 +22,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from medmix.extras import COMMANDS, install_command
+from medmix.core.extras import COMMANDS, install_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def core_python(tmp_path_factory) -> Path:
 
 def _medmix(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")} | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run([str(python), "-c", "from medmix.cli import app; app(prog_name='medmix')", *args],
+    return subprocess.run([str(python), "-c", "from medmix.cli.main import app; app(prog_name='medmix')", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -20,10 +20,10 @@ import tomllib
 import typer
 from typer.testing import CliRunner
 
-from medmix.cli import app
-from medmix.cli_common import fail, needs_extra
-from medmix.errors import MedmixError
-from medmix.extras import COMMANDS, EXTRAS, MissingExtra, extra_providing, install_command, require
+from medmix.cli.common import fail, needs_extra
+from medmix.cli.main import app
+from medmix.core.errors import MedmixError
+from medmix.core.extras import COMMANDS, EXTRAS, MissingExtra, extra_providing, install_command, require
 
 ROOT = Path(__file__).resolve().parents[2]
 HIDER = ROOT / "tests" / "fixtures" / "without_extras"
@@ -102,7 +102,7 @@ def test_a_medmix_error_a_command_lets_through_fails_like_every_command(tmp_path
 def _medmix_without_extras(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MEDMIX_HIDE": ",".join(EXTRA_ONLY),
            "PYTHONPATH": os.pathsep.join([str(HIDER), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", "from medmix.cli import app; app(prog_name='medmix')", *args],
+    return subprocess.run([sys.executable, "-c", "from medmix.cli.main import app; app(prog_name='medmix')", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -123,8 +123,8 @@ def _package_of_init_edges(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 def test_the_import_graph_is_read_from_the_real_files():
     graph = import_graph()
-    assert "medmix.planning" in graph["medmix.build"] and "medmix.planning" in graph["medmix.lock"]
-    assert "medmix.cli_common" in graph["medmix.evaluation.cli"]
+    assert "medmix.planning" in graph["medmix.pipeline"] and "medmix.fetch.upstreams" in graph["medmix.fetch.lock"]
+    assert "medmix.cli.common" in graph["medmix.cli.eval_commands"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -140,3 +140,81 @@ def test_sources_import_nothing_from_evaluation():
     leaks = {m: sorted(d for d in deps if d == "medmix.evaluation" or d.startswith("medmix.evaluation."))
              for m, deps in graph.items() if m == "medmix.sources" or m.startswith("medmix.sources.")}
     assert {m: d for m, d in leaks.items() if d} == {}
+
+
+# -- the plan: packages by mechanism, in layers ----------------------------------------------------
+
+# Bottom to top. A module may import its own layer and the layers below it, never one above: that is
+# what lets a newcomer read `core` without `mix`, or `mix` without the CLI. Top-level spine modules
+# are layers of their own, placed where the build needs them. `trainer` is the user's package; it
+# stands on the loader and is used by evaluation, the demo, export and ablation.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("medmix", "medmix.core"),
+    ("medmix.phi",),
+    ("medmix.imaging",),
+    ("medmix.fetch",),
+    ("medmix.sources",),
+    ("medmix.recipe",),
+    ("medmix.planning", "medmix.executors"),
+    ("medmix.normalize",),
+    ("medmix.buildcache",),
+    ("medmix.mix",),
+    ("medmix.loader",),
+    ("trainer",),
+    ("medmix.pipeline", "medmix.preview", "medmix.doctor"),
+    ("medmix.api",),
+    ("medmix.publish",),
+    ("medmix.evaluation",),
+    ("medmix.export", "medmix.demo"),
+    ("medmix.view",),
+    ("medmix.ablate",),
+    ("medmix.cli",),
+)
+MAX_TOP_LEVEL_MODULES = 12
+
+
+def _unit(module: str) -> str:
+    """The layered unit a module belongs to: its package under medmix/, or itself at the top."""
+    parts = module.split(".")
+    if parts[0] == "trainer":
+        return "trainer"
+    return ".".join(parts[:2]) if len(parts) > 1 else "medmix"
+
+
+def _rank() -> dict[str, int]:
+    return {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+
+
+def test_every_package_and_top_level_module_has_a_layer():
+    units = {_unit(m) for m in import_graph()}
+    assert units - set(_rank()) == set(), "add the new package or module to LAYERS"
+    assert set(_rank()) - units == set(), "LAYERS names something that no longer exists"
+
+
+def test_imports_only_go_down_the_layers():
+    rank = _rank()
+    upward = sorted(f"{m} → {d}" for m, deps in import_graph().items() for d in deps
+                    if rank[_unit(d)] > rank[_unit(m)])
+    assert upward == []
+
+
+def test_packages_import_each_other_without_cycles():
+    units: dict[str, set[str]] = {}
+    for m, deps in import_graph().items():
+        units.setdefault(_unit(m), set()).update(_unit(d) for d in deps if _unit(d) != _unit(m))
+    assert cycles(units) == []
+
+
+def test_the_top_level_holds_the_spine_only():
+    top = sorted(p.name for p in (ROOT / "medmix").glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def test_no_two_modules_share_a_name():
+    names: dict[str, list[str]] = {}
+    for name in import_graph():
+        leaf = name.rpartition(".")[2]
+        if leaf == "__main__" or (ROOT / Path(*name.split("."))).is_dir():  # `python -m` entries, packages
+            continue
+        names.setdefault(leaf, []).append(name)
+    assert {k: v for k, v in names.items() if len(v) > 1} == {}

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
-from medmix.build import BuildOptions, build
-from medmix.modality import CODES
+from medmix.core.modality import CODES
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe
 
 DEMO_DICOM = Path(__file__).resolve().parents[2] / "medmix" / "data" / "demo" / "dicom"
@@ -132,7 +132,7 @@ def test_sigkill_at_any_point_then_resume_gives_the_same_output(tmp_path, demo):
     ref_out, reference = demo
     ref_shards = {s["path"]: s["sha256"] for s in reference["shards"]}
     out, cache = tmp_path / "k", tmp_path / "cache"
-    from medmix.writer import sha256_file
+    from medmix.core.writer import sha256_file
 
     for delay in (0.5, 1.5, 2.5, 3.5, 5.0):
         proc = _run_cli(out, cache)
@@ -227,7 +227,7 @@ def test_removed_parquet_shows_every_removal_beside_what_it_matched(tmp_path, de
 
     from PIL import Image
 
-    from medmix import layout
+    from medmix.core import layout
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from view_fixtures import audit_recipe
@@ -246,7 +246,7 @@ def test_removed_parquet_shows_every_removal_beside_what_it_matched(tmp_path, de
     assert "hemangioma" in text["other_answer"] and "haemangioma" in text["answer"]
     ngram = next(r for r in rows.values() if r["kind"] == "eval_text")
     assert ngram["other_source"] == "pubmedqa:pqa_labeled" and len(ngram["ngram"].split()) == 13
-    from medmix.textsim import normalize_text
+    from medmix.mix.textsim import normalize_text
     assert ngram["ngram"] in normalize_text(ngram["question"])
     assert ngram["ngram"] in normalize_text(ngram["other_question"])
     image = next(r for r in rows.values() if r["kind"] == "eval_image")
@@ -274,7 +274,7 @@ def test_the_summary_never_cuts_a_source_name(demo):
     """At 80 columns the table used to print "pubmed…" and "dicom_…"; names stay whole, numbers give way."""
     from rich.console import Console
 
-    from medmix.report import print_build_summary
+    from medmix.cli.build_summary import print_build_summary
 
     out, manifest = demo
     console = Console(width=80, record=True, color_system=None)

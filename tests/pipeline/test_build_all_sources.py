@@ -26,7 +26,7 @@ from fixtures import (
     vqa_rad,
 )
 
-from medmix.build import BuildOptions, build
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe, parse_recipe
 
 FIXTURES = [arch, medmcqa, medqa, medquad, pathvqa, pmc_oa, pmc_vqa, pubmedqa, pubmedvision, rocov2, slake,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from medmix.build import BuildOptions, build
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

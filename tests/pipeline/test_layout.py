@@ -1,4 +1,4 @@
-"""The mixture folder format has one owner (medmix.layout): names, manifest, shard listing."""
+"""The mixture folder format has one owner (medmix.core.layout): names, manifest, shard listing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import medmix
-from medmix import layout
-from medmix.errors import MedmixError
+from medmix.core import layout
+from medmix.core.errors import MedmixError
 
 PACKAGE = Path(medmix.__file__).parent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medmix.modality import CODES, canonical
-from medmix.schema import SchemaError, validate_row
+from medmix.core.modality import CODES, canonical
+from medmix.core.schema import SchemaError, validate_row
 from medmix.sources import registry
 
 

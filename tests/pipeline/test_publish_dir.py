@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medmix.writer import publish_dir
+from medmix.core.writer import publish_dir
 
 
 def _folder(path, text):

@@ -22,11 +22,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from medmix import hub
-from medmix.build import BuildOptions, build
-from medmix.card import hub_license
-from medmix.errors import MedmixError
-from medmix.hub_cli import push_command
+from medmix.cli.push_command import push_command
+from medmix.core.errors import MedmixError
+from medmix.pipeline import BuildOptions, build
+from medmix.publish import hub
+from medmix.publish.card import hub_license
 from medmix.recipe import load_recipe
 from medmix.sources import get_source
 

@@ -18,12 +18,12 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from medmix.build import BuildOptions, build
-from medmix.errors import MedmixError
-from medmix.plots import PLOTS, plot_all
+from medmix.cli.stats_command import stats_command
+from medmix.core.errors import MedmixError
+from medmix.pipeline import BuildOptions, build
+from medmix.publish.plots import PLOTS, plot_all
+from medmix.publish.stats import IntCounts, compute_stats
 from medmix.recipe import load_recipe
-from medmix.stats import IntCounts, compute_stats
-from medmix.stats_cli import stats_command
 
 RECIPES = Path(__file__).resolve().parents[2] / "medmix" / "recipes"
 

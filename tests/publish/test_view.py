@@ -23,16 +23,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from view_fixtures import HOSTILE, audit_recipe
 
-from medmix import layout
-from medmix.build import BuildOptions, build
-from medmix.errors import MedmixError
+from medmix.core import layout
+from medmix.core.errors import MedmixError
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import load_recipe
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
-from medmix.view.app import CSP, create_app
 from medmix.view.store import MixtureStore, open_store
+from medmix.view.webapp import CSP, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -265,7 +265,7 @@ def test_thumbnails_and_images_are_served_with_cache_headers(client):
 def test_binding_beyond_loopback_warns(monkeypatch, mixture):
     import uvicorn
 
-    from medmix.view import app as view_app
+    from medmix.view import webapp as view_app
 
     calls, said = [], []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))

@@ -10,8 +10,8 @@ import pytest
 from fixtures import quilt1m, serve, vqa_med_2019, vqa_rad
 from typer.testing import CliRunner
 
-from medmix.build import BuildOptions
 from medmix.doctor import check_recipe, report
+from medmix.pipeline import BuildOptions
 from medmix.recipe import parse_recipe
 
 RECIPE = """name: doctored
@@ -95,7 +95,7 @@ def test_a_renamed_hub_repo(world):
 def test_a_missing_manual_file_and_the_cli_table(world, monkeypatch):
     result = _check(world, from_quilt=False)
     assert not result["ok"] and {c["status"] for c in result["checks"] if c["source"] == "quilt1m"} == {"missing"}
-    from medmix.cli import app
+    from medmix.cli.main import app
 
     server, recipe_path, quilt = world
     monkeypatch.setenv("HF_ENDPOINT", server.hf_endpoint)

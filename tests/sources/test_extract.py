@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from medmix.errors import MedmixError, UnsafeArchiveError
-from medmix.extract import safe_extract
+from medmix.core.errors import MedmixError, UnsafeArchiveError
+from medmix.fetch.extract import safe_extract
 
 GOOD = {"a.txt": b"alpha\n", "sub/dir/b.bin": bytes(range(256)) * 10, "empty.txt": b""}
 

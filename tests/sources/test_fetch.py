@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from medmix.errors import FetchError, ManualFilesMissing
-from medmix.fetch import (
+from medmix.core.errors import FetchError, ManualFilesMissing
+from medmix.fetch.download import (
     FetchResult,
     download,
     fetch_files,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from medmix.build import BuildOptions, build
+from medmix.core.errors import FetchError
 from medmix.doctor import check_recipe
-from medmix.errors import FetchError
-from medmix.lock import lock_recipe
+from medmix.pipeline import BuildOptions, build
+from medmix.planning import lock_recipe
 from medmix.recipe import parse_recipe
 
 RECIPE = """
@@ -65,7 +65,7 @@ def test_an_edited_file_of_the_same_size_is_refused(pinned, tmp_path):
 
 def test_the_shipped_demo_folder_is_pinned():
     """The embedded demo used to print "1 upstream file(s) are not pinned by sha256"."""
-    from medmix.lock import default_lock_path, folder_entry
+    from medmix.fetch.lock import default_lock_path, folder_entry
 
     lock = json.loads(default_lock_path("demo").read_text())
     demo = Path(str(resources.files("medmix") / "data" / "demo" / "dicom"))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from medmix.cli import app
-from medmix.docs import datasets_markdown
+from medmix.cli.main import app
+from medmix.publish.datasets_md import datasets_markdown
 
 PRETRAINING = {"pmc_oa", "quilt1m", "pmc_vqa", "medmcqa", "rocov2", "pubmedqa", "medquad", "pathvqa",
                "vqa_med_2019", "arch", "slake", "medqa", "vqa_rad", "pubmedvision"}
@@ -36,7 +36,8 @@ def test_sources_table_renders():
 
 
 def test_datasets_md_is_generated_from_the_registry():
-    assert (ROOT / "DATASETS.md").read_text() == datasets_markdown(), "run: python -m medmix.docs > DATASETS.md"
+    fix = "run: python -m medmix.publish.datasets_md > DATASETS.md"
+    assert (ROOT / "DATASETS.md").read_text() == datasets_markdown(), fix
     for name in PRETRAINING:
         assert f"(`{name}`)" in datasets_markdown()
 
@@ -58,7 +59,7 @@ def test_plan_of_openmedq_totals_about_3_35m_offline(tmp_path):
 
 
 def test_openmedq_open_accepts_nothing_restricted(tmp_path):
-    from medmix.licenses import terms
+    from medmix.core.licenses import terms
     from medmix.planning import BuildOptions, plan_sources
     from medmix.recipe import load_recipe
 

@@ -9,8 +9,8 @@ from adapter_harness import run_adapter
 from fixtures import lc25000 as fx
 from fixtures import read_split
 
-from medmix.errors import ManualFilesMissing, MedmixError
-from medmix.fetch import fetch_files
+from medmix.core.errors import ManualFilesMissing, MedmixError
+from medmix.fetch.download import fetch_files
 from medmix.sources import get_source
 from medmix.sources._lc25000_split import (
     SPLIT_EDGES,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmix.build import BuildOptions, build
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import parse_recipe
 from medmix.sources import local
 from medmix.sources._common import cut_by_weight

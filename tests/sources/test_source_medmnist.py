@@ -9,7 +9,7 @@ import pytest
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import medmnist as fx
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources._native import iter_npz_rows
 from medmix.sources.bloodmnist import BloodMNIST

@@ -8,7 +8,7 @@ import pytest
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import nct_crc_he as fx
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.nct_crc_he import CLASS_DIRS, NctCrcHe
 

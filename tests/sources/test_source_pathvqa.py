@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import pathvqa as fx
 
-from medmix.licenses import terms
+from medmix.core.licenses import terms
 from medmix.sources import get_source
 from medmix.sources.pathvqa import PathVQA
 

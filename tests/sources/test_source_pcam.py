@@ -13,8 +13,8 @@ from fixtures import assert_matches_remotes, decodes, read_split, run_twice, wri
 from fixtures import pcam as fx
 from PIL import Image
 
-from medmix.errors import MedmixError
-from medmix.fetch import fetch_files
+from medmix.core.errors import MedmixError
+from medmix.fetch.download import fetch_files
 from medmix.sources import get_source
 from medmix.sources.pcam import PCam
 

@@ -13,12 +13,12 @@ from fixtures import assert_matches_remotes, local_files, read_split, serve, wri
 from fixtures import pmc_oa as fx
 from PIL import Image
 
-from medmix.errors import MedmixError
-from medmix.fetch import fetch_files
-from medmix.lock import apply_lock, derived_entry
+from medmix.core.errors import MedmixError
+from medmix.fetch.download import fetch_files
+from medmix.fetch.lock import apply_lock, derived_entry
 from medmix.normalize import reason_class
-from medmix.pmc_licenses import fetch_table, http_get, lookup, read_table, refusal, table_from_file_list
 from medmix.sources import get_source
+from medmix.sources._pmc_licenses import fetch_table, http_get, lookup, read_table, refusal, table_from_file_list
 from medmix.sources.base import Derived
 from medmix.sources.pmc_oa import PMCOA
 
@@ -176,8 +176,8 @@ def test_medmix_lock_then_a_build_without_ncbi(http_server, tmp_path):
     """`medmix lock` pins the table in the lock; a later build with the bucket gone gives the same rows."""
     import pyarrow.parquet as pq
 
-    from medmix.build import BuildOptions, build
-    from medmix.lock import lock_recipe
+    from medmix.pipeline import BuildOptions, build
+    from medmix.planning import lock_recipe
     from medmix.recipe import parse_recipe
 
     serve(http_server, fx.build(bad=False))

@@ -6,7 +6,7 @@ import pytest
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import pmc_vqa as fx
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.pmc_vqa import PmcVqa
 

@@ -11,7 +11,7 @@ from fixtures import assert_matches_remotes, local_files, read_split, serve
 from fixtures import pubmedvision as fx
 from PIL import Image
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.pubmedvision import PubMedVision, iter_json_array
 

@@ -11,9 +11,9 @@ from fixtures import quilt1m as fx
 from fixtures import read_split
 from PIL import Image
 
-from medmix.errors import ManualFilesMissing
-from medmix.fetch import fetch_files
-from medmix.licenses import terms
+from medmix.core.errors import ManualFilesMissing
+from medmix.core.licenses import terms
+from medmix.fetch.download import fetch_files
 from medmix.sources import Manual, get_source
 from medmix.sources.quilt1m import Quilt1M
 

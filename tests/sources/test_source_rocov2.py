@@ -11,7 +11,7 @@ from fixtures import assert_matches_remotes, local_files, read_split, serve
 from fixtures import rocov2 as fx
 from PIL import Image
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.rocov2 import ROCOv2, cc_license_to_spdx
 
@@ -48,7 +48,7 @@ def test_end_to_end_captions_concepts_and_licenses(http_server, tmp_path):
     assert by_id["rocov2/ROCOv2_2023_train_000002"]["license"] == "CC-BY-NC-4.0"
     assert by_id["rocov2/ROCOv2_2023_train_000002"]["answer"].startswith("Computed tomography")  # leading space gone
     xray, angio = by_id["rocov2/ROCOv2_2023_train_000003"], by_id["rocov2/ROCOv2_2023_valid_000002"]
-    assert (xray["modality"], angio["modality"]) == ("DX", "XA")  # the CUIs map straight to medmix.modality codes
+    assert (xray["modality"], angio["modality"]) == ("DX", "XA")  # the CUIs map straight to medmix.core.modality codes
     assert "modality_upstream" not in json.loads(xray["meta"])
     inferred = by_id["rocov2/ROCOv2_2023_train_000093"]
     assert inferred["license"] == "CC-BY-NC-4.0" and json.loads(inferred["meta"])["license_inferred"] is True

@@ -10,7 +10,7 @@ from adapter_harness import run_adapter
 from fixtures import assert_matches_remotes, decodes, local_files, read_split, run_twice
 from fixtures import slake as fx
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.slake import Slake
 

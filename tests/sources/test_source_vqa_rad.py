@@ -11,7 +11,7 @@ from fixtures import assert_matches_remotes, decodes, local_files, read_split, r
 from fixtures import vqa_rad as fx
 from PIL import Image
 
-from medmix.errors import MedmixError
+from medmix.core.errors import MedmixError
 from medmix.sources import get_source
 from medmix.sources.vqa_rad import VqaRad
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from medmix.cli import app
-from medmix.cli_common import out_console
-from medmix.docs import summary_table
+from medmix.cli.common import out_console
+from medmix.cli.main import app
+from medmix.publish.datasets_md import summary_table
 from medmix.sources import registry
 from medmix.sources.base import short_upstream
 

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from medmix.build import BuildOptions, build
-from medmix.fetch import fetch_files
-from medmix.fileid import fingerprint
+from medmix.fetch.download import fetch_files
+from medmix.fetch.fileid import fingerprint
+from medmix.pipeline import BuildOptions, build
 from medmix.recipe import parse_recipe
 from medmix.sources.base import Remote, Source
 

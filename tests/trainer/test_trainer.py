@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medmix.schema import dumps_meta, to_table
+from medmix.core.schema import dumps_meta, to_table
 from trainer.config import ConfigError, load_config
 from trainer.data import SampleEncoder, collate, load_image
 from trainer.language import build_tokenizer

@@ -1,0 +1,78 @@
+"""What a local input *is*, for cache keys: a fingerprint of a folder or file a source reads.
+
+Why: the normalize cache names a unit's output by a hash of everything that determines it. A
+downloaded file is named by its sha256, but a folder the user points at (`adapter: local`,
+`--from quilt1m=DIR`) has no such name: before this module its key held only the source name and
+options, so a fixed label, a removed image or a different folder under the same source name
+silently got the old rows back (issue 11, part 1).
+
+A fingerprint covers, for every file under the folder: its path relative to the folder, its size
+and its modification time (ns), plus a sha256 of the content for metadata-like files (text tables,
+JSON; these are edited in place, sometimes by tools that keep the mtime, and they are small next to
+the images), and for every file when `verify=True` (`medmix build --verify`: for a folder that was
+copied with `cp -p`/`rsync -t` over changed bytes of the same size). The resolved folder path is
+part of it, so two folders under one source name never share a key.
+
+Cost, measured on the 2-core dev machine: 10,001 files (20.8 MB, one 0.8 MB metadata.csv) take
+0.18 s to fingerprint, 0.37 s with `verify=True`; `--verify` on a 100 GB folder costs what reading
+100 GB costs, which is why it is a flag.
+
+The mtime belongs in the *cache key* only: the manifest records `files`/`bytes`/`content_sha256`
+(a hash of paths, sizes and content hashes where computed), which are equal for equal folders on
+any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medmix.core.writer import sha256_file
+
+# Files whose content is always hashed: the tables and labels a source reads rows from.
+METADATA_SUFFIXES = frozenset({".csv", ".tsv", ".jsonl", ".json", ".txt", ".yaml", ".yml", ".xml", ".parquet"})
+
+
+def _files(root: Path) -> list[tuple[str, Path]]:
+    """Every regular file under `root` (symlinks followed), sorted by relative POSIX path."""
+    found = []
+    for dirpath, _dirs, names in os.walk(root, followlinks=True):
+        for name in names:
+            full = Path(dirpath) / name
+            if full.is_file():
+                found.append((full.relative_to(root).as_posix(), full))
+    found.sort()
+    return found
+
+
+def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
+    """Fingerprint a folder (every file under it) or a single file.
+
+    Returns `{"path", "files", "bytes", "content_sha256", "key"}`: `key` (a sha256) changes when
+    any file is added, removed, renamed, resized, touched or (for hashed files) edited, or when
+    the resolved path changes; `content_sha256` leaves out the path and the mtimes, for the manifest.
+    """
+    root = Path(path).resolve()
+    items = [("", root)] if root.is_file() else _files(root)
+    key_rows, content_rows, total = [], [], 0
+    for rel, full in items:
+        st = full.stat()
+        hashed = verify or full.suffix.lower() in METADATA_SUFFIXES
+        digest = sha256_file(full) if hashed else None
+        key_rows.append([rel, st.st_size, st.st_mtime_ns, digest])
+        content_rows.append([rel, st.st_size, digest])
+        total += st.st_size
+    return {
+        "path": str(root),
+        "files": len(items),
+        "bytes": total,
+        "content_sha256": _digest(content_rows),
+        "key": _digest([str(root), key_rows]),
+    }
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,266 @@
+"""Stage 2 policy: which normalized rows enter the mixture, how many per source, and in which order.
+
+Order of filters, each counted per source in the manifest:
+  license (rows whose per-row license the recipe did not accept) → exact/near duplicates →
+  decontamination against the named evaluation sets → selection (all / samples / weight) →
+  one global seeded permutation.
+
+Which row of a duplicate group survives is a pure function of the recipe: rows are ranked by
+(source priority, id) — `dedup.priority` first, then the recipe's source order — and the first
+survives. Input order and worker count never matter.
+
+Selection semantics (the part users of other mixers find confusing, so it is spelled out):
+- `all`: every available row once.
+- `samples: N`: exactly N rows. N <= available: a seeded sample without replacement.
+  N > available: whole epochs of every row (N // available times), then a seeded sample without
+  replacement of the remainder — so no row appears more than once more than any other.
+- `weight: w`: the source gets a share w / sum(weights) of what `target_samples` leaves after the
+  `samples` and `all` sources; shares are rounded by largest remainder so the total is exact.
+  A weighted source is then drawn like `samples: N` (it may be up-sampled).
+Each source draws from its own generator seeded by (recipe seed, source name), so adding or
+removing one source never changes another source's selection.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from medmix.core.errors import RecipeError
+from medmix.core.licenses import refused
+from medmix.mix.dedup import exact_clusters, image_clusters, near_match
+from medmix.mix.index import EvalIndex, Index
+from medmix.mix.textsim import clusters_from_bands
+from medmix.recipe import Recipe
+
+
+class Removal(NamedTuple):
+    """One dropped row. `row` is its position in the Index; `other_row` the kept row's position in
+    the Index (dedup) or the evaluation item's position in the EvalIndex (decontamination), -1 for
+    none. `medmix.mix.removed` turns these positions into what removed.parquet shows."""
+
+    id: str
+    reason: str
+    other: str
+    kind: str       # layout.REMOVAL_KINDS
+    row: int
+    other_row: int
+
+
+@dataclass
+class MixtureRows:
+    """The written mixture before writing: each output row as (unit, row, copy), in output order,
+    with the per-source accounting the manifest reports."""
+
+    unit: np.ndarray      # int32 per output row (sorted by output position)
+    row: np.ndarray       # int32
+    copy: np.ndarray      # int32 repeat number (0 = first use)
+    counts: dict[str, dict] = field(default_factory=dict)
+    decontamination: dict[str, dict[str, int]] = field(default_factory=dict)
+    removed: list[Removal] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Selection:
+    indices: np.ndarray   # int64 positions into the source's available rows, in selection order
+    copy: np.ndarray      # int32: 0 for the first use of a row, k for its k-th repeat
+    epochs: float         # selected / available
+
+
+def source_rng(seed: int, name: str, purpose: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), zlib.crc32(purpose.encode())])
+
+
+def allocate_counts(recipe: Recipe, available: dict[str, int]) -> dict[str, int]:
+    """Rows each source contributes, given the rows it has: the arithmetic alone, shared by the build
+    and `medmix build --plan` (which passes the declared split sizes) so the two never disagree."""
+    counts: dict[str, int] = {}
+    weighted = [s for s in recipe.sources if s.mode == "weight"]
+    for s in recipe.sources:
+        if s.mode == "all":
+            counts[s.name] = available[s.name]
+        elif s.mode == "samples":
+            counts[s.name] = int(s.value)
+    if weighted:
+        remaining = recipe.target_samples - sum(counts.values())
+        if remaining < 0:
+            raise RecipeError(f"{recipe.path}: target_samples: {recipe.target_samples} is smaller than the "
+                              f"{sum(counts.values())} rows taken by `all`/`samples` sources; raise it")
+        total_w = sum(float(s.value) for s in weighted)
+        exact = [remaining * float(s.value) / total_w for s in weighted]
+        floors = [int(np.floor(x)) for x in exact]
+        short = remaining - sum(floors)
+        # largest remainder; ties broken by source name so the result is a pure function of the recipe
+        order = sorted(range(len(weighted)), key=lambda i: (-(exact[i] - floors[i]), weighted[i].name))
+        for i in order[:short]:
+            floors[i] += 1
+        for s, n in zip(weighted, floors):
+            counts[s.name] = n
+    return counts
+
+
+def resolve_counts(recipe: Recipe, available: dict[str, int]) -> dict[str, int]:
+    """`allocate_counts`, refusing a source asked for rows when none of its rows are left."""
+    counts = allocate_counts(recipe, available)
+    for s in recipe.sources:
+        if counts[s.name] > 0 and available[s.name] == 0:
+            raise RecipeError(f"{recipe.path}:{s.line}: sources.{s.name}: asks for {counts[s.name]} rows but none "
+                              f"are left after quarantine, dedup and decontamination")
+    return counts
+
+
+def select(available: int, count: int, rng: np.random.Generator) -> Selection:
+    if count == 0 or available == 0:
+        return Selection(np.zeros(0, np.int64), np.zeros(0, np.int32), 0.0)
+    epochs, rest = divmod(count, available)
+    parts = [np.arange(available, dtype=np.int64) for _ in range(epochs)]
+    copies = [np.full(available, e, np.int32) for e in range(epochs)]
+    if rest:
+        parts.append(np.sort(rng.choice(available, size=rest, replace=False)).astype(np.int64))
+        copies.append(np.full(rest, epochs, np.int32))
+    return Selection(np.concatenate(parts), np.concatenate(copies), count / available)
+
+
+def global_order(n: int, seed: int) -> np.ndarray:
+    """Position of each selected row in the written mixture: one seeded permutation across sources."""
+    return source_rng(seed, "*", "shuffle").permutation(n).astype(np.int64)
+
+
+def _rank(recipe: Recipe, idx: Index) -> np.ndarray:
+    """Lexicographic survivor rank: (source priority, id)."""
+    order = list(recipe.dedup.priority or ()) + [s.name for s in recipe.sources]
+    prio = {name: order.index(name) for name in dict.fromkeys(order)}
+    src_prio = np.array([prio.get(s, len(prio)) for s in idx.sources], np.int64)[idx.source]
+    by_id = np.argsort(np.array(idx.ids, dtype=object), kind="stable")
+    id_rank = np.empty(len(idx), np.int64)
+    id_rank[by_id] = np.arange(len(idx))
+    return src_prio * (len(idx) + 1) + id_rank
+
+
+def _group_dups(keys: list[np.ndarray], alive: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For rows grouped by equal `keys`, return for each row the index of its group's survivor."""
+    n = len(rank)
+    cand = np.flatnonzero(alive)
+    order = np.lexsort([rank[cand]] + [k[cand] for k in reversed(keys)])
+    c = cand[order]
+    survivor = np.arange(n)
+    if len(c) == 0:
+        return survivor
+    new = np.ones(len(c), bool)
+    same = np.ones(len(c) - 1, bool)
+    for k in keys:
+        same &= k[c][1:] == k[c][:-1]
+    new[1:] = ~same
+    head = c[np.maximum.accumulate(np.where(new, np.arange(len(c)), 0))]
+    survivor[c] = head
+    return survivor
+
+
+def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixtureRows:
+    n = len(idx)
+    chosen = MixtureRows(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
+    counts = {s.name: {"normalized": 0, "license_filtered": 0, "duplicates": 0, "contaminated": 0,
+                       "available": 0, "selected": 0, "epochs": 0.0} for s in recipe.sources}
+    for code, name in enumerate(idx.sources):
+        counts[name]["normalized"] = int(np.sum(idx.source == code))
+    alive = np.ones(n, bool)
+
+    def drop(mask: np.ndarray, key: str, reason: str, kind: str, other: np.ndarray | None = None,
+             other_ids: list[str] | None = None) -> None:
+        rows = np.flatnonzero(mask & alive)
+        for i, r in enumerate(rows):
+            counts[idx.sources[idx.source[r]]][key] += 1
+            o = int(other[i]) if other is not None else -1
+            chosen.removed.append(Removal(idx.ids[r], reason, other_ids[o] if o >= 0 else "", kind, int(r), o))
+        alive[rows] = False
+
+    # 1. licenses the recipe has not accepted (per row: PMC-OA rows carry their article's license)
+    bad = set(refused(set(idx.license), recipe.accept))
+    if bad:
+        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted",
+             "license")
+
+    # 2. duplicates: same image cluster (or no image) and same / near-same text → one row
+    rank = _rank(recipe, idx)
+    d = recipe.dedup
+    img_key = np.full(n, -1, np.int64)
+    has = idx.has_image & alive
+    if has.any():
+        rows = np.flatnonzero(has)
+        if d.image_distance is None:
+            img_key[rows] = rows[exact_clusters([idx.sha[r] for r in rows])]
+        else:
+            labels = image_clusters(idx.phash[rows], d.image_distance)
+            img_key[rows] = rows[labels]
+    if d.text_threshold is not None and idx.bands is not None:
+        txt_key = clusters_from_bands(idx.bands, idx.sketch).astype(np.int64)
+    else:
+        txt_key = idx.text.view(np.int64)
+    if d.exact or d.image_distance is not None or d.text_threshold is not None:
+        surv = _group_dups([img_key, txt_key], alive, rank)
+        dup = surv != np.arange(n)
+        drop(dup, "duplicates", "duplicate", "duplicate", surv[dup & alive], idx.ids)
+    if d.images == "unique":
+        img_rows = (img_key >= 0) & alive
+        surv = _group_dups([img_key], img_rows, rank)
+        dup = (surv != np.arange(n)) & img_rows
+        drop(dup, "duplicates", "same image (images: unique)", "same_image", surv[dup & alive], idx.ids)
+
+    # 3. decontamination against evaluation sets
+    decon: dict[str, dict[str, int]] = {s.name: {} for s in recipe.sources}
+
+    def count_decon(rows: np.ndarray, eval_rows: np.ndarray, why: str) -> None:
+        for r, e in zip(rows, eval_rows):
+            if alive[r]:
+                s, key = idx.sources[idx.source[r]], f"{evals.names[e]} ({why})"
+                decon[s][key] = decon[s].get(key, 0) + 1
+
+    if evals is not None and evals.ids:
+        if recipe.decontaminate.image_distance is not None and len(evals.phash):
+            rows = np.flatnonzero(idx.has_image & alive)
+            which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate.image_distance)
+            hit = which >= 0
+            rows, eval_rows = rows[hit], evals.phash_row[which[hit]]
+            count_decon(rows, eval_rows, "image")
+            mask = np.zeros(n, bool)
+            mask[rows] = True
+            drop(mask, "contaminated", "near-duplicate of an evaluation image", "eval_image",
+                 eval_rows, evals.ids)
+        if idx.text_hit is not None:
+            rows = np.flatnonzero((idx.text_hit >= 0) & alive)
+            eval_rows = np.array([evals.text_row[t] for t in idx.text_hit[rows]], np.int64)
+            count_decon(rows, eval_rows, "text")
+            mask = np.zeros(n, bool)
+            mask[rows] = True
+            drop(mask, "contaminated", f"shares a {recipe.decontaminate.ngram}-gram with an evaluation question",
+                 "eval_text", eval_rows, evals.ids)
+    chosen.decontamination = {k: dict(sorted(v.items())) for k, v in decon.items() if v}
+
+    # 4. selection
+    available = {s.name: 0 for s in recipe.sources}
+    by_source: dict[str, np.ndarray] = {}
+    for code, name in enumerate(idx.sources):
+        rows = np.flatnonzero((idx.source == code) & alive)
+        by_source[name] = rows
+        available[name] = len(rows)
+    want = resolve_counts(recipe, available)
+    units, rows_, copies = [], [], []
+    for s in recipe.sources:
+        rows = by_source.get(s.name, np.zeros(0, np.int64))
+        sel = select(len(rows), want[s.name], source_rng(recipe.seed, s.name, "select"))
+        picked = rows[sel.indices]
+        units.append(idx.unit[picked])
+        rows_.append(idx.row[picked])
+        copies.append(sel.copy)
+        counts[s.name].update(available=len(rows), selected=int(want[s.name]), epochs=round(sel.epochs, 6))
+    unit = np.concatenate(units) if units else np.zeros(0, np.int32)
+    row = np.concatenate(rows_) if rows_ else np.zeros(0, np.int32)
+    copy = np.concatenate(copies) if copies else np.zeros(0, np.int32)
+    pos = global_order(len(unit), recipe.seed)
+    order = np.argsort(pos, kind="stable")
+    chosen.unit, chosen.row, chosen.copy = unit[order], row[order], copy[order]
+    chosen.counts = counts
+    return chosen

@@ -1,0 +1,151 @@
+"""Write the mixture's shards in its global shuffled order with memory bounded by one shard.
+
+A global shuffle means each output shard draws rows from every unit file; reading those rows by
+random access would re-read row groups once per shard. Instead, two sequential passes:
+  scatter: read each unit file once, in order, and append each selected row to the spill file
+           of the shard it belongs to (Arrow IPC streams, one per missing shard);
+  gather:  per shard, read its spill file (one shard of rows), sort by output position, write
+           the Parquet shard atomically. Shards are independent, so this pass runs in parallel.
+Shards already present under their final name are complete (atomic rename, or temporary key +
+copy on object storage) and are skipped, so a killed build resumes with only the missing shards.
+The gather runs on the build's executor (`medmix.executors`): local processes or Ray tasks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from medmix.core.layout import DATA_DIR, shard_path
+from medmix.core.schema import ARROW_SCHEMA, COLUMNS
+from medmix.core.storage import Store, scratch_dir
+from medmix.core.writer import sha256_file, write_parquet_atomic
+from medmix.executors import Executor, LocalExecutor
+
+
+def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
+                 shard_rows: int, workers: int = 1, progress: Callable[[str, int], None] | None = None,
+                 executor: Executor | None = None, spill: Path | None = None) -> list[dict]:
+    """Rows (unit, row, copy) in output order → shards under `out/data/`; returns shard records.
+
+    `out` is a local folder or a `Store` (any fsspec URL). The gather runs on `executor` (default:
+    a local pool of `workers`); an executor whose tasks may run on other machines gets each
+    shard's spilled rows as bytes (through its object store), and the task writes the shard to
+    `out` itself, atomically (temporary key, then copy into place on object storage).
+    `spill`: local scratch folder for the scatter (default `out/.spill`; required for a remote `out`).
+    """
+    store = out if isinstance(out, Store) else Store(out)
+    executor = executor or LocalExecutor(workers)
+    total = len(unit)
+    n_shards = max(1, -(-total // shard_rows))
+    names = [shard_path(i, n_shards) for i in range(n_shards)]
+    present = set(store.list(DATA_DIR))
+    missing = [i for i, name in enumerate(names) if name.rsplit("/", 1)[-1] not in present]
+    spill = spill or (store.local / ".spill" if store.local else None)
+    if spill is None:
+        raise ValueError("write_shards: a remote output needs a local spill folder")
+    written: dict[int, tuple[int, str]] = {}
+    if missing:
+        if spill.exists():
+            shutil.rmtree(spill)  # a killed scatter leaves partial spills; they are rebuilt from the cache
+        spill.mkdir(parents=True)
+        _scatter(spill, unit_files, unit, row, copy, shard_rows, set(missing), progress)
+        ship = executor.remote
+        calls = ((_spill_payload(spill / f"{i}.arrow", ship), store, names[i]) for i in missing)
+        results = executor.map(_gather, calls, on_done=lambda i, r: progress and progress("gather", 1))
+        written = dict(zip(missing, results))
+        shutil.rmtree(spill, ignore_errors=True)
+    if store.local:
+        (store.local / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, name in enumerate(names):
+        if i in written:
+            rows, digest = written[i]
+        elif store.local:  # written by an earlier (killed) run
+            rows, digest = pq.ParquetFile(store.local / name).metadata.num_rows, sha256_file(store.local / name)
+        else:
+            with store.fs.open(store.key(name), "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            digest = store.sha256(name)
+        records.append({"path": name, "rows": rows, "sha256": digest})
+    return records
+
+
+def _spill_payload(path: Path, ship: bool) -> Path | bytes | None:
+    if not path.exists():
+        return None  # an empty mixture still gets its one (empty) shard
+    return path.read_bytes() if ship else path
+
+
+SPILL_SCHEMA = ARROW_SCHEMA.append(pa.field("_pos", pa.int64())).append(pa.field("_copy", pa.int32()))
+
+
+def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
+             shard_rows: int, wanted: set[int], progress) -> None:
+    pos = np.arange(len(unit), dtype=np.int64)
+    shard = pos // shard_rows
+    keep = np.isin(shard, np.fromiter(wanted, np.int64))
+    writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+    order = np.lexsort((row[keep], unit[keep]))
+    u_sel, r_sel, p_sel, c_sel = unit[keep][order], row[keep][order], pos[keep][order], copy[keep][order]
+    bounds = np.searchsorted(u_sel, np.arange(len(unit_files) + 1))
+    try:
+        for u, path in enumerate(unit_files):
+            lo, hi = bounds[u], bounds[u + 1]
+            if lo == hi:
+                continue
+            # stream the unit file batch by batch: memory holds one row group, not the unit
+            off = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=list(COLUMNS)):
+                a, b = np.searchsorted(r_sel[lo:hi], [off, off + batch.num_rows]) + lo
+                if a < b:
+                    part = pa.Table.from_batches([batch]).take(pa.array(r_sel[a:b] - off)).cast(ARROW_SCHEMA)
+                    part = (part.append_column("_pos", pa.array(p_sel[a:b]))
+                            .append_column("_copy", pa.array(c_sel[a:b])))
+                    shards = p_sel[a:b] // shard_rows
+                    for s in np.unique(shards):
+                        if s not in writers:
+                            writers[s] = ipc.new_stream(str(spill / f"{s}.arrow"), SPILL_SCHEMA)
+                        writers[s].write_table(part.filter(pa.array(shards == s)))
+                off += batch.num_rows
+            if progress:
+                progress("scatter", 1)
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def _gather(spill: Path | bytes | None, store: Store, name: str) -> tuple[int, str]:
+    """One shard: its spilled rows, sorted by output position, written atomically; (rows, sha256)."""
+    if spill is None:
+        table = SPILL_SCHEMA.empty_table()
+    elif isinstance(spill, bytes):
+        table = ipc.open_stream(pa.BufferReader(spill)).read_all()
+    else:
+        with pa.memory_map(str(spill)) as src:
+            table = ipc.open_stream(src).read_all()
+    table = table.take(pc.sort_indices(table, [("_pos", "ascending")]))
+    copies = table.column("_copy").to_numpy()
+    if copies.any():
+        ids = table.column("id").to_pylist()
+        ids = [i if c == 0 else f"{i}#{c}" for i, c in zip(ids, copies)]
+        table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    table = table.drop_columns(["_pos", "_copy"]).cast(ARROW_SCHEMA)
+    # replace_schema_metadata keeps the `datasets` feature description on every shard
+    table = table.replace_schema_metadata(ARROW_SCHEMA.metadata)
+    if store.local:
+        digest, rows = write_parquet_atomic(store.local / name, table)
+        return rows, digest
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
+        local = Path(tmp) / Path(name).name
+        digest, rows = write_parquet_atomic(local, table)
+        store.put_file(local, name)
+    return rows, digest
