@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from medmix.dedup import exact_clusters, image_clusters, near_match
 from medmix.errors import RecipeError
@@ -134,7 +135,7 @@ def _rank(recipe: Recipe, idx: Index) -> np.ndarray:
     order = list(recipe.dedup.priority or ()) + [s.name for s in recipe.sources]
     prio = {name: order.index(name) for name in dict.fromkeys(order)}
     src_prio = np.array([prio.get(s, len(prio)) for s in idx.sources], np.int64)[idx.source]
-    by_id = np.argsort(np.array(idx.ids, dtype=object), kind="stable")
+    by_id = np.argsort(idx.ids, kind="stable")
     id_rank = np.empty(len(idx), np.int64)
     id_rank[by_id] = np.arange(len(idx))
     return src_prio * (len(idx) + 1) + id_rank
@@ -169,19 +170,20 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     alive = np.ones(n, bool)
 
     def drop(mask: np.ndarray, key: str, reason: str, kind: str, other: np.ndarray | None = None,
-             other_ids: list[str] | None = None) -> None:
+             other_ids=None) -> None:
         rows = np.flatnonzero(mask & alive)
         for i, r in enumerate(rows):
             counts[idx.sources[idx.source[r]]][key] += 1
             o = int(other[i]) if other is not None else -1
-            chosen.removed.append(Removal(idx.ids[r], reason, other_ids[o] if o >= 0 else "", kind, int(r), o))
+            other_id = (other_ids(o) if callable(other_ids) else other_ids[o]) if o >= 0 else ""
+            chosen.removed.append(Removal(idx.id_at(r), reason, other_id, kind, int(r), o))
         alive[rows] = False
 
     # 1. licenses the recipe has not accepted (per row: PMC-OA rows carry their article's license)
-    bad = set(refused(set(idx.license), recipe.accept))
+    bad = set(refused(set(idx.licenses), recipe.accept))
     if bad:
-        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted",
-             "license")
+        drop(np.isin(idx.license, [c for c, lic in enumerate(idx.licenses) if lic in bad]), "license_filtered",
+             "license not accepted", "license")
 
     # 2. duplicates: same image cluster (or no image) and same / near-same text → one row
     rank = _rank(recipe, idx)
@@ -191,7 +193,7 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     if has.any():
         rows = np.flatnonzero(has)
         if d.image_distance is None:
-            img_key[rows] = rows[exact_clusters([idx.sha[r] for r in rows])]
+            img_key[rows] = rows[exact_clusters(pa.array(idx.sha[rows], pa.binary()))]
         else:
             labels = image_clusters(idx.phash[rows], d.image_distance)
             img_key[rows] = rows[labels]
@@ -202,12 +204,12 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     if d.exact or d.image_distance is not None or d.text_threshold is not None:
         surv = _group_dups([img_key, txt_key], alive, rank)
         dup = surv != np.arange(n)
-        drop(dup, "duplicates", "duplicate", "duplicate", surv[dup & alive], idx.ids)
+        drop(dup, "duplicates", "duplicate", "duplicate", surv[dup & alive], idx.id_at)
     if d.images == "unique":
         img_rows = (img_key >= 0) & alive
         surv = _group_dups([img_key], img_rows, rank)
         dup = (surv != np.arange(n)) & img_rows
-        drop(dup, "duplicates", "same image (images: unique)", "same_image", surv[dup & alive], idx.ids)
+        drop(dup, "duplicates", "same image (images: unique)", "same_image", surv[dup & alive], idx.id_at)
 
     # 3. decontamination against evaluation sets
     decon: dict[str, dict[str, int]] = {s.name: {} for s in recipe.sources}
