@@ -13,13 +13,15 @@ again; the atomic commit means its half-written file never became visible). Appl
 (a `MedmixError` such as a corrupt upstream archive) are not retried: they would fail again.
 
 What stays on the driver, and its memory model. The mix step (index, dedup, decontamination,
-selection) runs on the driver: `medmix.mix.index.build_index` holds per row a few int32/uint64
-columns plus the row's id, license and image sha256 as Python strings: 296 bytes per row,
-measured with tracemalloc by `benchmarks/build_scaling.py` (the strings are ~80% of it). With text
-near-duplicate bands on (`dedup.text_threshold`) add 8 bytes per band and a 64-byte sketch per
-row. 3.35M rows ≈ 1 GiB. Keeping the index under half the driver's RAM, it stops holding at
-about 25M rows on a 16 GiB driver and 100M rows on 64 GiB; past that, give the driver a bigger
-machine (the index is the only part that grows with the mixture; shard writing is bounded by one
+selection) runs on the driver: `medmix.mix.index.build_index` holds per row fixed-width NumPy
+columns only (id bytes, a 17-byte image hash key, int32/uint64 codes and keys): 100 bytes per
+row at 1M rows with adapter-shaped ids, measured with tracemalloc by
+`benchmarks/index_memory.py` (238 bytes per row when ids and hashes were Python strings). With
+text near-duplicate bands on (`dedup.text_threshold`) add 8 bytes per band and a 64-byte sketch
+per row. 3.35M rows ≈ 320 MiB without bands. By that arithmetic alone (the index under half the
+driver's RAM; removals and the evaluation index come on top and are not measured at scale), it
+stops holding at about 80M rows on a 16 GiB driver without bands; past that, give the driver a
+bigger machine (the index is the only part that grows with the mixture; shard writing is bounded by one
 shard, on whichever node runs it).
 """
 

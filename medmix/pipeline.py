@@ -29,7 +29,7 @@ from medmix.core.writer import remove_stale_temps, write_parquet_atomic
 from medmix.executors import Executor, make_executor
 from medmix.fetch.lock import apply_lock, default_lock_path, read_lock
 from medmix.imaging.canonical import ImagePolicy
-from medmix.mix.removed import removed_table
+from medmix.mix.removed import write_removed
 from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths
 from medmix.planning import BuildOptions, PlannedSource, check_manual_files, plan_sources
 from medmix.recipe import Recipe
@@ -160,8 +160,8 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
                           spill=None if out.local else cache.local / "spill" / url_key(out.url))
 
     quarantine = _write_quarantine(out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
-    digest, rows = _publish_table(out, REMOVED, removed_table(plan.removed, idx, unit_files, eval_index, eval_files,
-                                                             recipe.decontaminate.ngram))
+    digest, rows = _publish(out, REMOVED, lambda path: write_removed(path, plan.removed, idx, unit_files, eval_index,
+                                                                    eval_files, recipe.decontaminate.ngram))
     removed = {"path": REMOVED, "rows": rows, "sha256": digest}
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
     # reuse counts differ between a fresh and a resumed build of the same inputs: build_info, not the rest
@@ -189,13 +189,18 @@ def _claim_output(out: Store, recipe: Recipe) -> None:
         out.write_json(BUILD_MARKER, want)
 
 
-def _publish_table(out: Store, rel: str, table: pa.Table) -> tuple[str, int]:
+def _publish(out: Store, rel: str, write: Callable[[Path], tuple[str, int]]) -> tuple[str, int]:
+    """`write(path)` writes the file; on object storage it goes to a local temp file, then up."""
     if out.local:
-        return write_parquet_atomic(out.local / rel, table)
+        return write(out.local / rel)
     with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
-        digest, rows = write_parquet_atomic(Path(tmp) / rel, table)
+        digest, rows = write(Path(tmp) / rel)
         out.put_file(Path(tmp) / rel, rel)
     return digest, rows
+
+
+def _publish_table(out: Store, rel: str, table: pa.Table) -> tuple[str, int]:
+    return _publish(out, rel, lambda path: write_parquet_atomic(path, table))
 
 
 def _write_quarantine(out: Store, files: list[Path]) -> dict:

@@ -1,8 +1,9 @@
 """The mix stage's working set: a compact per-row index of the normalized cache.
 
 Only what dedup, decontamination and selection need is kept per row (ids, hashes, a 64-bit text
-key, MinHash band keys), never images or full text, so 3.35M rows fit in a few hundred MB.
-Columns are read from the unit Parquet files batch by batch.
+key, MinHash band keys), never images or full text, as fixed-width NumPy columns (`Index`):
+about 100 B/row with bands off, so 3.35M rows take ~320 MiB. Columns are read from the unit
+Parquet files batch by batch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from medmix.mix.decontam import NgramIndex
@@ -34,24 +37,137 @@ def text_key64(normalized: str) -> int:
     return int.from_bytes(hashlib.sha256(normalized.encode()).digest()[:8], "little")
 
 
-@dataclass
+def fixed_width(strings: Sequence[str] | pa.Array) -> np.ndarray:
+    """UTF-8 bytes in one fixed-width NumPy column (dtype `S<longest>`).
+
+    Why not a list of `str`: a Python string costs ~49 bytes of header plus a list slot per row
+    and one allocation each; at 1M rows the old index held 238 B/row, most of it ids and hashes
+    (benchmarks/index_memory.py). UTF-8 byte order is code point order, so sorting this column
+    sorts the ids exactly as Python sorts the strings, and equal strings stay equal bytes.
+    The width is the longest value's: one very long id widens every row.
+    """
+    if not isinstance(strings, pa.Array):
+        strings = pa.array(list(strings), pa.string())
+    if len(strings) == 0:
+        return np.zeros(0, "S1")
+    return strings.cast(pa.binary()).to_numpy(zero_copy_only=False).astype("S")
+
+
+def hash_key(image_hash: str | None) -> bytes:
+    """`image_hash` in 17 bytes instead of a 32-character string: b"\\1" + the 16 bytes of an
+    XXH3-128 lowercase hex digest (the schema's form); any other string keeps its UTF-8 behind
+    b"\\2", so two different hashes never share a key. b"" for no image. The leading byte is never
+    NUL because NumPy's `S` columns drop trailing NULs (an all-zero digest would read as b"")."""
+    if image_hash is None:
+        return b""
+    if len(image_hash) == 32:
+        try:
+            digest = bytes.fromhex(image_hash)
+        except ValueError:
+            digest = b""
+        if digest.hex() == image_hash:  # lowercase hex only: "AB…" and "ab…" stay two keys
+            return b"\1" + digest
+    return b"\2" + image_hash.encode()
+
+
+def _codes(values: pa.Array, vocabulary: dict[str, int]) -> np.ndarray:
+    """Small-vocabulary strings (source, license) as int32 codes; `vocabulary` grows in first-seen order."""
+    enc = values.dictionary_encode()
+    remap = np.array([vocabulary.setdefault(v, len(vocabulary)) for v in enc.dictionary.to_pylist()] or [0], np.int32)
+    idx = enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False)
+    if enc.null_count:
+        remap = np.append(remap, vocabulary.setdefault(None, len(vocabulary))).astype(np.int32)
+    return remap[idx]
+
+
+_NIBBLE = np.full(256, 255, np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+
+
+def hash_keys(hashes: pa.Array) -> np.ndarray:
+    """`hash_key` of a column, vectorized for the 32-hex form (a Python loop over 1M hashes took
+    ~10 s of a ~55 s index build); other values go through `hash_key` one by one."""
+    n = len(hashes)
+    if n == 0:
+        return np.zeros(0, "S17")
+    raw = hashes.cast(pa.binary()).to_numpy(zero_copy_only=False)  # object: bytes or None
+    size = pa.compute.binary_length(hashes).fill_null(0).to_numpy(zero_copy_only=False)
+    keys = np.zeros(n, "S17")
+    hexed = size == 32
+    rows = np.flatnonzero(hexed)
+    if len(rows):
+        nib = _NIBBLE[np.frombuffer(raw[rows].astype("S32").tobytes(), np.uint8).reshape(-1, 32)]
+        ok = (nib != 255).all(axis=1)
+        digest = np.ones((len(nib), 17), np.uint8)  # byte 0: the b"\\1" tag
+        digest[:, 1:] = (nib[:, 0::2] << 4) | nib[:, 1::2]
+        keys[rows[ok]] = digest[ok].view("S17").ravel()
+        hexed[rows[~ok]] = False
+    other = np.flatnonzero(~hexed & (size > 0))
+    if len(other):
+        keys = keys.astype(f"S{max(17, 1 + int(size[other].max()))}")
+        for r in other:
+            keys[r] = hash_key(raw[r].decode())
+    return keys
+
+
+# name -> (dtype kind, ndim): what each named column must hold, checked when an Index is made, so a
+# column built from the wrong source (two uint64 arrays swapped by position) fails loudly at once
+_COLUMN_KINDS = {"unit": ("i", 1), "row": ("i", 1), "ids": ("S", 1), "source": ("i", 1), "license": ("i", 1),
+                 "has_image": ("b", 1), "sha": ("S", 1), "phash": ("u", 1), "text": ("u", 1),
+                 "bands": ("u", 2), "sketch": ("u", 2), "text_hit": ("i", 1)}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Index:
+    """One row per normalized training row, as named fixed-width columns (built by `build_index`).
+
+    Why this shape: the mix stage holds the index for every row of the mixture on the driver, and
+    the dedup / decontamination / selection steps read it column-wise. Everything per row is a
+    NumPy array of one dtype, with no Python object per row: at 1M rows of ids shaped like the
+    adapters' it holds 100 B/row against 238 B/row for the old lists of strings
+    (benchmarks/index_memory.py, docs/benchmarks.md). Columns are keyword-only and checked for
+    dtype and length, so swapping two of them fails when the index is made, not in the output.
+    """
+
     unit: np.ndarray        # int32: position of the unit file in the canonical unit order
     row: np.ndarray         # int32: row within that unit file
-    ids: list[str]
+    ids: np.ndarray         # S<w>: the row's id, UTF-8 (`id_at` gives the str)
     source: np.ndarray      # int32 code into `sources`
-    sources: list[str]
-    license: list[str]
+    sources: tuple[str, ...]
+    license: np.ndarray     # int32 code into `licenses`
+    licenses: tuple[str, ...]
     has_image: np.ndarray   # bool
-    sha: list[str | None]
+    sha: np.ndarray         # S17 (wider only for non-XXH3 hashes): `hash_key(image_hash)`; b"" where no image
     phash: np.ndarray       # uint64 (0 where no image)
     text: np.ndarray        # uint64 key of the normalized text
-    bands: np.ndarray | None  # (n, b) uint64 MinHash LSH band keys, or None when text near-dup is off
-    sketch: np.ndarray | None  # (n, 64) uint8 4-bit MinHash sketches that re-check band collisions
-    text_hit: np.ndarray | None  # int64 per row: position in EvalIndex.texts of a shared n-gram, or -1
+    bands: np.ndarray | None = None  # (n, b) uint64 MinHash LSH band keys; None when text near-dup is off
+    sketch: np.ndarray | None = None  # (n, 64) uint8 4-bit MinHash sketches that re-check band collisions
+    text_hit: np.ndarray | None = None  # int64: position in EvalIndex.texts of a shared n-gram, or -1
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name, (kind, ndim) in _COLUMN_KINDS.items():
+            col = getattr(self, name)
+            if col is None:
+                continue
+            if not isinstance(col, np.ndarray) or col.dtype.kind != kind or col.ndim != ndim or len(col) != n:
+                got = f"{col.dtype}{list(col.shape)}" if isinstance(col, np.ndarray) else type(col).__name__
+                raise TypeError(f"Index.{name}: expected a {ndim}-d array of kind {kind!r} with {n} rows, got {got}")
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def id_at(self, pos: int) -> str:
+        return self.ids[pos].decode()
+
+    def source_at(self, pos: int) -> str:
+        return self.sources[self.source[pos]]
+
+    def license_names(self) -> np.ndarray:
+        """Per row, the license as an object array of str (for membership tests against a recipe)."""
+        return np.array(self.licenses, dtype=object)[self.license] if len(self.licenses) else \
+            np.zeros(len(self), object)
 
 
 def iter_batches(path: Path, columns: list[str], batch_size: int = 4096) -> Iterator:
@@ -64,37 +180,47 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
     text is at hand, so the index never holds training text."""
     code = {s: i for i, s in enumerate(sources)}
-    unit, row, ids, src, lic, has, sha, ph, tk, bk, sk, hits = [], [], [], [], [], [], [], [], [], [], [], []
+    licenses: dict[str, int] = {}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_KINDS}
     shape = lsh_params(text_threshold) if bands else None
     for u, path in enumerate(unit_files):
         r0 = 0
         for batch in iter_batches(path, INDEX_COLUMNS):
             d = batch.to_pydict()
             n = batch.num_rows
-            unit.append(np.full(n, u, np.int32))
-            row.append(np.arange(r0, r0 + n, dtype=np.int32))
+            cols["unit"].append(np.full(n, u, np.int32))
+            cols["row"].append(np.arange(r0, r0 + n, dtype=np.int32))
             r0 += n
-            ids.extend(d["id"])
-            src.append(np.array([code[s] for s in d["source"]], np.int32))
-            lic.extend(d["license"])
-            sha.extend(d["image_hash"])
-            has.append(np.array([s is not None for s in d["image_hash"]], bool))
-            ph.append(np.array([p or 0 for p in d["image_phash"]], np.uint64))
+            cols["ids"].append(fixed_width(batch.column("id")))
+            cols["source"].append(np.array([code[s] for s in d["source"]], np.int32))
+            cols["license"].append(_codes(batch.column("license"), licenses))
+            cols["sha"].append(hash_keys(batch.column("image_hash")))
+            cols["has_image"].append(np.array([s is not None for s in d["image_hash"]], bool))
+            cols["phash"].append(np.array([p or 0 for p in d["image_phash"]], np.uint64))
             # normalized, options sorted: reordered choices of one MCQ are the same question
             texts = [qa_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]
-            tk.append(np.array([text_key64(t) for t in texts], np.uint64))
+            cols["text"].append(np.array([text_key64(t) for t in texts], np.uint64))
             if bands and n:
                 sig = minhash_signatures(texts)
-                bk.append(bands_from_signatures(sig, *shape))
-                sk.append(sketch_from_signatures(sig))
+                cols["bands"].append(bands_from_signatures(sig, *shape))
+                cols["sketch"].append(sketch_from_signatures(sig))
             if ngrams is not None:
-                hits.append(ngrams.match_batch(texts))
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
-    return Index(cat(unit, np.int32), cat(row, np.int32), ids, cat(src, np.int32), list(sources), lic,
-                 cat(has, bool), sha, cat(ph, np.uint64), cat(tk, np.uint64),
-                 (np.concatenate(bk) if bk else None) if bands else None,
-                 (np.concatenate(sk) if sk else None) if bands else None,
-                 (cat(hits, np.int64) if ngrams is not None else None))
+                cols["text_hit"].append(ngrams.match_batch(texts))
+            del d, texts
+
+    def cat(name: str, dtype: str) -> np.ndarray:
+        parts = cols.pop(name)  # each part is freed as soon as it is copied into the column
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    return Index(
+        unit=cat("unit", "i4"), row=cat("row", "i4"), ids=cat("ids", "S1"),
+        source=cat("source", "i4"), sources=tuple(sources),
+        license=cat("license", "i4"), licenses=tuple(licenses),
+        has_image=cat("has_image", "?"), sha=cat("sha", "S1"), phash=cat("phash", "u8"), text=cat("text", "u8"),
+        bands=(np.concatenate(cols["bands"]) if cols["bands"] else None) if bands else None,
+        sketch=(np.concatenate(cols["sketch"]) if cols["sketch"] else None) if bands else None,
+        text_hit=cat("text_hit", "i8") if ngrams is not None else None,
+    )
 
 
 @dataclass

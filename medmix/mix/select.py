@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from medmix.core.errors import RecipeError
 from medmix.core.licenses import refused
@@ -134,7 +135,7 @@ def _rank(recipe: Recipe, idx: Index) -> np.ndarray:
     order = list(recipe.dedup.priority or ()) + [s.name for s in recipe.sources]
     prio = {name: order.index(name) for name in dict.fromkeys(order)}
     src_prio = np.array([prio.get(s, len(prio)) for s in idx.sources], np.int64)[idx.source]
-    by_id = np.argsort(np.array(idx.ids, dtype=object), kind="stable")
+    by_id = np.argsort(idx.ids, kind="stable")
     id_rank = np.empty(len(idx), np.int64)
     id_rank[by_id] = np.arange(len(idx))
     return src_prio * (len(idx) + 1) + id_rank
@@ -159,95 +160,139 @@ def _group_dups(keys: list[np.ndarray], alive: np.ndarray, rank: np.ndarray) -> 
     return survivor
 
 
-def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixtureRows:
+@dataclass(frozen=True)
+class Dropped:
+    """Rows one rule removed, as arrays: `rows` are Index positions (ascending), `other` what each
+    matched (an Index position for dedup, an EvalIndex position for decontamination, -1 for none).
+    `counter` names the manifest count it adds to (license_filtered / duplicates / contaminated)."""
+
+    rows: np.ndarray    # int64
+    other: np.ndarray   # int64, aligned with rows
+    kind: str           # layout.REMOVAL_KINDS
+    reason: str
+    counter: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one filtering step decided: `keep` (bool per Index row: still in after this step) and
+    the removals, in the order they were decided (removed.parquet sorts them later)."""
+
+    keep: np.ndarray
+    dropped: tuple[Dropped, ...]
+
+
+def _dropped(mask: np.ndarray, alive: np.ndarray, kind: str, reason: str, counter: str,
+             other: np.ndarray | None = None) -> Dropped:
+    """The rows of `mask` still alive; `other` is aligned with those rows (or None: no match shown)."""
+    rows = np.flatnonzero(mask & alive).astype(np.int64)
+    o = np.full(len(rows), -1, np.int64) if other is None else np.asarray(other, np.int64)
+    return Dropped(rows, o, kind, reason, counter)
+
+
+def _without(alive: np.ndarray, dropped: Dropped) -> np.ndarray:
+    keep = alive.copy()
+    keep[dropped.rows] = False
+    return keep
+
+
+def license_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
+    """Drop rows whose per-row license the recipe did not accept.
+
+    Why first and per row: PMC-OA rows carry their own article's license, so one source can hold
+    both accepted and refused rows; a refused row must never survive as some duplicate's
+    representative, so it leaves before dedup ranks survivors."""
+    bad = set(refused(set(idx.licenses), recipe.accept))
+    if not bad:
+        return Step(alive, ())
+    mask = np.isin(idx.license, [c for c, lic in enumerate(idx.licenses) if lic in bad])
+    d = _dropped(mask, alive, "license", "license not accepted", "license_filtered")
+    return Step(_without(alive, d), (d,))
+
+
+def _image_keys(recipe: Recipe, idx: Index, alive: np.ndarray) -> np.ndarray:
+    """Per row, the Index position of its image cluster's first member, -1 without an image."""
     n = len(idx)
-    chosen = MixtureRows(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
-    counts = {s.name: {"normalized": 0, "license_filtered": 0, "duplicates": 0, "contaminated": 0,
-                       "available": 0, "selected": 0, "epochs": 0.0} for s in recipe.sources}
-    for code, name in enumerate(idx.sources):
-        counts[name]["normalized"] = int(np.sum(idx.source == code))
-    alive = np.ones(n, bool)
-
-    def drop(mask: np.ndarray, key: str, reason: str, kind: str, other: np.ndarray | None = None,
-             other_ids: list[str] | None = None) -> None:
-        rows = np.flatnonzero(mask & alive)
-        for i, r in enumerate(rows):
-            counts[idx.sources[idx.source[r]]][key] += 1
-            o = int(other[i]) if other is not None else -1
-            chosen.removed.append(Removal(idx.ids[r], reason, other_ids[o] if o >= 0 else "", kind, int(r), o))
-        alive[rows] = False
-
-    # 1. licenses the recipe has not accepted (per row: PMC-OA rows carry their article's license)
-    bad = set(refused(set(idx.license), recipe.accept))
-    if bad:
-        drop(np.array([lic in bad for lic in idx.license], bool), "license_filtered", "license not accepted",
-             "license")
-
-    # 2. duplicates: same image cluster (or no image) and same / near-same text → one row
-    rank = _rank(recipe, idx)
-    d = recipe.dedup
     img_key = np.full(n, -1, np.int64)
-    has = idx.has_image & alive
-    if has.any():
-        rows = np.flatnonzero(has)
-        if d.image_distance is None:
-            img_key[rows] = rows[exact_clusters([idx.sha[r] for r in rows])]
+    rows = np.flatnonzero(idx.has_image & alive)
+    if len(rows):
+        if recipe.dedup.image_distance is None:
+            img_key[rows] = rows[exact_clusters(pa.array(idx.sha[rows], pa.binary()))]
         else:
-            labels = image_clusters(idx.phash[rows], d.image_distance)
-            img_key[rows] = rows[labels]
+            img_key[rows] = rows[image_clusters(idx.phash[rows], recipe.dedup.image_distance)]
+    return img_key
+
+
+def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
+    """Keep one row per group of duplicates: same image cluster (or no image) and same or
+    near-same text; with `images: unique`, also one row per image cluster.
+
+    Why the survivor is chosen by rank, not by order: the survivor of each group is the row with
+    the lowest (source priority, id) (`_rank`), a pure function of the recipe, so input order and
+    worker count never change which row stays."""
+    n = len(idx)
+    d = recipe.dedup
+    rank = _rank(recipe, idx)
+    img_key = _image_keys(recipe, idx, alive)
     if d.text_threshold is not None and idx.bands is not None:
         txt_key = clusters_from_bands(idx.bands, idx.sketch).astype(np.int64)
     else:
         txt_key = idx.text.view(np.int64)
+    dropped: list[Dropped] = []
     if d.exact or d.image_distance is not None or d.text_threshold is not None:
         surv = _group_dups([img_key, txt_key], alive, rank)
         dup = surv != np.arange(n)
-        drop(dup, "duplicates", "duplicate", "duplicate", surv[dup & alive], idx.ids)
+        dropped.append(_dropped(dup, alive, "duplicate", "duplicate", "duplicates", surv[dup & alive]))
+        alive = _without(alive, dropped[-1])
     if d.images == "unique":
         img_rows = (img_key >= 0) & alive
         surv = _group_dups([img_key], img_rows, rank)
         dup = (surv != np.arange(n)) & img_rows
-        drop(dup, "duplicates", "same image (images: unique)", "same_image", surv[dup & alive], idx.ids)
+        dropped.append(_dropped(dup, alive, "same_image", "same image (images: unique)", "duplicates",
+                                surv[dup & alive]))
+        alive = _without(alive, dropped[-1])
+    return Step(alive, tuple(dropped))
 
-    # 3. decontamination against evaluation sets
-    decon: dict[str, dict[str, int]] = {s.name: {} for s in recipe.sources}
 
-    def count_decon(rows: np.ndarray, eval_rows: np.ndarray, why: str) -> None:
-        for r, e in zip(rows, eval_rows):
-            if alive[r]:
-                s, key = idx.sources[idx.source[r]], f"{evals.names[e]} ({why})"
-                decon[s][key] = decon[s].get(key, 0) + 1
+def decontaminate_step(recipe: Recipe, idx: Index, evals: EvalIndex | None, alive: np.ndarray) -> Step:
+    """Drop training rows that leak an evaluation item: an image within
+    `decontaminate.image_distance` of an evaluation image, then a text sharing an n-gram with an
+    evaluation question (matched while the index was built, `Index.text_hit`).
 
-    if evals is not None and evals.ids:
-        if recipe.decontaminate.image_distance is not None and len(evals.phash):
-            rows = np.flatnonzero(idx.has_image & alive)
-            which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate.image_distance)
-            hit = which >= 0
-            rows, eval_rows = rows[hit], evals.phash_row[which[hit]]
-            count_decon(rows, eval_rows, "image")
-            mask = np.zeros(n, bool)
-            mask[rows] = True
-            drop(mask, "contaminated", "near-duplicate of an evaluation image", "eval_image",
-                 eval_rows, evals.ids)
-        if idx.text_hit is not None:
-            rows = np.flatnonzero((idx.text_hit >= 0) & alive)
-            eval_rows = np.array([evals.text_row[t] for t in idx.text_hit[rows]], np.int64)
-            count_decon(rows, eval_rows, "text")
-            mask = np.zeros(n, bool)
-            mask[rows] = True
-            drop(mask, "contaminated", f"shares a {recipe.decontaminate.ngram}-gram with an evaluation question",
-                 "eval_text", eval_rows, evals.ids)
-    chosen.decontamination = {k: dict(sorted(v.items())) for k, v in decon.items() if v}
+    Why after dedup: a leaked row whose duplicate was already dropped is counted once, as a
+    duplicate, and the manifest's per-eval-set counts name only rows that would have entered."""
+    if evals is None or not evals.ids:
+        return Step(alive, ())
+    dropped: list[Dropped] = []
+    if recipe.decontaminate.image_distance is not None and len(evals.phash):
+        rows = np.flatnonzero(idx.has_image & alive)
+        which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate.image_distance)
+        hit = which >= 0
+        mask = np.zeros(len(idx), bool)
+        mask[rows[hit]] = True
+        dropped.append(_dropped(mask, alive, "eval_image", "near-duplicate of an evaluation image", "contaminated",
+                                evals.phash_row[which[hit]]))
+        alive = _without(alive, dropped[-1])
+    if idx.text_hit is not None:
+        rows = np.flatnonzero((idx.text_hit >= 0) & alive)
+        mask = np.zeros(len(idx), bool)
+        mask[rows] = True
+        dropped.append(_dropped(mask, alive, "eval_text",
+                                f"shares a {recipe.decontaminate.ngram}-gram with an evaluation question",
+                                "contaminated", np.array([evals.text_row[t] for t in idx.text_hit[rows]], np.int64)))
+        alive = _without(alive, dropped[-1])
+    return Step(alive, tuple(dropped))
 
-    # 4. selection
-    available = {s.name: 0 for s in recipe.sources}
-    by_source: dict[str, np.ndarray] = {}
-    for code, name in enumerate(idx.sources):
-        rows = np.flatnonzero((idx.source == code) & alive)
-        by_source[name] = rows
-        available[name] = len(rows)
+
+def select_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(unit, row, copy) of every output row in output order, and per source (available, selected,
+    epochs). Each source draws from its own seeded generator (see the module docstring), then one
+    global seeded permutation orders the mixture. Removes nothing: rows not selected are simply
+    not written, and are not audit rows."""
+    by_source = {name: np.flatnonzero((idx.source == code) & alive) for code, name in enumerate(idx.sources)}
+    available = {s.name: len(by_source.get(s.name, ())) for s in recipe.sources}
     want = resolve_counts(recipe, available)
-    units, rows_, copies = [], [], []
+    units, rows_, copies, tally = [], [], [], {}
     for s in recipe.sources:
         rows = by_source.get(s.name, np.zeros(0, np.int64))
         sel = select(len(rows), want[s.name], source_rng(recipe.seed, s.name, "select"))
@@ -255,12 +300,43 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
         units.append(idx.unit[picked])
         rows_.append(idx.row[picked])
         copies.append(sel.copy)
-        counts[s.name].update(available=len(rows), selected=int(want[s.name]), epochs=round(sel.epochs, 6))
+        tally[s.name] = {"available": len(rows), "selected": int(want[s.name]), "epochs": round(sel.epochs, 6)}
     unit = np.concatenate(units) if units else np.zeros(0, np.int32)
     row = np.concatenate(rows_) if rows_ else np.zeros(0, np.int32)
     copy = np.concatenate(copies) if copies else np.zeros(0, np.int32)
-    pos = global_order(len(unit), recipe.seed)
-    order = np.argsort(pos, kind="stable")
-    chosen.unit, chosen.row, chosen.copy = unit[order], row[order], copy[order]
-    chosen.counts = counts
-    return chosen
+    order = np.argsort(global_order(len(unit), recipe.seed), kind="stable")
+    return unit[order], row[order], copy[order], tally
+
+
+def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixtureRows:
+    """Which Index rows enter the mixture: license → dedup → decontaminate → select.
+
+    Each filtering step takes the rows still in and returns its keep-mask and removals; the
+    manifest's counts and removed.parquet's rows are read off those removals afterwards."""
+    licensed = license_step(recipe, idx, np.ones(len(idx), bool))
+    unique = dedup_step(recipe, idx, licensed.keep)
+    clean = decontaminate_step(recipe, idx, evals, unique.keep)
+    unit, row, copy, tally = select_step(recipe, idx, clean.keep)
+    dropped = licensed.dropped + unique.dropped + clean.dropped
+
+    counts = {s.name: {"normalized": 0, "license_filtered": 0, "duplicates": 0, "contaminated": 0,
+                       "available": 0, "selected": 0, "epochs": 0.0} for s in recipe.sources}
+    for code, name in enumerate(idx.sources):
+        counts[name]["normalized"] = int(np.sum(idx.source == code))
+    decon: dict[str, dict[str, int]] = {s.name: {} for s in recipe.sources}
+    removed: list[Removal] = []
+    for d in dropped:
+        for r, o in zip(d.rows.tolist(), d.other.tolist()):
+            source = idx.source_at(r)
+            counts[source][d.counter] += 1
+            if d.kind in ("eval_image", "eval_text"):
+                key = f"{evals.names[o]} ({d.kind.removeprefix('eval_')})"
+                decon[source][key] = decon[source].get(key, 0) + 1
+                other = evals.ids[o]
+            else:
+                other = idx.id_at(o) if o >= 0 else ""
+            removed.append(Removal(idx.id_at(r), d.reason, other, d.kind, r, o))
+    for name, t in tally.items():
+        counts[name].update(t)
+    return MixtureRows(unit, row, copy, counts=counts,
+                       decontamination={k: dict(sorted(v.items())) for k, v in decon.items() if v}, removed=removed)
