@@ -8,7 +8,7 @@ Columns are read from the unit Parquet files batch by batch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +60,11 @@ def iter_batches(path: Path, columns: list[str], batch_size: int = 4096) -> Iter
 
 
 def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bool,
-                text_threshold: float | None, ngrams: NgramIndex | None = None) -> Index:
+                text_threshold: float | None, ngrams: NgramIndex | None = None,
+                progress: Callable[[int], None] | None = None) -> Index:
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
-    text is at hand, so the index never holds training text."""
+    text is at hand, so the index never holds training text. `progress(rows)` after each batch:
+    at millions of rows this pass takes minutes, and the build shows its rate and ETA."""
     code = {s: i for i, s in enumerate(sources)}
     unit, row, ids, src, lic, has, sha, ph, tk, bk, sk, hits = [], [], [], [], [], [], [], [], [], [], [], []
     shape = lsh_params(text_threshold) if bands else None
@@ -89,6 +91,8 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
                 sk.append(sketch_from_signatures(sig))
             if ngrams is not None:
                 hits.append(ngrams.match_batch(texts))
+            if progress is not None:
+                progress(n)
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
     return Index(cat(unit, np.int32), cat(row, np.int32), ids, cat(src, np.int32), list(sources), lic,
                  cat(has, bool), sha, cat(ph, np.uint64), cat(tk, np.uint64),
