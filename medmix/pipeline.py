@@ -139,6 +139,8 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
     # mix: index → dedup/decontaminate/select → shards
     train = [(j, s) for j, s in zip(jobs, summaries) if not j.planned.evaluation]
     evals = [(j, s) for j, s in zip(jobs, summaries) if j.planned.evaluation]
+    # the mix stage starts here: the evaluation index is its first step
+    progress("mix", "index", 0, sum(s["written"] for _, s in train))
     eval_index = None
     ngrams = None
     eval_files = [(f"{type(j.planned.source).name}:{j.unit.split}", UnitPaths.at(norm, j.planned.name, j.key).rows)
@@ -149,20 +151,21 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
         if eval_index.texts:
             ngrams = NgramIndex(eval_index.texts, n=recipe.decontaminate.ngram)
     unit_files = [UnitPaths.at(norm, j.planned.name, j.key).rows for j, _ in train]
-    progress("mix", "index", 0, None)
     idx = build_index(unit_files, [p.name for p in planned if not p.evaluation],
                       bands=recipe.dedup.text_threshold is not None,
-                      text_threshold=recipe.dedup.text_threshold, ngrams=ngrams)
+                      text_threshold=recipe.dedup.text_threshold, ngrams=ngrams,
+                      progress=lambda n: progress("mix", "index", n, None))
     plan = mixture_rows(recipe, idx, eval_index)
-    progress("mix", "index", 1, 1)
     shards = write_shards(out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
-                          progress=lambda stage, n: progress("write", stage, n, None), executor=executor,
+                          progress=lambda stage, n, total: progress("write", stage, n, total), executor=executor,
                           spill=None if out.local else cache.local / "spill" / url_key(out.url))
+    progress("finish", "removed", 0, None)  # quarantine, removed.parquet, manifest
 
     quarantine = _write_quarantine(out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
     digest, rows = _publish(out, REMOVED, lambda path: write_removed(path, plan.removed, idx, unit_files, eval_index,
                                                                     eval_files, recipe.decontaminate.ngram))
     removed = {"path": REMOVED, "rows": rows, "sha256": digest}
+    progress("finish", "removed", 1, 1)
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)
     # reuse counts differ between a fresh and a resumed build of the same inputs: build_info, not the rest
     manifest["build_info"] = {"created_unix": round(started), "seconds": round(time.time() - started, 3),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +52,8 @@ def build(
                                        "download nothing")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="hash every file of --from/local folders, not only "
                                          "metadata, so same-size same-mtime replacements are seen")] = False,
+    timings: Annotated[Path | None, typer.Option("--timings", help="append one JSON line per stage start and end "
+                                                 "(and kill) to this file")] = None,
 ) -> None:
     """Fetch, license-check, normalize, dedup, decontaminate, mix and write Parquet shards + manifest."""
     from medmix.api import build as run_build
@@ -68,15 +73,37 @@ def build(
 
             _print_plan(r.name, expected_rows(r, BuildOptions(out=out, **{**options, "workers": workers or 1})))
             return
-        from medmix.core.progress import BuildProgress
+        from medmix.core.progress import BuildProgress, StageLog
 
-        with BuildProgress(err_console) as progress:
-            result = run_build(r, out, progress=progress.update,
+        stages = StageLog(lambda m: err_console.print(m, markup=False, highlight=False), timings)
+        with _named_on_kill(stages), BuildProgress(err_console) as bars:
+            def progress(*event) -> None:
+                stages(*event)
+                bars.update(*event)
+            result = run_build(r, out, progress=progress,
                                log=lambda m: err_console.print(m, style="yellow", markup=False), **options)
+        stages.close()
     except MedmixError as exc:
         fail(exc)
     from medmix.cli.build_summary import print_build_summary
     print_build_summary(result.manifest, result.out, out_console)
+
+
+@contextlib.contextmanager
+def _named_on_kill(stages):
+    """SIGTERM/SIGINT: say which stage the build was in, then die of the signal as before (workers
+    and exit status unchanged), so a log of a killed multi-hour build ends with where it stopped."""
+    def handler(signum, frame):
+        stages.killed(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _print_plan(recipe_name: str, rows: list[dict]) -> None:

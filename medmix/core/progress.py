@@ -1,15 +1,55 @@
-"""Rich progress for long builds: one bar per stage, updated from the build's progress callback."""
+"""Rich progress for long builds: one bar per stage, updated from the build's progress callback.
+
+At millions of rows a stage runs for many minutes, so each bar shows its rate (rows, units or
+shards per second) and an ETA, and `StageLog` says which stage is running: a line at each stage
+start, one JSON line per stage start and end for programs (`medmix build --timings FILE`), and a
+last line naming the stage when the build is killed.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+UNITS = {"normalize": "units", "mix": "rows", "write:scatter": "units", "write:gather": "shards"}
+
+
+class RateColumn(ProgressColumn):
+    """Items per second over rich's recent window; blank until it has two samples."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("")
+        return Text(f"{speed:,.1f} {task.fields.get('unit', 'items')}/s", style="progress.data.speed")
+
+
+def stage_name(stage: str, label: str) -> str:
+    """The stage a progress call belongs to: the write stage has two passes, scatter and gather."""
+    return f"write:{label}" if stage == "write" else stage
 
 
 class BuildProgress:
     def __init__(self, console: Console) -> None:
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+                                  MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), console=console, transient=False)
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> BuildProgress:
@@ -20,14 +60,62 @@ class BuildProgress:
         self._progress.__exit__(*exc)
 
     def update(self, stage: str, label: str, advance: int, total: int | None) -> None:
-        key = f"{stage}:{label}" if stage == "fetch" else stage
+        key = f"{stage}:{label}" if stage in ("fetch", "write") else stage
         if key not in self._tasks:
-            desc = f"fetch {label}" if stage == "fetch" else {"normalize": "normalize units", "mix": "index + dedup",
-                                                               "write": "write shards"}.get(stage, stage)
-            self._tasks[key] = self._progress.add_task(desc, total=total)
+            desc = f"fetch {label}" if stage == "fetch" else {
+                "normalize": "normalize units", "mix": "index + dedup", "write": f"write shards ({label})",
+                "finish": "removed rows + manifest"}.get(stage, stage)
+            self._tasks[key] = self._progress.add_task(desc, total=total, unit=UNITS.get(stage_name(stage, label),
+                                                                                         "items"))
         task = self._tasks[key]
         if total is not None:
             self._progress.update(task, total=total)
-        if stage == "write":
-            self._progress.update(task, description=f"write shards ({label})")
         self._progress.advance(task, advance)
+
+
+class StageLog:
+    """Which stage the build is in, for people and programs.
+
+    Called with every progress event; on a change of stage it ends the previous one and starts
+    the next: `echo("stage NAME started")`, and with `path`, JSON lines
+    {"event": "start"|"end"|"killed", "stage", "unix", "seconds"} appended and flushed at once, so
+    a reader (benchmarks/rehearsal.py) sees them while the build runs and after it is killed.
+    """
+
+    def __init__(self, echo: Callable[[str], None], path: Path | None = None) -> None:
+        self.echo = echo
+        self.current: str | None = None
+        self._t0 = 0.0
+        self._file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+
+    def _emit(self, event: str, **extra) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps({"event": event, "stage": self.current, "unix": round(time.time(), 3),
+                                         **extra}) + "\n")
+            self._file.flush()
+
+    def _end(self) -> None:
+        if self.current is not None:
+            self._emit("end", seconds=round(time.monotonic() - self._t0, 3))
+            self.current = None
+
+    def __call__(self, stage: str, label: str, advance: int, total: int | None) -> None:
+        name = stage_name(stage, label)
+        if name != self.current:
+            self._end()
+            self.current, self._t0 = name, time.monotonic()
+            self._emit("start")
+            self.echo(f"stage {name} started")
+
+    def killed(self, signal_name: str) -> None:
+        """The last words of a killed build: which stage, after how long."""
+        where = self.current or "setup"
+        secs = time.monotonic() - self._t0 if self.current else 0.0
+        self._emit("killed", signal=signal_name, seconds=round(secs, 3))
+        self.echo(f"medmix build: {signal_name} during stage {where} (after {secs:.1f} s in it)")
+
+    def close(self) -> None:
+        self._end()
+        if self._file is not None:
+            self._file.close()
+            self._file = None

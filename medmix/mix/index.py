@@ -9,7 +9,7 @@ Parquet files batch by batch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,9 +176,11 @@ def iter_batches(path: Path, columns: list[str], batch_size: int = 4096) -> Iter
 
 
 def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bool,
-                text_threshold: float | None, ngrams: NgramIndex | None = None) -> Index:
+                text_threshold: float | None, ngrams: NgramIndex | None = None,
+                progress: Callable[[int], None] | None = None) -> Index:
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
-    text is at hand, so the index never holds training text."""
+    text is at hand, so the index never holds training text. `progress(rows)` after each batch:
+    at millions of rows this pass takes minutes, and the build shows its rate and ETA."""
     code = {s: i for i, s in enumerate(sources)}
     licenses: dict[str, int] = {}
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_KINDS}
@@ -207,6 +209,8 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
             if ngrams is not None:
                 cols["text_hit"].append(ngrams.match_batch(texts))
             del d, texts
+            if progress is not None:
+                progress(n)
 
     def cat(name: str, dtype: str) -> np.ndarray:
         parts = cols.pop(name)  # each part is freed as soon as it is copied into the column

@@ -32,7 +32,7 @@ from medmix.executors import Executor, LocalExecutor
 
 
 def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
-                 shard_rows: int, workers: int = 1, progress: Callable[[str, int], None] | None = None,
+                 shard_rows: int, workers: int = 1, progress: Callable[[str, int, int], None] | None = None,
                  executor: Executor | None = None, spill: Path | None = None) -> list[dict]:
     """Rows (unit, row, copy) in output order → shards under `out/data/`; returns shard records.
 
@@ -60,7 +60,7 @@ def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray
         _scatter(spill, unit_files, unit, row, copy, shard_rows, set(missing), progress)
         ship = executor.remote
         calls = ((_spill_payload(spill / f"{i}.arrow", ship), store, names[i]) for i in missing)
-        results = executor.map(_gather, calls, on_done=lambda i, r: progress and progress("gather", 1))
+        results = executor.map(_gather, calls, on_done=lambda i, r: progress and progress("gather", 1, len(missing)))
         written = dict(zip(missing, results))
         shutil.rmtree(spill, ignore_errors=True)
     if store.local:
@@ -101,6 +101,8 @@ def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.
         for u, path in enumerate(unit_files):
             lo, hi = bounds[u], bounds[u + 1]
             if lo == hi:
+                if progress:
+                    progress("scatter", 1, len(unit_files))  # every unit counts, so the ETA holds
                 continue
             # stream the unit file batch by batch: memory holds one row group, not the unit
             off = 0
@@ -117,7 +119,7 @@ def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.
                         writers[s].write_table(part.filter(pa.array(shards == s)))
                 off += batch.num_rows
             if progress:
-                progress("scatter", 1)
+                progress("scatter", 1, len(unit_files))
     finally:
         for w in writers.values():
             w.close()
