@@ -155,7 +155,7 @@ def _shard_files(mix: Path) -> list[Path]:
     return [mix / s["path"] for s in json.loads((mix / "manifest.json").read_text())["shards"]]
 
 
-def baseline_llava(mix: Path, out: Path, records: list) -> None:
+def baseline_json(mix: Path, out: Path, records: list) -> None:
     """Plain copy: every image's bytes to its own file, then the same records with json.dump."""
     (out / "images").mkdir(parents=True)
     i = 0
@@ -188,14 +188,53 @@ def baseline_webdataset(mix: Path, out: Path, samples: list) -> None:
                         tar.addfile(info, io.BytesIO(data))
 
 
-def main() -> None:
+def measure(mix: Path, tmp: Path, fmt: str, workers: int) -> dict:
+    """One export and its standard-library peer, back to back, each after `sync`, outputs removed after."""
     from medmix.export import export
 
+    out, base = tmp / f"export-{fmt}-{workers}", tmp / f"baseline-{fmt}-{workers}"
+    os.sync()  # neither run pays for the other's (or the generator's) dirty pages
+    t0 = time.perf_counter()
+    result = export(mix, out, fmt, workers=workers, log=lambda m: None)
+    t_export = time.perf_counter() - t0
+    rows = result.index["rows"]
+    out_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    if fmt in ("llava", "sharegpt"):
+        records = [r for s in result.index["shards"] for r in json.loads((out / s["path"]).read_text())]
+        os.sync()
+        t0 = time.perf_counter()
+        baseline_json(mix, base, records)
+    else:
+        import webdataset as wds
+
+        urls = [str(out / s["path"]) for s in result.index["shards"]]
+        samples = [(s["__key__"], s["json"], s["txt"]) for s in wds.WebDataset(urls, shardshuffle=False).decode()]
+        os.sync()
+        t0 = time.perf_counter()
+        baseline_webdataset(mix, base, samples)
+    t_base = time.perf_counter() - t0
+    base_bytes = sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
+    return {"format": fmt, "workers": workers, "rows": rows, "image_rows": result.index["image_rows"],
+            "export_seconds": round(t_export, 2), "export_rows_per_second": round(rows / t_export),
+            "export_bytes": out_bytes, "baseline_seconds": round(t_base, 2),
+            "baseline_rows_per_second": round(rows / t_base), "baseline_bytes": base_bytes,
+            "ratio": round(t_base / t_export, 3), "target_ok": t_base / t_export >= 0.7}
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--format", choices=("llava", "webdataset"), default="llava")
+    ap.add_argument("--format", default="llava",
+                    help="one format or several, comma-separated (llava,sharegpt,webdataset), measured in turn")
+    ap.add_argument("--workers", default="1", help="export --workers; several comma-separated (1,2) are run in turn")
     ap.add_argument("--keep", type=Path, help="generate the mixture here and keep it (default: a temp folder)")
     args = ap.parse_args()
+    formats = args.format.split(",")
+    bad = sorted(set(formats) - {"llava", "sharegpt", "webdataset"})
+    if bad:
+        ap.error(f"--format: unknown {bad}")
     tmp = Path(tempfile.mkdtemp(prefix="medmix-export-bench-"))
     mix = args.keep or tmp / "mixture"
     try:
@@ -204,37 +243,15 @@ def main() -> None:
             make_mixture(mix, args.rows)
             print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.1f}s → {mix}", file=sys.stderr)
         size = sum(p.stat().st_size for p in _shard_files(mix))
-        for p in _shard_files(mix):  # same page cache for both runs
+        for p in _shard_files(mix):  # same page cache for every run
             p.read_bytes()
-        os.sync()  # neither run pays for the other's (or the generator's) dirty pages
-        t0 = time.perf_counter()
-        result = export(mix, tmp / "export", args.format, workers=1, log=lambda m: None)
-        t_export = time.perf_counter() - t0
-        rows = result.index["rows"]
-        out_bytes = sum(p.stat().st_size for p in (tmp / "export").rglob("*") if p.is_file())
-        if args.format == "llava":
-            records = [r for s in result.index["shards"] for r in json.loads((tmp / "export" / s["path"]).read_text())]
-            os.sync()
-            t0 = time.perf_counter()
-            baseline_llava(mix, tmp / "baseline", records)
-        else:
-            import webdataset as wds
-
-            urls = [str(tmp / "export" / s["path"]) for s in result.index["shards"]]
-            samples = [(s["__key__"], s["json"], s["txt"]) for s in wds.WebDataset(urls, shardshuffle=False).decode()]
-            os.sync()
-            t0 = time.perf_counter()
-            baseline_webdataset(mix, tmp / "baseline", samples)
-        t_base = time.perf_counter() - t0
-        base_bytes = sum(p.stat().st_size for p in (tmp / "baseline").rglob("*") if p.is_file())
-        print(json.dumps({
-            "date": time.strftime("%Y-%m-%d"), "format": args.format, "rows": rows,
-            "image_rows": result.index["image_rows"], "parquet_bytes": size,
-            "export_seconds": round(t_export, 2), "export_rows_per_second": round(rows / t_export),
-            "export_bytes": out_bytes, "baseline_seconds": round(t_base, 2),
-            "baseline_rows_per_second": round(rows / t_base), "baseline_bytes": base_bytes,
-            "ratio": round(t_base / t_export, 3), "target_ok": t_base / t_export >= 0.7,
-        }, indent=2))
+        results = []
+        for fmt in formats:
+            for workers in map(int, args.workers.split(",")):
+                results.append(measure(mix, tmp, fmt, workers))
+                print(json.dumps(results[-1]), file=sys.stderr)
+        print(json.dumps({"date": time.strftime("%Y-%m-%d"), "parquet_bytes": size, "load_average": os.getloadavg(),
+                          "results": results}, indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
