@@ -51,10 +51,7 @@ class Templates:
         task = row.get("task") or ("vqa" if has_image else "qa")
         mine = self.user.get(task)
         if mine is None:
-            pieces = render(row, has_image=has_image, with_answer=False)
-            if pieces and pieces[-1].text == "Answer:":
-                pieces = pieces[:-1]
-            return "".join(p.text for p in pieces).rstrip("\n"), target_text(row)
+            return (builtin_turns if _FAST_OK else reference_turns)(row, has_image)
         options = [_clean(o) for o in (row.get("options") or [])]
         values = {"image": IMAGE_PLACEHOLDER + "\n" if has_image else "", "task": task,
                   "question": _clean(row.get("question")) or DEFAULT_QUESTION.get(task, ""),
@@ -65,6 +62,69 @@ class Templates:
         if has_image and IMAGE_PLACEHOLDER not in human:
             human = IMAGE_PLACEHOLDER + "\n" + human
         return human, mine["gpt"].format_map(values)
+
+
+def reference_turns(row: Mapping[str, Any], has_image: bool) -> tuple[str, str]:
+    """The built-in (human, gpt) text, spelled through `trainer.prompts.render`: the definition."""
+    pieces = render(row, has_image=has_image, with_answer=False)
+    if pieces and pieces[-1].text == "Answer:":
+        pieces = pieces[:-1]
+    return "".join(p.text for p in pieces).rstrip("\n"), target_text(row)
+
+
+_LABEL_FREE = ("caption", "classification")
+
+
+def builtin_turns(row: Mapping[str, Any], has_image: bool) -> tuple[str, str]:
+    """`reference_turns` without the kinded `Piece` objects: the same text from plain string joins.
+
+    Why: `render` builds a frozen dataclass per piece and cleans the options twice (once more in
+    `target_text`). Measured 2026-12-06 on the 20k-row benchmark mixture, idle 2-core machine:
+    10 µs a row through `render`, 6 µs a row here (0.20 s against 0.13 s). It is checked against
+    `reference_turns` on `PROBES` at import and used only if every probe agrees, so a change to the
+    trainer's templates makes the export slower, never different (tests/export assert the probes pass
+    and compare both on thousands of generated rows).
+    """
+    task = row.get("task") or ("vqa" if has_image else "qa")
+    parts = [IMAGE_PLACEHOLDER + "\n"] if has_image else []
+    context = row.get("context")
+    if context:
+        context = _clean(context)
+        if context:
+            parts.append("Context: " + context + "\n")
+    question = _clean(row.get("question")) or DEFAULT_QUESTION.get(task, "")
+    if question:
+        parts.append((question if task in _LABEL_FREE else "Question: " + question) + "\n")
+    raw = row.get("options")
+    options = [_clean(o) for o in raw] if raw else []
+    if options:
+        parts.append("Options:\n" + "\n".join(f"({_letter(i)}) {o}" for i, o in enumerate(options)) + "\n")
+    answer = _clean(row.get("answer"))
+    if row.get("task") == "mcqa" and answer in options:
+        answer = f"({_letter(options.index(answer))}) {answer}"
+    return "".join(parts).rstrip("\n"), answer
+
+
+# Rows that exercise every branch of the templates: each task, with and without an image, empty and
+# missing fields, a literal <image> in user text, an MCQA answer that is and is not an option.
+PROBES: tuple[dict[str, Any], ...] = tuple(
+    {"task": task, "question": q, "context": c, "options": o, "answer": a}
+    for task in (*sorted(TASKS), None)
+    for q, c, o, a in (
+        ("What is shown?", None, None, "a lesion"),
+        ("", "Some <image> context.  ", ["x", " y ", "<image>"], " y "),
+        (None, "", ["alpha", "beta"], "gamma"),
+        ("Which?\n", "ctx\n", [], "\n"),
+        ("q <image>", None, [f"o{i}" for i in range(28)], "o27"),
+    )
+)
+
+
+def _probe_agrees() -> bool:
+    return all(builtin_turns(r, im) == reference_turns(r, im) for r in PROBES for im in (False, True))
+
+
+_FAST_OK = _probe_agrees()
 
 
 def load_templates(path: str | Path | None) -> Templates:
