@@ -13,11 +13,11 @@ import random
 
 import pytest
 
-from medmix.export import FORMATS, core, export
+from medmix.core.schema import TASKS
+from medmix.export import FORMATS, engine as core, export
 from medmix.export import conversation as conv
 from medmix.export.jsonconv import ArrayWriter
 from medmix.export.webdataset import TarWriter
-from medmix.schema import TASKS
 
 
 def _text(rng: random.Random) -> str | None:
