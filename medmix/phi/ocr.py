@@ -12,7 +12,8 @@ Figures of the whole canary set are in docs/phi.md.
 
 Settings: page segmentation mode 11 ("sparse text": overlays are scattered words in corners, not
 paragraphs), the image enlarged 2x when its long side is at most 1024 px (10-12 px overlay text
-was misread at 1x: "DOB" → "Dos"), and two passes (see `read_words`). Words come back with their
+was misread at 1x: "DOB" → "Dos"), three whole-image passes and six passes over each of the top and
+bottom bands where overlays sit (see `read_words`, `read_bands`). Words come back with their
 boxes in the caller's pixel grid.
 """
 
@@ -155,7 +156,7 @@ def read_bands(pixels: np.ndarray) -> list[Word]:
     band's own; and fixed ink levels (light text at grey >= 128 or >= 200, dark at <= 64 or
     <= 128, and a colourfulness mask for yellow, green and cyan on grey pictures) separate text
     from what is behind it where even the band's Otsu threshold does not. A band is small
-    (1/8 of the image), so the seven band passes cost about as much as one whole-image pass.
+    (1/8 of the image), so the twelve band passes cost about what one whole-image pass costs.
     Text elsewhere in the picture gets the whole-image passes only.
     """
     h = pixels.shape[0]
