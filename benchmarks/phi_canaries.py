@@ -319,7 +319,8 @@ def main() -> None:
         "whole_image_passes_only": {
             "recall": round(sum(r["flagged_whole_only"] for r in ident) / len(ident), 4),
             "false_flag_rate": round(sum(r["flagged_whole_only"] for r in clean) / len(clean), 4)},
-        "redaction": {"redacted": len(redacted), "images_leaking": sum(r["leaks"] > 0 for r in redacted)},
+        "redaction": {"redacted": len(redacted), "images_leaking": sum(r["leaks"] > 0 for r in redacted),
+                      "leaking": [r["n"] for r in redacted if r["leaks"] > 0]},
         "real_ultrasound_flagged": f"{sum(r['flagged'] for r in real)}/{len(real)}",
         "ocr_s_per_image": {"mean": round(float(np.mean([r["ocr_s"] for r in results])), 3),
                             "p95": round(float(np.percentile([r["ocr_s"] for r in results], 95)), 3)},

@@ -361,3 +361,9 @@ def test_bands_read_an_overlay_at_the_bottom_edge_with_boxes_in_image_pixels():
     assert hit, [w.text for w in words]
     x0, y0, x1, y1 = hit[0].box
     assert 340 <= y0 < y1 <= 400 and 0 <= x0 < x1 <= 200
+
+
+def test_a_scale_bar_read_as_50_ym_is_not_an_age_and_sex():
+    """OCR reads "50 µm" as "50 ym"; "55 yoM" stays an age with a sex."""
+    assert not identifiers.classify(["50", "ym"])
+    assert identifiers.classify(["55", "yoM"]).kinds == {"demographics"}
