@@ -246,7 +246,9 @@ def evaluate(c: Canary) -> dict:
     seconds = time.perf_counter() - t
     found = find_identifying_text(c.pixels, header, words)
     grey_only = find_identifying_text(c.pixels, header, [w for w in words if w.line[0] == 0])
+    whole = find_identifying_text(c.pixels, header, [w for w in words if w.line[0] <= 2])
     out = {"n": c.n, "kind": c.kind, "layout": c.layout, "flagged": bool(found), "flagged_grey_only": bool(grey_only),
+           "flagged_whole_only": bool(whole),
            "ocr_s": seconds, "kinds": sorted(set().union(*(k for k, _ in found))) if found else []}
     if found and c.kind != "clean":
         red = redact.black_boxes(c.pixels, [b for _, boxes in found for b in boxes])
@@ -314,7 +316,11 @@ def main() -> None:
         "missed": [r["n"] for r in ident if not r["flagged"]],
         "grey_pass_only": {"recall": round(sum(r["flagged_grey_only"] for r in ident) / len(ident), 4),
                            "false_flag_rate": round(sum(r["flagged_grey_only"] for r in clean) / len(clean), 4)},
-        "redaction": {"redacted": len(redacted), "images_leaking": sum(r["leaks"] > 0 for r in redacted)},
+        "whole_image_passes_only": {
+            "recall": round(sum(r["flagged_whole_only"] for r in ident) / len(ident), 4),
+            "false_flag_rate": round(sum(r["flagged_whole_only"] for r in clean) / len(clean), 4)},
+        "redaction": {"redacted": len(redacted), "images_leaking": sum(r["leaks"] > 0 for r in redacted),
+                      "leaking": [r["n"] for r in redacted if r["leaks"] > 0]},
         "real_ultrasound_flagged": f"{sum(r['flagged'] for r in real)}/{len(real)}",
         "ocr_s_per_image": {"mean": round(float(np.mean([r["ocr_s"] for r in results])), 3),
                             "p95": round(float(np.percentile([r["ocr_s"] for r in results], 95)), 3)},

@@ -227,7 +227,8 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
                 and _capitalised(tokens[i + 2])):  # "Mick van Esten", "Maxim de Backer"
             mark("name", i, i + 1, i + 2)
         if (i + 1 < len(tokens) and _AGE_NUMBER.match(bare) and _AGE_UNIT.match(folded[i + 1])
-                and folded[i + 1][-1] in "mf"):  # "55 yoM": age and sex in one OCR word
+                and folded[i + 1][-1] in "mf" and folded[i + 1] != "ym"):  # "55 yoM": age and sex in one word
+            # not "ym": OCR reads a scale bar's "50 µm" as "50 ym" (2 false flags of 105, seed 1)
             mark("demographics", i, i + 1)
         if _AGE_SEX.match(bare):
             mark("demographics", i)

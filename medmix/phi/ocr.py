@@ -12,7 +12,8 @@ Figures of the whole canary set are in docs/phi.md.
 
 Settings: page segmentation mode 11 ("sparse text": overlays are scattered words in corners, not
 paragraphs), the image enlarged 2x when its long side is at most 1024 px (10-12 px overlay text
-was misread at 1x: "DOB" → "Dos"), and two passes (see `read_words`). Words come back with their
+was misread at 1x: "DOB" → "Dos"), three whole-image passes and six passes over each of the top and
+bottom bands where overlays sit (see `read_words`, `read_bands`). Words come back with their
 boxes in the caller's pixel grid.
 """
 
@@ -101,17 +102,20 @@ def _tsv(img: Image.Image) -> str:
     return pytesseract.image_to_data(img, lang="eng", config=f"--psm {PSM}")
 
 
-def read_words(pixels: np.ndarray) -> list[Word]:
+def read_words(pixels: np.ndarray, bands: bool = True) -> list[Word]:
     """Every word Tesseract reads in an (H, W) or (H, W, 3) uint8 array, boxes in its pixels.
 
-    Three passes: the grey image; a mask of its brightest pixels (any channel >= BRIGHT) drawn
-    black on white; and the brightest channel enlarged 3x *before* thresholding at FINE (images up
-    to 1024 px). Overlays are drawn in white or a saturated colour; on a mid-grey, textured
-    background (ultrasound speckle, the lunar surface of the canary set) Tesseract's global
-    threshold lost white 12 px text entirely, and the mask pass read it back whole; small
-    anti-aliased light-grey text falls apart in that mask and survives enlarging first. On the
-    canary set (docs/phi.md): recall 0.714 grey only, 0.819 with the mask, 0.857 with all three,
-    at 2x the OCR time of two passes and false flags 0 → 0.019.
+    Three passes over the whole image: the grey image; a mask of its brightest pixels (any
+    channel >= BRIGHT) drawn black on white; and the brightest channel enlarged 3x *before*
+    thresholding at FINE (images up to 1024 px). Overlays are drawn in white or a saturated
+    colour; on a mid-grey, textured background (ultrasound speckle, the lunar surface of the
+    canary set) Tesseract's global threshold lost white 12 px text entirely, and the mask pass
+    read it back whole; small anti-aliased light-grey text falls apart in that mask and survives
+    enlarging first. On the canary set (docs/phi.md): recall 0.714 grey only, 0.819 with the
+    mask, 0.857 with all three, at 2x the OCR time of two passes and false flags 0 → 0.019.
+
+    Then, with `bands`, the passes of `read_bands` over the top and bottom bands, where
+    ultrasound and secondary-capture screens put their overlays.
     """
     engine_version()
     grey = np.asarray(Image.fromarray(pixels).convert("L"))
@@ -125,6 +129,62 @@ def read_words(pixels: np.ndarray) -> list[Word]:
         fine = np.where(np.asarray(big) >= FINE, 0, 255).astype(np.uint8)
         if (fine == 0).any():
             words += _tesseract(fine, 2, scale=3, prescaled=True)
+    if bands:
+        words += read_bands(pixels)
+    return words
+
+
+MERGE_CONF = 50  # only words read this confidently are joined across Tesseract's lines
+BAND = 8            # a band is the top or bottom 1/BAND of the image ...
+BAND_MIN = 40       # ... and at least this many pixels high
+BAND_SCALE = 3
+BAND_PAD = 12       # blank pixels around a band: Tesseract drops glyphs that touch the edge
+LIGHT_LEVELS = (128, 200)   # light text: grey >= level is ink
+DARK_LEVELS = (64, 128)     # dark text: grey <= level is ink
+COLOURFUL = 100     # coloured text on a grey picture: max - min channel >= this is ink
+
+
+def read_bands(pixels: np.ndarray) -> list[Word]:
+    """Words in the top and bottom bands, each band OCR'd on its own, enlarged 3x and padded.
+
+    Why: on the whole image, Tesseract's global (Otsu) threshold and its page layout analysis
+    are set by the picture, not the overlay. In the canary misses of the three whole-image
+    passes (docs/phi.md) clearly readable text was lost: light-grey "Acc: A4273852" above a
+    retina (the retina and the text fell on the same side of the threshold and merged), black
+    text on a white band over brick, yellow on gravel, a 25Y F label in green in a black frame.
+    Cut to its band, the same text is read, because the threshold and the layout are the
+    band's own; and fixed ink levels (light text at grey >= 128 or >= 200, dark at <= 64 or
+    <= 128, and a colourfulness mask for yellow, green and cyan on grey pictures) separate text
+    from what is behind it where even the band's Otsu threshold does not. A band is small
+    (1/8 of the image), so the twelve band passes cost about what one whole-image pass costs.
+    Text elsewhere in the picture gets the whole-image passes only.
+    """
+    h = pixels.shape[0]
+    size = min(h, max(BAND_MIN, h // BAND))
+    spans = [(0, size)] if size >= h else [(0, size), (h - size, h)]
+    words: list[Word] = []
+    for b, (y0, y1) in enumerate(spans):
+        part = pixels[y0:y1]
+        rgb = part if part.ndim == 3 else np.stack([part] * 3, axis=2)
+        big = Image.fromarray(rgb).resize((rgb.shape[1] * BAND_SCALE, rgb.shape[0] * BAND_SCALE),
+                                          Image.Resampling.LANCZOS)
+        grey = np.asarray(big.convert("L"))
+        arr = np.asarray(big).astype(np.int16)
+        chroma = (arr.max(axis=2) - arr.min(axis=2)).astype(np.uint8)
+        variants = [grey]
+        variants += [np.where(grey >= lv, 0, 255).astype(np.uint8) for lv in LIGHT_LEVELS]
+        variants += [np.where(grey <= lv, 0, 255).astype(np.uint8) for lv in DARK_LEVELS]
+        variants.append(np.where(chroma >= COLOURFUL, 0, 255).astype(np.uint8))
+        for v, img in enumerate(variants):
+            if v and not 0 < (img == 0).mean() < 0.5:
+                continue  # nothing, or more ink than paper: not text on a background
+            fill = int(np.median(img))
+            padded = np.pad(img, BAND_PAD * BAND_SCALE, constant_values=fill)
+            for w in _tesseract(padded, 3 + b * 8 + v, scale=BAND_SCALE, prescaled=True):
+                p = BAND_PAD
+                x0, wy0, x1, wy1 = w.box
+                box = (max(0, x0 - p), max(0, wy0 - p) + y0, max(0, x1 - p), min(y1 - y0, max(0, wy1 - p)) + y0)
+                words.append(Word(w.text, w.conf, box, w.line))
     return words
 
 
@@ -147,8 +207,44 @@ def _tesseract(grey: np.ndarray, pass_no: int, scale: int | None = None, prescal
 
 
 def lines(words: list[Word]) -> list[list[Word]]:
-    """Words grouped into Tesseract's text lines, in reading order."""
-    out: dict[tuple[int, int, int, int], list[Word]] = {}
-    for w in words:
-        out.setdefault(w.line, []).append(w)
-    return [sorted(ws, key=lambda w: w.box[0]) for _, ws in sorted(out.items())]
+    """Words grouped into visual text lines, per pass, in reading order.
+
+    Tesseract's own (block, paragraph, line) is not used to group: in sparse-text mode it often
+    puts each word of one overlay in a block of its own, and a name read as two words in two
+    blocks ("Seth" | "Porter", a canary miss) never met the first + last name rule. Two words of
+    one pass share a line when they overlap vertically by half the smaller height and the gap
+    between them is at most 1.5x the taller one's height (a word space in letter-spaced text),
+    and both are read with confidence >= MERGE_CONF: merging every word let OCR noise on
+    textured pictures (gravel, IHC) join into long lines where the name rules fired, false
+    flags 0.019 → 0.105 on the canary set; with the floor, see docs/phi.md.
+    """
+    parent = list(range(len(words)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[int, int, int, int], int] = {}
+    for i, w in enumerate(words):  # Tesseract's own line, as before
+        parent[i] = first.setdefault(w.line, i)
+    order = sorted((i for i in range(len(words)) if words[i].conf >= MERGE_CONF),
+                   key=lambda i: (words[i].line[0], words[i].box[0]))
+    for a_pos, a in enumerate(order):
+        wa = words[a]
+        ha = wa.box[3] - wa.box[1]
+        for b in order[a_pos + 1:]:
+            wb = words[b]
+            if wb.line[0] != wa.line[0]:
+                break
+            hb = wb.box[3] - wb.box[1]
+            overlap = min(wa.box[3], wb.box[3]) - max(wa.box[1], wb.box[1])
+            gap = wb.box[0] - wa.box[2]
+            if overlap >= 0.5 * max(1, min(ha, hb)) and gap <= 1.5 * max(ha, hb):
+                parent[root(b)] = root(a)
+    out: dict[int, list[Word]] = {}
+    for i in range(len(words)):
+        out.setdefault(root(i), []).append(words[i])
+    groups = [sorted(ws, key=lambda w: w.box[0]) for ws in out.values()]
+    return sorted(groups, key=lambda ws: (ws[0].line[0], min(w.box[1] for w in ws), ws[0].box[0]))

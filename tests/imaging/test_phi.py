@@ -336,3 +336,34 @@ def test_redact_and_off_switches(tmp_path):
     assert manifest["build_info"]["normalize"]["reused"] == 0
     assert manifest["sources"]["mine"]["deidentification"]["images"] == "off"
     assert "method" not in manifest["sources"]["mine"]["deidentification"]
+
+
+# -- OCR: line grouping and the overlay bands ---------------------------------------------------
+
+def test_confident_words_in_separate_tesseract_blocks_join_one_line_and_noise_does_not():
+    """Sparse-text mode put "Seth" and "Porter" in two blocks (a canary miss); noise stays apart."""
+    w = [ocr.Word("Seth", 96, (100, 10, 130, 22), (2, 1, 1, 1)),
+         ocr.Word("Porter", 95, (136, 10, 180, 22), (2, 2, 1, 1)),
+         ocr.Word("Spe", 20, (186, 10, 200, 22), (2, 3, 1, 1)),
+         ocr.Word("Seth", 96, (100, 10, 130, 22), (0, 1, 1, 1))]  # another pass: never joined
+    groups = [[x.text for x in g] for g in ocr.lines(w)]
+    assert ["Seth", "Porter"] in groups
+    assert ["Spe"] in groups and ["Seth"] in groups
+    assert identifiers.classify(["Seth", "Porter"]).kinds == {"name"}
+
+
+def test_bands_read_an_overlay_at_the_bottom_edge_with_boxes_in_image_pixels():
+    img = Image.fromarray(_canvas([], size=400)).convert("RGB")
+    d = ImageDraw.Draw(img)
+    d.text((6, 380), "MRN: 4821337", fill=(255, 255, 0), font=ImageFont.truetype(FONT, 14))
+    words = ocr.read_bands(np.asarray(img))
+    hit = [w for w in words if "4821337" in w.text]
+    assert hit, [w.text for w in words]
+    x0, y0, x1, y1 = hit[0].box
+    assert 340 <= y0 < y1 <= 400 and 0 <= x0 < x1 <= 200
+
+
+def test_a_scale_bar_read_as_50_ym_is_not_an_age_and_sex():
+    """OCR reads "50 µm" as "50 ym"; "55 yoM" stays an age with a sex."""
+    assert not identifiers.classify(["50", "ym"])
+    assert identifiers.classify(["55", "yoM"]).kinds == {"demographics"}
