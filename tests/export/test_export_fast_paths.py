@@ -14,8 +14,9 @@ import random
 import pytest
 
 from medmix.core.schema import TASKS
-from medmix.export import FORMATS, engine as core, export
+from medmix.export import FORMATS, export
 from medmix.export import conversation as conv
+from medmix.export import engine as core
 from medmix.export.jsonconv import ArrayWriter
 from medmix.export.webdataset import TarWriter
 
