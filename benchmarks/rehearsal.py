@@ -545,9 +545,15 @@ def run_build(recipe: Path, out: Path, cache: Path, workers: int, timings: Path)
     last = max((e["unix"] for e in events), default=None)
     if last is not None and "finish" in seconds:  # after the last stage: summary table, exit
         seconds["exit"] = round(t0_unix + wall - last, 3)
+    # the stage order comes from the build's own start events: the watch polls every 0.1 s and
+    # misses a stage shorter than that (a gather of one small shard), which then has no memory figures
+    started = [e["stage"] for e in events if e["event"] == "start"]
+    order = ["setup"] if "setup" in watch.stages else []
+    order += [s for s in dict.fromkeys(started) if s != "setup"]
+    unseen = {"driver_peak_rss": None, "worker_peak_rss": None, "workers_peak_rss_sum": None}
     stages = []
-    for name in watch.order:
-        m = watch.stages[name]
+    for name in order:
+        m = watch.stages.get(name, unseen)
         stages.append({"stage": name, "seconds": seconds.get(name), **m})
     if "exit" in seconds:
         stages.append({"stage": "exit", "seconds": seconds["exit"], "driver_peak_rss": None,
