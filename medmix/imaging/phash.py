@@ -19,7 +19,7 @@ Why this shape (schema 2.1): the previous definition ran Pillow's reduce, L conv
 Lanczos resize on a Pillow image, 0.23 ms per 384 px RGB picture, a fifth of the whole normalize
 cost of a JPEG; this one is 0.09 ms and needs no Pillow image, so the JPEG fast path
 (`medmix.imaging.jpeg`) never builds one. It differs from imagehash only by rounding and the box step:
-on the real-image corpus of tests/mixture/test_dedup.py at most a few bits of 64, far inside the
+on the real-image corpus of tests/mix/test_dedup.py at most a few bits of 64, far inside the
 dedup distance (benchmarks/dedup_scale.py --part thresholds re-measures the distributions).
 Bit order matches imagehash's hex string (first coefficient = most significant bit).
 """

@@ -31,7 +31,7 @@ Default distance
 ----------------
 `DEFAULT_IMAGE_DISTANCE = 8`, measured with medmix's stored pHash (`medmix.imaging.phash.phash64`, within
 4 bits of `imagehash.phash`, 0.56 on average) on 57 distinct real images (pydicom's DICOM test
-images, tiles of larger ones, scikit-learn's sample photos; see `tests/mixture/test_dedup.py` and
+images, tiles of larger ones, scikit-learn's sample photos; see `tests/mix/test_dedup.py` and
 `python benchmarks/dedup_scale.py --part thresholds`; re-measured for schema 2.1's pHash, same
 margins as before):
 
