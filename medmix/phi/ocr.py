@@ -134,7 +134,8 @@ def read_words(pixels: np.ndarray, bands: bool = True) -> list[Word]:
     return words
 
 
-MERGE_CONF = 50  # only words read this confidently are joined across Tesseract's lines
+MERGE_CONF = 50  # only words read this confidently are joined across Tesseract's lines ...
+MERGE_MIN_PX = 5  # ... and only words at least this tall in the caller's pixels
 BAND = 8            # a band is the top or bottom 1/BAND of the image ...
 BAND_MIN = 40       # ... and at least this many pixels high
 BAND_SCALE = 3
@@ -216,7 +217,10 @@ def lines(words: list[Word]) -> list[list[Word]]:
     between them is at most 1.5x the taller one's height (a word space in letter-spaced text),
     and both are read with confidence >= MERGE_CONF: merging every word let OCR noise on
     textured pictures (gravel, IHC) join into long lines where the name rules fired, false
-    flags 0.019 → 0.105 on the canary set; with the floor, see docs/phi.md.
+    flags 0.019 → 0.105 on the canary set; with the floor, see docs/phi.md. Words under
+    MERGE_MIN_PX tall are not joined either: no legible glyph is 4 px tall, and on a 63 px
+    random-noise PNG Tesseract read "Ms" (4 px, conf 61) and "TAG" (conf 50) in two blocks,
+    which joined into a title + name.
     """
     parent = list(range(len(words)))
 
@@ -229,7 +233,8 @@ def lines(words: list[Word]) -> list[list[Word]]:
     first: dict[tuple[int, int, int, int], int] = {}
     for i, w in enumerate(words):  # Tesseract's own line, as before
         parent[i] = first.setdefault(w.line, i)
-    order = sorted((i for i in range(len(words)) if words[i].conf >= MERGE_CONF),
+    order = sorted((i for i in range(len(words))
+                    if words[i].conf >= MERGE_CONF and words[i].box[3] - words[i].box[1] >= MERGE_MIN_PX),
                    key=lambda i: (words[i].line[0], words[i].box[0]))
     for a_pos, a in enumerate(order):
         wa = words[a]

@@ -352,6 +352,18 @@ def test_confident_words_in_separate_tesseract_blocks_join_one_line_and_noise_do
     assert identifiers.classify(["Seth", "Porter"]).kinds == {"name"}
 
 
+def test_words_too_small_to_be_legible_are_not_joined_across_blocks():
+    """Read from a 63 px random-noise PNG (tests/sources/test_source_local.py): "Ms" 4 px tall
+    and "TAG" in two blocks, both confident, joined into a title + name and quarantined it."""
+    noise = [ocr.Word("Ms", 61.2, (4, 40, 10, 44), (2, 10, 1, 1)),
+             ocr.Word("TAG", 50.3, (15, 40, 31, 47), (2, 11, 1, 1))]
+    assert [[x.text for x in g] for g in ocr.lines(noise)] == [["Ms"], ["TAG"]]
+    assert identifiers.classify(["Ms", "TAG"]).kinds == {"name"}  # what joining them would flag
+    legible = [ocr.Word("Ms", 61.2, (4, 40, 14, 48), (2, 10, 1, 1)),
+               ocr.Word("TAG", 50.3, (17, 40, 37, 48), (2, 11, 1, 1))]
+    assert [[x.text for x in g] for g in ocr.lines(legible)] == [["Ms", "TAG"]]
+
+
 def test_bands_read_an_overlay_at_the_bottom_edge_with_boxes_in_image_pixels():
     img = Image.fromarray(_canvas([], size=400)).convert("RGB")
     d = ImageDraw.Draw(img)
