@@ -40,3 +40,18 @@ def http_server() -> Iterator[FixtureServer]:
     """A fresh server per test: cheap to start, and no fixture bytes or faults leak between tests."""
     with FixtureServer() as server:
         yield server
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by pip's playwright (never `playwright install`), one per module."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium); .ci/run does")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()

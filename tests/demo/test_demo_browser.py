@@ -17,7 +17,6 @@ from medmix.demo.answering import load_answerer, load_image, question_row
 from medmix.demo.gallery import held_out
 from medmix.demo.gradio_page import create_demo, launch
 
-CHROMIUM = "/usr/bin/chromium"
 # Each poll of the page records the answer box and the stats line whenever either changed.
 RECORD = """() => {
   window.__seen = [];
@@ -50,17 +49,6 @@ def server(trained, tmp_path_factory):
     _, url, _ = launch(demo, port=_port(), block=False)
     yield url, answerer, examples
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium); .ci/run does")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

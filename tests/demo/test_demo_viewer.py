@@ -22,8 +22,6 @@ from medmix.recipe import load_recipe
 from medmix.view.store import open_store
 from medmix.view.webapp import CSP, create_app, row_lookup
 
-CHROMIUM = "/usr/bin/chromium"
-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
@@ -77,17 +75,6 @@ def test_row_pages_link_to_the_demo_by_numbers_only(store, server):
     assert viewer.headers["content-security-policy"] == CSP  # the viewer keeps its CSP ...
     assert demo.status_code == 200 and "content-security-policy" not in demo.headers  # Gradio runs inline code
     assert demo.headers["x-content-type-options"] == "nosniff" and demo.headers["x-frame-options"] == "DENY"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium); .ci/run does")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import typer
+from extra_commands import EXTRA_COMMANDS
 from typer.testing import CliRunner
 
 from medmix.cli.common import fail, needs_extra
@@ -106,14 +107,7 @@ def _medmix_without_extras(args: list[str], cwd: Path) -> subprocess.CompletedPr
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize(("command", "args"), [
-    ("train", ["train", "--config", "tiny", "--data", "mix", "--out", "run"]),
-    ("eval vqa", ["eval", "vqa", "ckpt", "-d", "vqa_rad"]),
-    ("eval classify", ["eval", "classify", "-e", "scratch"]),
-    ("view", ["view", "mix"]),
-    ("build --executor ray", ["build", "--executor", "ray", "--plan"]),
-    ("stats --tokenizer", ["stats", "mix", "--tokenizer", "gpt2"]),
-])
+@pytest.mark.parametrize(("command", "args"), EXTRA_COMMANDS)
 def test_without_its_extra_a_command_prints_one_install_line(command, args, tmp_path):
     res = _medmix_without_extras(args, tmp_path)
     extra = COMMANDS[command]

@@ -8,7 +8,6 @@ near-duplicate and hostile captions (tests/view_fixtures.py), so every kind of r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import sys
@@ -33,8 +32,6 @@ from starlette.testclient import TestClient
 
 from medmix.view.store import MixtureStore, open_store
 from medmix.view.webapp import CSP, create_app
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +70,6 @@ def server(mixture):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium); .ci/run does")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture
