@@ -223,6 +223,11 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
             g = folded[i + 1]
             if (parts & first and g in last) or (tok.endswith(",") and f in last and g in first):
                 mark("name", i, i + 1)
+            elif (tok.endswith(",") and len(bare) >= 3 and bare.replace("-", "").replace("'", "").isalpha()
+                  and _given(tokens[i + 1], first)):
+                # "Andersson, John": the inverted "Surname, Given" of a record needs only the given
+                # name in the lexicon; the comma is the evidence a bare pair ("Left Kidney") lacks
+                mark("name", i, i + 1)
         if (i + 2 < len(tokens) and _capitalised(tok) and parts & first and folded[i + 1] in _PARTICLES
                 and _capitalised(tokens[i + 2])):  # "Mick van Esten", "Maxim de Backer"
             mark("name", i, i + 1, i + 2)
@@ -256,6 +261,17 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None) -> Findi
         elif _LONG_DIGITS.search(compact.replace(".", "")) and sum(len(tokens[i]) == 1 for i in numeric) >= 4:
             mark("id", *numeric)
     return Finding(frozenset(kinds), frozenset(hit))
+
+
+# Given names of the lexicon that are also medical words, listed in a caption or label after a
+# comma ("Cornea, Iris", "Mutation, Gene"): not enough, with only a comma, to call a pair a name.
+_MEDICAL_GIVEN = frozenset({"iris", "gene", "flora", "pia", "ana", "ada", "sam", "hazel"})
+
+
+def _given(tok: str, first: frozenset[str]) -> bool:
+    """A given name of the lexicon, hyphenated ones by any part ("Sven-Erik"), not a medical word."""
+    parts = {fold(p) for p in tok.strip(".,;:").split("-")}
+    return bool(parts & first) and not parts & _MEDICAL_GIVEN
 
 
 def _is_age(tok: str, tokens: Sequence[str], i: int) -> bool:
