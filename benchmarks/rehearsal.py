@@ -32,6 +32,11 @@ Measured per stage (stage boundaries from `medmix build --timings FILE`): wall t
 the driver and of its workers (psutil polling of the process tree every 0.1 s), disk used by the
 cache and the output at the end of the stage.
 
+With `--rebuilds`, two more builds on the same cache, each timed per stage and checked: the recipe
+with one source's weight changed (quilt1m from all rows to weight 0.5: no unit may be normalized
+again, the selection must change), then the first recipe after one rocov2 upstream image is
+re-encoded (only rocov2's units may be normalized again).
+
     nice -n 10 python benchmarks/rehearsal.py --scale 0.01 --workers 2 --json rehearsal.json
 """
 
@@ -425,7 +430,7 @@ def generate(plan: Plan, root: Path, workers: int) -> dict[str, Path]:
     return folders
 
 
-def recipe_yaml(plan: Plan, folders: dict[str, Path]) -> str:
+def recipe_yaml(plan: Plan, folders: dict[str, Path], weights: dict[str, float] | None = None) -> str:
     target = round(TARGET * plan.scale)
     lines = ["name: rehearsal-openmedq", "description: synthetic upstream shaped like openmedq-3.35m (benchmarks/"
              "rehearsal.py)", "seed: 0", f"target_samples: {target}", "shard_rows: 2000",
@@ -435,6 +440,8 @@ def recipe_yaml(plan: Plan, folders: dict[str, Path]) -> str:
              "decontaminate: {against: [vqa_rad:test, medqa:test], image_distance: 10, ngram: 13}", "sources:"]
     for source, s in SPECS.items():
         mode = "weight: 1.0" if source == "pubmedvision" else "all: true"
+        if weights and source in weights:
+            mode = f"weight: {weights[source]}"
         frm = f"from: '{folders[source]}'"
         if s.kind == "image":
             lines.append(f"  {source}: {{adapter: local, {frm}, splits: [train], {mode}, options: {{domain: "
@@ -528,7 +535,8 @@ def run_build(recipe: Path, out: Path, cache: Path, workers: int, timings: Path)
     cmd = medmix_cmd("build", "--recipe", str(recipe), "--out", str(out), "--cache", str(cache),
                      "--workers", str(workers), "--timings", str(timings))
     t0, t0_unix = time.perf_counter(), time.time()
-    with open(out.parent / "build.log", "w") as log:
+    log_path = out.parent / ("build.log" if out.name == "out" else f"build-{out.name}.log")
+    with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         watch = Watch(proc.pid, timings, cache, out)
         watch.start()
@@ -536,7 +544,7 @@ def run_build(recipe: Path, out: Path, cache: Path, workers: int, timings: Path)
         watch.stop()
     wall = time.perf_counter() - t0
     if rc != 0:
-        raise SystemExit(f"medmix build failed (rc {rc}):\n" + (out.parent / "build.log").read_text()[-4000:])
+        raise SystemExit(f"medmix build failed (rc {rc}):\n" + log_path.read_text()[-4000:])
     events = [json.loads(x) for x in timings.read_text().splitlines() if x.strip()]
     seconds = {e["stage"]: e["seconds"] for e in events if e["event"] == "end"}
     first = next((e["unix"] for e in events if e["event"] == "start"), None)
@@ -643,6 +651,58 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- re-running
+
+REWEIGHT = "quilt1m"   # the one source whose weight the second build changes (all rows -> weight 0.5)
+RETOUCH = "rocov2"     # the one source whose upstream the third build changes (one image re-encoded)
+
+
+def _units(cache: Path) -> set[str]:
+    return {p.relative_to(cache).as_posix() for p in (cache / "normalized").glob("*/*.parquet")
+            if not p.name.endswith(".quarantine.parquet")}
+
+
+def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> tuple[dict, dict]:
+    """Two more builds on the same cache, each into its own output: one source's weight changed
+    (nothing may be normalized again: only the mix and write stages run), then one upstream image
+    of one source re-encoded (only that source's unit holding it may be normalized again)."""
+    cache = work / "cache"
+    out: dict = {}
+    checks: dict[str, dict] = {}
+    before = _units(cache)
+    recipe = work / "reweighted.yaml"
+    recipe.write_text(recipe_yaml(plan, folders, weights={REWEIGHT: 0.5}))
+    out["weight"] = run_build(recipe, work / "out-weight", cache, workers, work / "timings-weight.jsonl")
+    m = json.loads((work / "out-weight" / "manifest.json").read_text())
+    norm = m["build_info"]["normalize"]
+    new = _units(cache) - before
+    checks["weight change re-normalizes nothing"] = {
+        "ok": norm["reused"] == norm["units"] and not new, "detail": f"{norm}, new unit files {sorted(new)[:5]}"}
+    sel = m["sources"][REWEIGHT]["counts"]
+    checks["weight change reaches the selection"] = {
+        "ok": sel["selected"] < sel["available"], "detail": f"{REWEIGHT}: {sel}"}
+
+    img = sorted((folders[RETOUCH] / "img").rglob("*.jpg"))[0]
+    from PIL import Image
+
+    with Image.open(img) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=60)
+    img.write_bytes(buf.getvalue())
+    before = _units(cache)
+    out["upstream"] = run_build(work / "rehearsal.yaml", work / "out-upstream", cache, workers,
+                                work / "timings-upstream.jsonl")
+    norm = json.loads((work / "out-upstream" / "manifest.json").read_text())["build_info"]["normalize"]
+    new = _units(cache) - before
+    checks["one changed upstream file re-normalizes only its source"] = {
+        "ok": bool(new) and all(u.split("/")[1] == RETOUCH for u in new)
+        and norm["units"] - norm["reused"] == len(new), "detail": f"{norm}, new unit files {sorted(new)}"}
+    for key in ("weight", "upstream"):
+        out[key]["normalize"] = json.loads((work / f"out-{key}" / "manifest.json").read_text())["build_info"][
+            "normalize"]
+    return out, checks
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=0.01, help="share of each source's declared rows (0.1: a tenth)")
@@ -650,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="generator processes and `medmix build --workers`")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
     ap.add_argument("--json", type=Path, help="write the summary JSON here ('-': stdout)")
+    ap.add_argument("--rebuilds", action="store_true", help="then two more builds on the same cache: one "
+                    "source's weight changed, then one upstream file changed; each timed and checked")
     args = ap.parse_args(argv)
 
     tmp = None
@@ -671,6 +733,11 @@ def main(argv: list[str] | None = None) -> int:
         build = run_build(recipe, work / "out", work / "cache", args.workers, work / "timings.jsonl")
         t1 = time.perf_counter()
         checks = verify(plan, work / "out")
+        verified = time.perf_counter() - t1
+        again = None
+        if args.rebuilds:
+            again, more = rebuilds(plan, work, folders, args.workers)
+            checks.update(more)
         result = {
             "scale": args.scale, "seed": args.seed, "workers": args.workers, "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(), "rows": plan.rows, "eval_rows": plan.evals,
@@ -678,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             "planted": {k: sum(1 for p in plan.planted.values() for o in p.values() if o[0] == k)
                         for k in ("exact", "near", "text", "eval_image", "eval_text")},
             "upstream_bytes": _du(work / "upstream"), "generate_seconds": round(gen, 2), "build": build,
-            "verify_seconds": round(time.perf_counter() - t1, 2), "checks": checks,
+            "verify_seconds": round(verified, 2), "rebuilds": again, "checks": checks,
             "passed": all(c["ok"] for c in checks.values()),
         }
     finally:
@@ -688,6 +755,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({result['upstream_bytes'] / 2**20:,.0f} MiB) generated in {gen:.1f} s; "
           f"build {build['wall_seconds']:.1f} s with {args.workers} workers")
     print(table(result))
+    for key, what in (("weight", f"{REWEIGHT} weight changed"), ("upstream", f"one {RETOUCH} image re-encoded")):
+        if result["rebuilds"]:
+            r = result["rebuilds"][key]
+            stages = ", ".join(f"{s['stage']} {s['seconds']}" for s in r["stages"] if s["seconds"] is not None)
+            print(f"rebuild, {what}: {r['wall_seconds']:.1f} s ({stages}); normalize {r['normalize']}")
     for name, c in checks.items():
         print(f"{'ok  ' if c['ok'] else 'FAIL'} {name}" + ("" if c["ok"] else f": {c['detail']}"))
     if args.json is not None:

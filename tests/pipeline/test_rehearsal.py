@@ -4,7 +4,9 @@
 sources, with planted copies and evaluation contamination, builds them with `medmix build` in a
 subprocess and verifies the result. Run here so a change that breaks any stage's interplay (a
 missed planted copy, a removed distinct row, a count the manifest and `medmix stats` disagree on,
-a shard `datasets` cannot read) fails the suite, not the next hour-long build.
+a shard `datasets` cannot read) fails the suite, not the next hour-long build. With `--rebuilds` it
+then rebuilds on the same cache with one weight changed (nothing normalized again) and with one
+upstream image changed (only that source normalized again).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def test_tiny_rehearsal_passes_every_check(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rehearsal.py"), "--scale", "0.001",
-                          "--workers", "2", "--dir", str(tmp_path / "work"), "--json", str(summary)],
+                          "--workers", "2", "--dir", str(tmp_path / "work"), "--json", str(summary), "--rebuilds"],
                          capture_output=True, text=True, env=env, timeout=230)
     elapsed = time.monotonic() - t0
     assert summary.exists(), res.stdout[-3000:] + res.stderr[-3000:]
@@ -47,4 +49,6 @@ def test_tiny_rehearsal_passes_every_check(tmp_path: Path) -> None:
                                                   "finish"} <= set(stages), stages
     normalize = next(s for s in result["build"]["stages"] if s["stage"] == "normalize")
     assert normalize["seconds"] > 0 and normalize["worker_peak_rss"] > 0 and normalize["cache_bytes"] > 0
+    weight = {s["stage"] for s in result["rebuilds"]["weight"]["stages"] if s["seconds"] is not None}
+    assert {"mix", "write:scatter"} <= weight, weight  # the rebuild still mixes and writes
     print(f"tiny rehearsal: {elapsed:.1f} s end to end")  # issue 24: under a minute on 2 quiet cores
