@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "mixture"))  # test_dedup (the real-image corpus) lives there
+sys.path.insert(0, str(ROOT / "tests" / "mix"))  # test_dedup (the real-image corpus) lives there
 
 N_IMAGES = 3_350_000
 N_PLANTED = 10_000
