@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "mixture"))  # test_dedup (the real-image corpus) lives there
+sys.path.insert(0, str(ROOT / "tests" / "mix"))  # test_dedup (the real-image corpus) lives there
 
 N_IMAGES = 3_350_000
 N_PLANTED = 10_000
@@ -58,6 +58,9 @@ def row(label: str, value: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+PAIRS_ONLY = False
+
+
 def part_images(seed: int = 0) -> None:
     from medmix.mix import dedup
 
@@ -75,9 +78,10 @@ def part_images(seed: int = 0) -> None:
     rss0 = peak_rss_mib()
 
     n_unique = len(np.unique(hashes))
-    plan, k = dedup._plan(d, n_unique, n_unique * (n_unique - 1) / 2, "auto")
+    plan, (kind, k) = dedup._plan(d, n_unique, n_unique * (n_unique - 1) / 2, "auto")
     with Timer() as t_design:
-        design = dedup._design(d, k) if plan == "tables" else ()
+        design = dedup._design_masks(d, kind, k) if plan == "tables" else ()
+    bits = {"nibble": 4, "crumb": 2}.get(kind, 0) * k
     with Timer() as t_pairs:
         pairs = dedup.near_pairs(hashes, d)
     found = {(int(a), int(b)) for a, b in pairs}
@@ -86,6 +90,15 @@ def part_images(seed: int = 0) -> None:
     exact = np.bitwise_count(hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]]) <= d
     n_pairs_all = N_IMAGES * (N_IMAGES - 1) / 2
     p_chance = sum(math.comb(64, k) for k in range(d + 1)) / 2.0**64
+    if PAIRS_ONLY:  # --pairs-only: the search alone (image_clusters repeats it, near_match is another)
+        row(f"plan for d={d}", f"{plan}: {len(design)} tables of {k}-{kind} ({bits}-bit) keys "
+                               f"(design built and checked in {t_design.cpu:.2f} s CPU)")
+        row("near_pairs", str(t_pairs))
+        row("pairs found / all within distance", f"{len(pairs):,} / {int(exact.sum()):,} verified")
+        row("chance pairs expected (uniform hashes)", f"{n_pairs_all * p_chance:,.0f}")
+        row("recall of planted pairs", f"{recall:.4f} ({len(planted & found):,}/{len(planted):,})")
+        row("peak RSS", f"{peak_rss_mib():.0f} MiB (process start {rss0:.0f} MiB)")
+        return
     with Timer() as t_clusters:
         labels = dedup.image_clusters(hashes, d)
     peak = peak_rss_mib()
@@ -106,8 +119,8 @@ def part_images(seed: int = 0) -> None:
         dedup._brute_self_pairs(np.unique(sample), d)
     brute_rate = (len(sample) ** 2 / 2) / t_brute.cpu
 
-    row(f"plan for d={d}", f"{plan}: {len(design)} tables of {k}-nibble keys "
-                           f"(design built in {t_design.cpu:.2f} s CPU)")
+    row(f"plan for d={d}", f"{plan}: {len(design)} tables of {k}-{kind} ({bits}-bit) keys "
+                           f"(design built and checked in {t_design.cpu:.2f} s CPU)")
     row("near_pairs", str(t_pairs))
     row("  per table", f"{1000 * t_pairs.cpu / max(1, len(design)):.0f} ms CPU")
     row("image_clusters (same search + components)", str(t_clusters))
@@ -282,15 +295,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=sorted(PARTS), help="run one part in this process")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the inputs (smoke test), e.g. 0.01")
+    parser.add_argument("--pairs-only", action="store_true", help="images: time near_pairs alone (large --scale)")
     args = parser.parse_args()
-    global N_IMAGES, N_PLANTED, N_TEXTS, N_TEXT_DUPS
+    global N_IMAGES, N_PLANTED, N_TEXTS, N_TEXT_DUPS, PAIRS_ONLY
+    PAIRS_ONLY = args.pairs_only
     N_IMAGES, N_PLANTED = int(N_IMAGES * args.scale), max(10, int(N_PLANTED * args.scale))
     N_TEXTS, N_TEXT_DUPS = int(N_TEXTS * args.scale), max(10, int(N_TEXT_DUPS * args.scale))
     if args.part:
         PARTS[args.part]()
         return
     for name in ("thresholds", "images", "text"):  # a fresh process each, so peak RSS is per part
-        subprocess.run([sys.executable, __file__, "--part", name, "--scale", str(args.scale)], check=True)
+        subprocess.run([sys.executable, __file__, "--part", name, "--scale", str(args.scale)]
+                       + (["--pairs-only"] if args.pairs_only else []), check=True)
         print()
 
 

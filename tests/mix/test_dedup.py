@@ -243,6 +243,52 @@ def test_covering_design_is_exhaustive():
             assert ((masks & a) == masks).any(), (d, k, agree)
 
 
+def test_crumb_designs_are_exhaustive_and_stored_as_claimed():
+    """The wide-key designs: every set of 8 differing crumbs (2-bit blocks) leaves a table clear."""
+    for k, text in dedup._CRUMB_DESIGNS.items():
+        masks = dedup._crumb_design(8, k)  # raises unless the exhaustive check passes
+        assert len(masks) == dedup._CRUMB_TABLES[k] == len(text.split())
+        assert all(bin(m).count("1") == 2 * k for m in masks)
+        # an independent check on a random sample of bit-level difference sets, d = 8
+        rng = np.random.default_rng(k)
+        marr = np.array(masks, dtype=np.uint64)
+        for _ in range(200):
+            z = np.uint64(sum(1 << int(b) for b in rng.choice(64, size=8, replace=False)))
+            assert ((marr & z) == 0).any()
+    with pytest.raises(ValueError, match="no stored"):
+        dedup._crumb_design(9, 11)
+
+
+@pytest.mark.parametrize("kind,k", [("crumb", 11), ("crumb", 12), ("nibble", 5)])
+@pytest.mark.parametrize("d", [3, DEFAULT_IMAGE_DISTANCE])
+def test_wide_key_tables_equal_brute_force(kind, k, d):
+    """The lookup-table engine (forced here at small N) against all pairs, on copies at d and d+1."""
+    u = np.unique(_planted(3000, d, seed=10 + d))
+    expected = dedup._brute_self_pairs(u, d)
+    expected = dedup._sort_pairs(expected, len(u))
+    for threads in (1, 2):
+        raw = dedup._mask_self_pairs(u, d, dedup._design_masks(d, kind, k), threads=threads)
+        assert len(raw) == len(expected)  # each pair reported by exactly one table
+        assert np.array_equal(dedup._sort_pairs(raw, len(u)), expected)
+    assert (np.bitwise_count(u[:, None] ^ u[None, :]) == d + 1).any()
+
+
+def test_wide_key_tables_exact_on_low_entropy_hashes():
+    h = np.unique(np.random.default_rng(5).integers(0, 2**20, size=1500).astype(np.uint64))
+    raw = dedup._mask_self_pairs(h, 8, dedup._crumb_design(8, 11))
+    assert np.array_equal(dedup._sort_pairs(raw, len(h)), dedup._sort_pairs(dedup._brute_self_pairs(h, 8), len(h)))
+
+
+def test_plan_widens_keys_as_n_grows():
+    """Fixed key width makes buckets grow with N: 30M hashes get the 22/24-bit designs."""
+    def kind(n):
+        return dedup._plan(8, n, n * (n - 1) / 2, "auto")
+    assert kind(3_350_000) == ("tables", ("nibble", 5))
+    assert kind(30_150_000)[1][0] == "crumb"
+    assert dedup._plan(8, 30_150_000, 1e14, "auto", wide=False)[1][0] == "nibble"
+    assert dedup._plan(10, 30_150_000, 4.5e14, "auto")[1][0] == "nibble"  # no stored design past d = 8
+
+
 def test_identical_hashes_are_collapsed_and_row_pairs_capped():
     h = np.concatenate([np.full(3000, 7, dtype=np.uint64), np.arange(100, dtype=np.uint64) << np.uint64(40)])
     labels = image_clusters(h, 8)
