@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,26 @@ from medmix.core.writer import sha256_file
 METADATA_SUFFIXES = frozenset({".csv", ".tsv", ".jsonl", ".json", ".txt", ".yaml", ".yml", ".xml", ".parquet"})
 
 
-def _files(root: Path) -> list[tuple[str, Path]]:
-    """Every regular file under `root` (symlinks followed), sorted by relative POSIX path."""
+def _files(root: Path) -> list[tuple[str, str, os.stat_result]]:
+    """(relative POSIX path, full path, stat) of every regular file under `root` (symlinks
+    followed), sorted by relative path. One `os.stat` per file and no `pathlib` objects: at
+    104,034 files (the `--scale 0.03` rehearsal's upstream, 14 folders) the pathlib version, which
+    built three Path objects and stat'ed each file twice, took 3.1-3.2 s of the build's fetch
+    stage; this one 1.25-1.38 s, with byte-identical fingerprints (2026-12-06)."""
     found = []
-    for dirpath, _dirs, names in os.walk(root, followlinks=True):
+    base = str(root)
+    for dirpath, _dirs, names in os.walk(base, followlinks=True):
+        rel_dir = os.path.relpath(dirpath, base).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
         for name in names:
-            full = Path(dirpath) / name
-            if full.is_file():
-                found.append((full.relative_to(root).as_posix(), full))
-    found.sort()
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.stat(full)  # follows symlinks, as is_file() did
+            except OSError:
+                continue  # a dangling link is not a file
+            if stat.S_ISREG(st.st_mode):
+                found.append((prefix + name, full, st))
+    found.sort(key=lambda item: item[0])
     return found
 
 
@@ -56,12 +68,11 @@ def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
     the resolved path changes; `content_sha256` leaves out the path and the mtimes, for the manifest.
     """
     root = Path(path).resolve()
-    items = [("", root)] if root.is_file() else _files(root)
+    items = [("", str(root), root.stat())] if root.is_file() else _files(root)
     key_rows, content_rows, total = [], [], 0
-    for rel, full in items:
-        st = full.stat()
-        hashed = verify or full.suffix.lower() in METADATA_SUFFIXES
-        digest = sha256_file(full) if hashed else None
+    for rel, full, st in items:
+        hashed = verify or os.path.splitext(full)[1].lower() in METADATA_SUFFIXES
+        digest = sha256_file(Path(full)) if hashed else None
         key_rows.append([rel, st.st_size, st.st_mtime_ns, digest])
         content_rows.append([rel, st.st_size, digest])
         total += st.st_size

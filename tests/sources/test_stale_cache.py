@@ -169,6 +169,23 @@ def test_manifest_records_the_folder_without_mtimes(tmp_path):
     assert fp["files"] == 2 and fp["bytes"] == sum(p.stat().st_size for p in a.iterdir())
 
 
+def test_links_are_followed_and_dangling_ones_left_out(tmp_path):
+    """The fingerprint walks with one stat per file: a linked file counts as its target, a linked
+    folder is walked, a dangling link is no file; nested paths are POSIX and sorted."""
+    a = _folder(tmp_path / "A", {"a.png": ((1, 2, 3), "x")})
+    (a / "sub").mkdir()
+    (a / "sub" / "b.csv").write_text("file_name,caption\n")
+    plain = fingerprint(a)
+    (a / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert fingerprint(a)["content_sha256"] == plain["content_sha256"]  # dangling: left out
+    (a / "alias.png").symlink_to(a / "a.png")
+    (a / "linked").symlink_to(a / "sub", target_is_directory=True)
+    linked = fingerprint(a)
+    assert linked["files"] == plain["files"] + 2
+    assert linked["bytes"] == plain["bytes"] + (a / "a.png").stat().st_size + (a / "sub" / "b.csv").stat().st_size
+    assert linked["content_sha256"] != plain["content_sha256"]
+
+
 class _Unpinned(Source):
     name = "unpinned_probe"
     title = homepage = citation = ""
