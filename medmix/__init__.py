@@ -3,7 +3,7 @@
 The public API, in the three lines a notebook needs:
 
     import medmix
-    result = medmix.pipeline("demo", out="demo-mixture")   # a BuildResult
+    result = medmix.build("demo", out="demo-mixture")      # a BuildResult
     ds = medmix.load("demo-mixture")                    # a datasets.Dataset
 
 `medmix.Recipe` / `medmix.load_recipe` read and validate recipes; `medmix.MixtureDataset` and

@@ -1,4 +1,4 @@
-"""The Python build API: `medmix.pipeline(recipe, out=...) -> BuildResult`.
+"""The Python build API: `medmix.build(recipe, out=...) -> BuildResult`.
 
 `medmix build` is a thin shell over this function, so a notebook, a pipeline scheduler or a test
 builds exactly what the command line builds: same recipe resolution, same options, same manifest.
