@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmix.mix.index import INDEX_COLUMNS, build_index, iter_batches, text_key64
+from medmix.core.layout import iter_batches
+from medmix.mix.index import INDEX_BATCH, INDEX_COLUMNS, build_index, text_key64
 from medmix.mix.textsim import qa_text
 
 SOURCES = ("pmc_oa", "rocov2", "pubmedvision_alignment_vqa", "medmcqa", "pubmedqa")
@@ -79,7 +80,7 @@ def legacy_index(unit_files: list[Path], sources: list[str]) -> tuple:
     unit, row, ids, src, lic, has, sha, ph, tk = [], [], [], [], [], [], [], [], []
     for u, path in enumerate(unit_files):
         r0 = 0
-        for batch in iter_batches(path, INDEX_COLUMNS):
+        for batch in iter_batches([path], INDEX_COLUMNS, INDEX_BATCH):
             d = batch.to_pydict()
             n = batch.num_rows
             unit.append(np.full(n, u, np.int32))

@@ -9,15 +9,15 @@ Parquet files batch by batch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
-import pyarrow.parquet as pq
 
+from medmix.core.layout import iter_batches
 from medmix.mix.decontam import NgramIndex
 from medmix.mix.textsim import (
     bands_from_signatures,
@@ -164,15 +164,9 @@ class Index:
     def source_at(self, pos: int) -> str:
         return self.sources[self.source[pos]]
 
-    def license_names(self) -> np.ndarray:
-        """Per row, the license as an object array of str (for membership tests against a recipe)."""
-        return np.array(self.licenses, dtype=object)[self.license] if len(self.licenses) else \
-            np.zeros(len(self), object)
 
-
-def iter_batches(path: Path, columns: list[str], batch_size: int = 4096) -> Iterator:
-    pf = pq.ParquetFile(path)
-    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+# rows per record batch of a unit file while indexing
+INDEX_BATCH = 4096
 
 
 def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bool,
@@ -187,7 +181,7 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
     shape = lsh_params(text_threshold) if bands else None
     for u, path in enumerate(unit_files):
         r0 = 0
-        for batch in iter_batches(path, INDEX_COLUMNS):
+        for batch in iter_batches([path], INDEX_COLUMNS, INDEX_BATCH):
             d = batch.to_pydict()
             n = batch.num_rows
             cols["unit"].append(np.full(n, u, np.int32))
@@ -245,7 +239,7 @@ def build_eval_index(unit_files: Sequence[tuple[str, Path]], ngram: int) -> Eval
     would strip every training row that asks them; those rows leak through their image instead."""
     names, ids, ph, ph_row, texts, text_row = [], [], [], [], [], []
     for name, path in unit_files:
-        for batch in iter_batches(path, INDEX_COLUMNS):
+        for batch in iter_batches([path], INDEX_COLUMNS, INDEX_BATCH):
             d = batch.to_pydict()
             for i in range(batch.num_rows):
                 k = len(ids)

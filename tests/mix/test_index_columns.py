@@ -33,7 +33,7 @@ def test_build_index_holds_named_fixed_width_columns(tmp_path):
     assert [idx.id_at(i) for i in range(len(idx))] == ids
     # sorting the bytes column sorts like Python sorts the strings (the survivor rank depends on it)
     assert [ids[i] for i in np.argsort(idx.ids, kind="stable")] == sorted(ids)
-    assert list(idx.license_names()) == ["MIT", "CC0-1.0", "MIT", None]
+    assert [idx.licenses[c] for c in idx.license] == ["MIT", "CC0-1.0", "MIT", None]
     assert idx.has_image.tolist() == [True, False, True, True]
     assert idx.sha[0] == idx.sha[3] != idx.sha[2] and idx.sha[1] == b""
 
