@@ -16,9 +16,9 @@ from medmix.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def bench_module():
-    """benchmarks/export_throughput.py, whose generator the sharding tests share."""
-    name = "export_throughput"
+def bench_module(name: str = "export_throughput"):
+    """A script of benchmarks/ as a module: export_throughput's generator the sharding tests share,
+    export_readback's row comparison."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -31,6 +31,12 @@ def mixture_rows(mixture: Path) -> list[dict]:
     """Every row of the mixture's train split, in the manifest's order (the export's order)."""
     manifest = json.loads((mixture / "manifest.json").read_text())
     return [r for s in manifest["shards"] for r in pq.read_table(mixture / s["path"]).to_pylist()]
+
+
+@pytest.fixture(scope="session")
+def readback():
+    """benchmarks/export_readback.py as a module."""
+    return bench_module("export_readback")
 
 
 @pytest.fixture(scope="session")
