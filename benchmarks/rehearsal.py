@@ -665,7 +665,7 @@ def _units(cache: Path) -> set[str]:
 def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> tuple[dict, dict]:
     """Two more builds on the same cache, each into its own output: one source's weight changed
     (nothing may be normalized again: only the mix and write stages run), then one upstream image
-    of one source re-encoded (only that source's unit holding it may be normalized again)."""
+    of one source re-encoded (only that source's units may be normalized again)."""
     cache = work / "cache"
     out: dict = {}
     checks: dict[str, dict] = {}
@@ -674,7 +674,7 @@ def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> 
     recipe.write_text(recipe_yaml(plan, folders, weights={REWEIGHT: 0.5}))
     out["weight"] = run_build(recipe, work / "out-weight", cache, workers, work / "timings-weight.jsonl")
     m = json.loads((work / "out-weight" / "manifest.json").read_text())
-    norm = m["build_info"]["normalize"]
+    norm = out["weight"]["normalize"] = m["build_info"]["normalize"]
     new = _units(cache) - before
     checks["weight change re-normalizes nothing"] = {
         "ok": norm["reused"] == norm["units"] and not new, "detail": f"{norm}, new unit files {sorted(new)[:5]}"}
@@ -692,14 +692,12 @@ def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> 
     before = _units(cache)
     out["upstream"] = run_build(work / "rehearsal.yaml", work / "out-upstream", cache, workers,
                                 work / "timings-upstream.jsonl")
-    norm = json.loads((work / "out-upstream" / "manifest.json").read_text())["build_info"]["normalize"]
+    m = json.loads((work / "out-upstream" / "manifest.json").read_text())
+    norm = out["upstream"]["normalize"] = m["build_info"]["normalize"]
     new = _units(cache) - before
     checks["one changed upstream file re-normalizes only its source"] = {
         "ok": bool(new) and all(u.split("/")[1] == RETOUCH for u in new)
         and norm["units"] - norm["reused"] == len(new), "detail": f"{norm}, new unit files {sorted(new)}"}
-    for key in ("weight", "upstream"):
-        out[key]["normalize"] = json.loads((work / f"out-{key}" / "manifest.json").read_text())["build_info"][
-            "normalize"]
     return out, checks
 
 
