@@ -1,6 +1,6 @@
 """removed.parquet: every row dedup or decontamination dropped, beside what it matched.
 
-`medmix.mix.select.plan_mixture` decides *which* rows go and records index positions. This module
+`medmix.mix.select.mixture_rows` decides *which* rows go and records index positions. This module
 turns them into the audit file `medmix view` shows (layout.REMOVED_SCHEMA): the measure that matched
 (Hamming distance of the perceptual hashes, exact image / text identity, estimated text Jaccard, a
 shared n-gram), and both sides' text and a JPEG thumbnail. Both sides must travel here: a dropped
