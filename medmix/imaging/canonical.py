@@ -155,13 +155,10 @@ def normalize_image(data: bytes, *, name: str, policy: ImagePolicy = ImagePolicy
         img, pixels_changed = _canonical(source)
         img, resized = _fit(img, policy.max_side)
         pixels = pixels_of(img)
-        deid = None
-        if check is not None:
-            result = check(pixels)
-            deid = result.meta
-            if result.changed:
-                pixels, pixels_changed = result.pixels, True
-                img = Image.fromarray(pixels)
+        pixels, redacted, deid = _checked(check, pixels)
+        if redacted:
+            pixels_changed = True
+            img = Image.fromarray(pixels)
         if policy.encode == "keep" and source.stream is not None and not (pixels_changed or resized):
             out, fmt = source.stream, source.fmt.lower()
         else:
@@ -186,6 +183,15 @@ def _phi_check(mode: str, name: str, dicom: bytes | None = None) -> Callable[[np
     return lambda pixels: phi.check_image(pixels, mode, header, name=name)
 
 
+def _checked(check: Callable[[np.ndarray], Any] | None, pixels: np.ndarray) -> tuple[np.ndarray, bool, Any]:
+    """(pixels after the burned-in text check, whether it changed them, its de-identification
+    record for the manifest); the pixels unchanged and no record without a check."""
+    if check is None:
+        return pixels, False, None
+    result = check(pixels)
+    return (result.pixels if result.changed else pixels), bool(result.changed), result.meta
+
+
 def _plain_jpeg(data: bytes, name: str, policy: ImagePolicy,
                 check: Callable[[np.ndarray], Any] | None = None) -> NormalizedImage | None:
     """The fast path (`medmix.imaging.jpeg`) for the most common input: a plain YCbCr/grey JPEG that
@@ -208,12 +214,9 @@ def _plain_jpeg(data: bytes, name: str, policy: ImagePolicy,
     pixels = jpeg.decode(data, mode)
     if pixels is None:
         return None
-    deid = None
-    if check is not None:
-        result = check(pixels)
-        deid = result.meta
-        if result.changed:
-            pixels, keep = result.pixels, False
+    pixels, redacted, deid = _checked(check, pixels)
+    if redacted:
+        keep = False
     if keep and stream is not None:
         return _normalized(stream, "jpeg", pixels, deid)
     fmt = "png" if policy.encode == "png" else "jpeg"
