@@ -168,14 +168,14 @@ def texts(seed: int, source: str, row: int) -> dict:
     return out
 
 
-def image(seed: int, source: str, row: int) -> bytes:
+def image(seed: int, source: str, row: int, pixels: float = 1.0) -> bytes:
     """A smooth random picture (a random 12-24 cell grid, bilinear upsampled): compresses like a figure and
     has an unpredictable perceptual hash, so only planted copies fall within dedup/decontam distance."""
     from PIL import Image
 
     s = SPECS[source.split("@")[0]]
     rng = _rng(seed, source, row)
-    side = int(np.clip(s.side * math.exp(0.3 * rng.standard_normal()), 64, 2048))
+    side = int(np.clip(s.side * pixels * math.exp(0.3 * rng.standard_normal()), 64, 2048))
     aspect = float(rng.uniform(0.65, 1.0))
     w, h = (side, max(32, int(side * aspect))) if rng.random() < 0.6 else (max(32, int(side * aspect)), side)
     g = int(rng.integers(12, 25))
@@ -236,6 +236,7 @@ class Plan:
     rows: dict[str, int]
     evals: dict[str, int]
     planted: dict[str, dict[int, tuple]]   # source → row → (kind, origin source, origin row | eval row)
+    pixels: float = 1.0                    # factor on every source's median side (see --pixels)
 
     def expected(self) -> dict[str, dict]:
         """Per source: normalized rows and the ids expected in removed.parquet, by kind."""
@@ -249,7 +250,7 @@ class Plan:
         return out
 
 
-def make_plan(seed: int, scale: float) -> Plan:
+def make_plan(seed: int, scale: float, pixels: float = 1.0) -> Plan:
     rows = {s: max(1, round(spec.rows * scale)) for s, spec in SPECS.items()}
     evals = {s: max(8, round(n * scale)) for s, n in EVAL.items()}
     rng = np.random.default_rng([seed, 1])
@@ -274,7 +275,7 @@ def make_plan(seed: int, scale: float) -> Plan:
                 o = int(free[origin].pop())
             planted[target][nxt[target]] = (kind, origin, o)
             nxt[target] += 1
-    return Plan(seed, scale, rows, evals, planted)
+    return Plan(seed, scale, rows, evals, planted, pixels)
 
 
 def row_id(source: str, row: int) -> str:
@@ -311,19 +312,20 @@ def _eval_question(seed: int, row: int) -> dict:
             "meta_info": "step1"}
 
 
-def _eval_image(seed: int, row: int) -> bytes:
-    return image(seed, "vqa_rad@eval", row)
+def _eval_image(seed: int, row: int, pixels: float = 1.0) -> bytes:
+    return image(seed, "vqa_rad@eval", row, pixels)
 
 
 def row_content(plan: Plan, source: str, row: int) -> tuple[bytes | None, dict]:
     """(image bytes, text fields) of one row, planted or not."""
     p = plan.planted[source].get(row)
     if p is None:
-        return (image(plan.seed, source, row) if SPECS[source].kind == "image" else None), texts(plan.seed, source,
+        data = image(plan.seed, source, row, plan.pixels) if SPECS[source].kind == "image" else None
+        return data, texts(plan.seed, source,
                                                                                                  row)
     kind, origin, o = p
     if kind in ("exact", "near", "text"):
-        data = image(plan.seed, origin, o) if SPECS[origin].kind == "image" else None
+        data = image(plan.seed, origin, o, plan.pixels) if SPECS[origin].kind == "image" else None
         if kind == "near":
             data = near_copy(data)
         t = texts(plan.seed, origin, o)
@@ -332,10 +334,10 @@ def row_content(plan: Plan, source: str, row: int) -> tuple[bytes | None, dict]:
         return data, t
     own = texts(plan.seed, source, row)
     if kind == "eval_image":
-        return near_copy(_eval_image(plan.seed, o)), own
+        return near_copy(_eval_image(plan.seed, o, plan.pixels)), own
     q = _eval_question(plan.seed, o)["question"]
     own["question"] = "Case: " + q  # the whole evaluation vignette pasted into a training question
-    return (image(plan.seed, source, row) if SPECS[source].kind == "image" else None), own
+    return (image(plan.seed, source, row, plan.pixels) if SPECS[source].kind == "image" else None), own
 
 
 # ---------------------------------------------------------------- writers
@@ -422,7 +424,7 @@ def generate(plan: Plan, root: Path, workers: int) -> dict[str, Path]:
         for i in range(plan.evals["medqa"]):
             f.write(json.dumps(_eval_question(plan.seed, i)) + "\n")
     n = plan.evals["vqa_rad"]
-    table = pa.table({"image": [{"bytes": _eval_image(plan.seed, i), "path": None} for i in range(n)],
+    table = pa.table({"image": [{"bytes": _eval_image(plan.seed, i, plan.pixels), "path": None} for i in range(n)],
                       "question": [texts(plan.seed, "vqa_rad@eval", i)["question"] for i in range(n)],
                       "answer": [texts(plan.seed, "vqa_rad@eval", i)["answer"] for i in range(n)]})
     (folders["vqa_rad"] / "data").mkdir(exist_ok=True)
@@ -622,8 +624,11 @@ def verify(plan: Plan, out: Path) -> dict:
     ds = datasets.load_dataset("parquet", data_files=files, split="train",
                                cache_dir=str(out.parent / "hf-cache"))
     img = next((r["image"] for r in ds.select(range(min(50, len(ds)))) if r["image"] is not None), None)
-    check("datasets reads every shard, images decode", len(ds) == manifest["total_rows"] and img is not None
-          and img.size[0] > 0, {"rows": len(ds)})
+    n_ds = len(ds)
+    del ds
+    shutil.rmtree(out.parent / "hf-cache", ignore_errors=True)  # a full copy of the shards: not kept at 3.35M
+    check("datasets reads every shard, images decode", n_ds == manifest["total_rows"] and img is not None
+          and img.size[0] > 0, {"rows": n_ds})
     res = subprocess.run(medmix_cmd("stats", str(out), "--json"), capture_output=True, text=True)
     stats = json.loads(res.stdout) if res.stdout.strip() else {}
     by_source = (stats.get("rows") or {}).get("by_source", {})
@@ -681,6 +686,7 @@ def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> 
     sel = m["sources"][REWEIGHT]["counts"]
     checks["weight change reaches the selection"] = {
         "ok": sel["selected"] < sel["available"], "detail": f"{REWEIGHT}: {sel}"}
+    shutil.rmtree(work / "out-weight")  # checked; at full scale the disk holds one rebuild's output at a time
 
     img = sorted((folders[RETOUCH] / "img").rglob("*.jpg"))[0]
     from PIL import Image
@@ -705,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=0.01, help="share of each source's declared rows (0.1: a tenth)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pixels", type=float, default=1.0, help="factor on every source's median image side "
+                    "(0.3: ~150 px, ~4 KB JPEGs; lets the full 3.35M run's three image copies fit on one disk)")
     ap.add_argument("--workers", type=int, default=2, help="generator processes and `medmix build --workers`")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
     ap.add_argument("--json", type=Path, help="write the summary JSON here ('-': stdout)")
@@ -723,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True)
     try:
         t0 = time.perf_counter()
-        plan = make_plan(args.seed, args.scale)
+        plan = make_plan(args.seed, args.scale, args.pixels)
         folders = generate(plan, work / "upstream", args.workers)
         gen = time.perf_counter() - t0
         recipe = work / "rehearsal.yaml"
@@ -737,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
             again, more = rebuilds(plan, work, folders, args.workers)
             checks.update(more)
         result = {
-            "scale": args.scale, "seed": args.seed, "workers": args.workers, "cpus": os.cpu_count(),
+            "scale": args.scale, "pixels": args.pixels, "seed": args.seed, "workers": args.workers,
+            "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(), "rows": plan.rows, "eval_rows": plan.evals,
             "upstream_rows": sum(plan.rows.values()), "target_samples": round(TARGET * args.scale),
             "planted": {k: sum(1 for p in plan.planted.values() for o in p.values() if o[0] == k)
