@@ -116,8 +116,10 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
                        provenance: dict[str, list[dict]], policy: ImagePolicy, out: Store, cache: BuildCache,
                        executor: Executor, progress: Progress, started: float) -> dict:
     from medmix.mix.index import build_eval_index, build_index
+    from medmix.mix.index_cache import ColumnCache, eval_digest
     from medmix.mix.select import mixture_rows
     from medmix.mix.shard_writer import write_shards
+    from medmix.mix.textsim import lsh_params
 
     # normalize: units are independent; results are keyed by unit, so order never depends on the
     # executor, its workers or the order units finish in
@@ -151,10 +153,14 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
         if eval_index.texts:
             ngrams = NgramIndex(eval_index.texts, n=recipe.decontaminate.ngram)
     unit_files = [UnitPaths.at(norm, j.planned.name, j.key).rows for j, _ in train]
-    idx = build_index(unit_files, [p.name for p in planned if not p.evaluation],
-                      bands=recipe.dedup.text_threshold is not None,
+    bands = recipe.dedup.text_threshold is not None
+    columns = ColumnCache(cache.local, bands=lsh_params(recipe.dedup.text_threshold) if bands else None,
+                          evals=eval_digest(eval_index.texts if ngrams is not None else None,
+                                            recipe.decontaminate.ngram))
+    idx = build_index(unit_files, [p.name for p in planned if not p.evaluation], bands=bands,
                       text_threshold=recipe.dedup.text_threshold, ngrams=ngrams,
-                      progress=lambda n: progress("mix", "index", n, None))
+                      progress=lambda n: progress("mix", "index", n, None), cache=columns,
+                      unit_keys=[f"{j.planned.name}/{j.key}" for j, _ in train])
     plan = mixture_rows(recipe, idx, eval_index)
     shards = write_shards(out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
                           progress=lambda stage, n, total: progress("write", stage, n, total), executor=executor,

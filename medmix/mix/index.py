@@ -9,6 +9,7 @@ Parquet files batch by batch.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from medmix.core.layout import iter_batches
 from medmix.mix.decontam import NgramIndex
+from medmix.mix.index_cache import ROW_COLUMNS, ColumnCache
 from medmix.mix.textsim import (
     bands_from_signatures,
     lsh_params,
@@ -171,40 +173,38 @@ INDEX_BATCH = 4096
 
 def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bool,
                 text_threshold: float | None, ngrams: NgramIndex | None = None,
-                progress: Callable[[int], None] | None = None) -> Index:
+                progress: Callable[[int], None] | None = None, cache: ColumnCache | None = None,
+                unit_keys: Sequence[str] | None = None) -> Index:
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
     text is at hand, so the index never holds training text. `progress(rows)` after each batch:
-    at millions of rows this pass takes minutes, and the build shows its rate and ETA."""
+    at millions of rows this pass takes minutes, and the build shows its rate and ETA.
+
+    With `cache` and `unit_keys` (one content key per unit file), each unit's columns are read
+    from the cache when there, else computed and written to it (`medmix.mix.index_cache`)."""
     code = {s: i for i, s in enumerate(sources)}
     licenses: dict[str, int] = {}
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_KINDS}
     shape = lsh_params(text_threshold) if bands else None
     for u, path in enumerate(unit_files):
-        r0 = 0
-        for batch in iter_batches([path], INDEX_COLUMNS, INDEX_BATCH):
-            d = batch.to_pydict()
-            n = batch.num_rows
-            cols["unit"].append(np.full(n, u, np.int32))
-            cols["row"].append(np.arange(r0, r0 + n, dtype=np.int32))
-            r0 += n
-            cols["ids"].append(fixed_width(batch.column("id")))
-            cols["source"].append(np.array([code[s] for s in d["source"]], np.int32))
-            cols["license"].append(_codes(batch.column("license"), licenses))
-            cols["sha"].append(hash_keys(batch.column("image_hash")))
-            cols["has_image"].append(np.array([s is not None for s in d["image_hash"]], bool))
-            cols["phash"].append(np.array([p or 0 for p in d["image_phash"]], np.uint64))
-            # normalized, options sorted: reordered choices of one MCQ are the same question
-            texts = [qa_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]
-            cols["text"].append(np.array([text_key64(t) for t in texts], np.uint64))
-            if bands and n:
-                sig = minhash_signatures(texts)
-                cols["bands"].append(bands_from_signatures(sig, *shape))
-                cols["sketch"].append(sketch_from_signatures(sig))
-            if ngrams is not None:
-                cols["text_hit"].append(ngrams.match_batch(texts))
-            del d, texts
-            if progress is not None:
-                progress(n)
+        got = cache.load(unit_keys[u]) if cache is not None and unit_keys is not None else None
+        if got is None:
+            got = _unit_columns(path, shape, ngrams, progress)
+            if cache is not None and unit_keys is not None:
+                cache.save(unit_keys[u], got)
+        elif progress is not None:
+            progress(len(got["ids"]))
+        n = len(got["ids"])
+        cols["unit"].append(np.full(n, u, np.int32))
+        cols["row"].append(np.arange(n, dtype=np.int32))
+        src = np.array([code[v] for v in json.loads(str(got["source_values"]))] or [0], np.int32)
+        cols["source"].append(src[got["source_codes"]])
+        lic = np.array([licenses.setdefault(v, len(licenses)) for v in json.loads(str(got["license_values"]))]
+                       or [0], np.int32)
+        cols["license"].append(lic[got["license_codes"]])
+        for name in ROW_COLUMNS:
+            if name in got:
+                cols[name].append(got[name])
+        del got
 
     def cat(name: str, dtype: str) -> np.ndarray:
         parts = cols.pop(name)  # each part is freed as soon as it is copied into the column
@@ -219,6 +219,46 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
         sketch=(np.concatenate(cols["sketch"]) if cols["sketch"] else None) if bands else None,
         text_hit=cat("text_hit", "i8") if ngrams is not None else None,
     )
+
+
+def _unit_columns(path: Path, shape: tuple[int, int] | None, ngrams: NgramIndex | None,
+                  progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
+    """One unit file's index columns, batch by batch; sources and licenses as local codes into
+    their distinct values (JSON, in first-seen order), so the file does not depend on the
+    recipe's source list."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ROW_COLUMNS + ("source_codes", "license_codes")}
+    srcs: dict[str, int] = {}
+    lics: dict[str, int] = {}
+    for batch in iter_batches([path], INDEX_COLUMNS, INDEX_BATCH):
+        d = batch.to_pydict()
+        n = batch.num_rows
+        parts["ids"].append(fixed_width(batch.column("id")))
+        parts["source_codes"].append(_codes(batch.column("source"), srcs))
+        parts["license_codes"].append(_codes(batch.column("license"), lics))
+        parts["sha"].append(hash_keys(batch.column("image_hash")))
+        parts["has_image"].append(np.array([s is not None for s in d["image_hash"]], bool))
+        parts["phash"].append(np.array([p or 0 for p in d["image_phash"]], np.uint64))
+        # normalized, options sorted: reordered choices of one MCQ are the same question
+        texts = [qa_text(q, o, a, c) for q, o, a, c in zip(d["question"], d["options"], d["answer"], d["context"])]
+        parts["text"].append(np.array([text_key64(t) for t in texts], np.uint64))
+        if shape is not None and n:
+            sig = minhash_signatures(texts)
+            parts["bands"].append(bands_from_signatures(sig, *shape))
+            parts["sketch"].append(sketch_from_signatures(sig))
+        if ngrams is not None:
+            parts["text_hit"].append(ngrams.match_batch(texts))
+        del d, texts
+        if progress is not None:
+            progress(n)
+    empty = {"ids": "S1", "sha": "S17", "has_image": "?", "phash": "u8", "text": "u8", "text_hit": "i8",
+             "source_codes": "i4", "license_codes": "i4"}
+    out = {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in parts.items() if v or k in empty}
+    if shape is None or ngrams is None:
+        for k in (("bands", "sketch") if shape is None else ()) + (("text_hit",) if ngrams is None else ()):
+            out.pop(k, None)
+    out["source_values"] = np.array(json.dumps(list(srcs)))
+    out["license_values"] = np.array(json.dumps(list(lics)))
+    return out
 
 
 @dataclass

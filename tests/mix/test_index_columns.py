@@ -63,3 +63,36 @@ def test_hash_keys_agree_with_hash_key_and_keep_distinct_hashes_apart():
     assert list(keys) == [np.array([hash_key(v)], keys.dtype)[0] for v in vals]
     present = [k for k, v in zip(keys, vals) if v is not None]
     assert len(set(present)) == len(present) and b"" not in present
+
+
+def test_columns_read_back_from_the_cache_equal_computed_ones_and_keys_change_with_inputs(tmp_path):
+    """A rebuild reads each unit's columns from `ColumnCache`; the index must equal the one computed,
+    licenses coded in the same first-seen order, and other eval texts must miss the cache."""
+    from medmix.mix.decontam import NgramIndex
+    from medmix.mix.index_cache import ColumnCache, eval_digest
+    from medmix.mix.textsim import lsh_params
+
+    units = [_unit(tmp_path / "u1.parquet", ["a/1", "a/2"], ["MIT", None], ["h1", None]),
+             _unit(tmp_path / "u2.parquet", ["a/3", "a/4", "a/5"], ["CC0-1.0", "MIT", "CC-BY-4.0"], [None] * 3)]
+    evals = ["q 1"]
+    ngrams = NgramIndex(evals, n=2)
+
+    def index(cache):
+        return build_index(units, ["a"], bands=True, text_threshold=0.8, ngrams=ngrams, cache=cache,
+                           unit_keys=["a/k1", "a/k2"])
+
+    cache = ColumnCache(tmp_path / "cache", bands=lsh_params(0.8), evals=eval_digest(evals, 2))
+    computed = index(None)
+    first = index(cache)       # computes and writes
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "cache" / "index" / "a").iterdir()) == ["k1", "k2"]
+    for u in units:            # the cache alone must be enough now: the unit files are not read
+        u.write_bytes(b"not parquet")
+    again = index(cache)
+    for idx in (first, again):
+        for f in dataclasses.fields(Index):
+            a, b = getattr(computed, f.name), getattr(idx, f.name)
+            assert (a == b if isinstance(a, tuple) else np.array_equal(a, b)), f.name
+    assert computed.licenses == ("MIT", None, "CC0-1.0", "CC-BY-4.0")
+    assert computed.text_hit.tolist() == [-1, 0, -1, -1, -1]  # only u1's second row asks "q 1"
+    other = ColumnCache(tmp_path / "cache", bands=lsh_params(0.8), evals=eval_digest(["q 9"], 2))
+    assert other.path("a/k1") != cache.path("a/k1") and other.load("a/k1") is None
