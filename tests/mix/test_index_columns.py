@@ -93,6 +93,6 @@ def test_columns_read_back_from_the_cache_equal_computed_ones_and_keys_change_wi
             a, b = getattr(computed, f.name), getattr(idx, f.name)
             assert (a == b if isinstance(a, tuple) else np.array_equal(a, b)), f.name
     assert computed.licenses == ("MIT", None, "CC0-1.0", "CC-BY-4.0")
-    assert computed.text_hit.tolist() == [-1, 0, -1, -1, -1]  # only u1's second row asks "q 1"
+    assert computed.text_hit.tolist() == [-1, 0, -1, 0, -1]  # each unit's second row asks "q 1"
     other = ColumnCache(tmp_path / "cache", bands=lsh_params(0.8), evals=eval_digest(["q 9"], 2))
     assert other.path("a/k1") != cache.path("a/k1") and other.load("a/k1") is None
