@@ -83,7 +83,8 @@ CLEAN = _canvas([("A", (8, 8)), ("R", (300, 150)), ("5 mm", (250, 290))])
     ("Andersson, John", {"name"}), ("Andersson, Sven-Erik", {"name"}), ("O'Neil, Erik", {"name"}),
     # a bare pair of a lexicon given name and a surname rare in English, surnames no list holds
     ("Filip Chmielak", {"name"}), ("KAZIMIERZ MLOCEK", {"name"}), ("Micael Adolfsson", {"name"}),
-    ("Mick McKay", {"name"}),
+    ("Mick McKay", {"name"}), ("Mr Wu", {"name"}), ("MRS SMITH", {"name"}),
+    ("Age: 63pex: M", {"demographics"}),  # OCR ran "63 Sex:" together after the label
 ])
 def test_identifying_text_is_found(text, kinds):
     assert set(identifiers.classify(text.split()).kinds) == kinds
@@ -96,7 +97,10 @@ def test_identifying_text_is_found(text, kinds):
                                   # a one-locale given name that is a common word, an acronym, a bare
                                   # pair without a given name: false flags seen in PubMedQA abstracts
                                   "Brain Ischemia", "Among SSI", "Red CMXRos", "Transcranial Doppler",
-                                  "Multivariate Cox"])
+                                  "Multivariate Cox",
+                                  # all-caps MR/MS (modality, sclerosis) before a short word, a title
+                                  # with a comma, a lower-case split caret: OCR noise seen on canaries
+                                  "MR ER", "MS SS", "ms, Ad", "aor “MS", "Figure 63pex M"])
 def test_figure_text_is_not_flagged(text):
     assert not identifiers.classify(text.split())
 
