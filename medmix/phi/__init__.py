@@ -202,7 +202,7 @@ def _lexicon_or_missing() -> str:
     try:
         return identifiers.lexicon_source()
     except MedmixError:
-        return "faker (not installed; no input of this build needed it)"
+        return "faker and wordfreq (one not installed; no input of this build needed them)"
 
 
 def _engine_or_missing() -> str:

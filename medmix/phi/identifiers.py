@@ -205,9 +205,13 @@ def rare_word(word: str, below: float = _RARE_ZIPF) -> bool:
 
 def lexicon_source() -> str:
     """What the manifest records about the lexicon."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     first, last = lexicon()
+    try:
+        version("wordfreq")
+    except PackageNotFoundError:
+        rare_word("x")  # raises the install hint
     return (f"faker {version('faker')} person names ({len(latin_locales())} Latin-alphabet locales): "
             f"{len(first)} first, {len(last)} last; wordfreq {version('wordfreq')} English frequencies")
 

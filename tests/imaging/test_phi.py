@@ -230,13 +230,21 @@ def test_without_faker_the_manifest_says_so_and_a_needed_check_stops(monkeypatch
     try:
         monkeypatch.setitem(__import__("sys").modules, "faker", None)
         recorded = settings("off", "quarantine", "off")
-        assert recorded["lexicon"].startswith("faker (not installed")
+        assert recorded["lexicon"].startswith("faker and wordfreq (one not installed")
         with pytest.raises(MedmixError, match=r"pip install medmix\[phi\]"):
             check_text({"answer": "Seen by Dr Kowalczyk on 2021-03-04"}, mode="quarantine")
     finally:
         monkeypatch.undo()
         identifiers.lexicon.cache_clear()
     assert "person names" in settings("off", "quarantine", "off")["lexicon"]
+
+
+def test_without_wordfreq_a_pair_check_names_the_install(monkeypatch):
+    from medmix.core.errors import MedmixError
+
+    monkeypatch.setitem(__import__("sys").modules, "wordfreq", None)
+    with pytest.raises(MedmixError, match=r"wordfreq.*pip install medmix\[phi\]"):
+        identifiers.rare_word("Zqwvexly")  # a word no earlier call has cached
 
 
 # -- recipes ------------------------------------------------------------------------------------
