@@ -292,7 +292,7 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None, *, ocr: 
             mark("id", i - 1, i)
         if f in _BIRTH_LABELS:
             mark("demographics", i, *range(i + 1, min(i + 4, len(tokens))))
-        if f in _TITLES and _title_then_name(tok, tokens[i + 1] if i + 1 < len(tokens) else ""):
+        if f in _TITLES and _title_then_name(tok, tokens[i + 1] if i + 1 < len(tokens) else "", ocr):
             mark("name", i, i + 1)
         if f in _NAME_LABELS and tok.rstrip().endswith(":") and i + 1 < len(tokens) and _alpha(tokens[i + 1]):
             mark("name", i, *[j for j in range(i + 1, min(i + 4, len(tokens))) if _alpha(tokens[j])])
@@ -357,12 +357,13 @@ def _given(tok: str, first: frozenset[str]) -> bool:
         given_name_locales().get(p, 0) >= 3 or rare_word(p, _WORD_ZIPF) for p in named)
 
 
-def _title_then_name(title: str, nxt: str) -> bool:
+def _title_then_name(title: str, nxt: str, ocr: bool = True) -> bool:
     """"Dr. Kovacs", "Mr Wu", "MRS SMITH": a title, then a capitalised word. Not "ms, Ad" (OCR
     noise on a textured picture, 4 of 5 redacted canaries flagged again, seed 0) and not "MR ER":
     all-caps MR and MS are also the modality and multiple sclerosis, so their name needs 3+
-    letters, and a title followed by a comma is not one."""
-    if title.rstrip(".").endswith(",") or title.endswith(",") or not _capitalised(nxt):
+    letters, and a title followed by a comma is not one. In typed text an all-caps "MR" is the
+    modality ("MR Diagnosis", PubMedQA)."""
+    if title.endswith(",") or not _capitalised(nxt) or (not ocr and title.strip(".").isupper()):
         return False
     return not (title.strip(".").isupper() and len(nxt.strip(".,;:")) < 3)
 
