@@ -82,10 +82,14 @@ _AGE_LABELS = frozenset({"age", "aged", "alter", "edad"})
 
 _MONTHS = ("jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|"
            "august|september|october|november|december")
+# The numeric forms with separators take any year 1000-2999: OCR misreads one digit of a year
+# ("12.01.2606" for 12.01.2006, seed 2's date miss), and day-month-year with separators is a date
+# shape figure text does not have; the 8-digit form and the numbers OCR split apart (`_COMPACT_DATE`,
+# joined across a line, where a looser year matched statistics in 25 PubMedQA abstracts) keep 19xx/20xx.
 _DATE_RES = [re.compile(p, re.IGNORECASE) for p in (
-    r"\b(19|20)\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])\b",          # 2023-05-01
-    r"\b(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.]((19|20)?\d\d)\b",         # 01/05/2023, 1.5.23
-    r"\b(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.]((19|20)?\d\d)\b",         # 05/31/2023
+    r"\b[12]\d\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])\b",          # 2023-05-01
+    r"\b(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.](([12]\d)?\d\d)\b",         # 01/05/2023, 1.5.23
+    r"\b(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.](([12]\d)?\d\d)\b",         # 05/31/2023
     rf"\b(0?[1-9]|[12]\d|3[01])[- ]?({_MONTHS})\.?[- ,]?((19|20)\d\d|\d\d)\b",     # 01-MAY-2023, 1 May 23
     rf"\b({_MONTHS})\.?[- ]?(0?[1-9]|[12]\d|3[01])(st|nd|rd|th)?,?[- ]((19|20)\d\d)\b",  # May 1, 2023
     r"\b(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])([T ]?\d{4,6})?\b",         # 20230501, DICOM DA/DT
@@ -335,7 +339,7 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None, *, ocr: 
     # comma ("14,06. 2008"): the line without spaces gets the strict numeric forms (4-digit year)
     numeric = [i for i, t in enumerate(tokens) if re.fullmatch(r"[\d.,/:-]+", t)]
     compact = "".join(tokens[i] for i in numeric).replace(",", ".")
-    if "date" not in kinds and len(numeric) >= 2:
+    if ocr and "date" not in kinds and len(numeric) >= 2:  # typed text is not letter-spaced
         if _COMPACT_DATE.search(compact):
             mark("date", *numeric)
         elif _LONG_DIGITS.search(compact.replace(".", "")) and sum(len(tokens[i]) == 1 for i in numeric) >= 4:

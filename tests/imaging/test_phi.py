@@ -85,6 +85,7 @@ CLEAN = _canvas([("A", (8, 8)), ("R", (300, 150)), ("5 mm", (250, 290))])
     ("Filip Chmielak", {"name"}), ("KAZIMIERZ MLOCEK", {"name"}), ("Micael Adolfsson", {"name"}),
     ("Mick McKay", {"name"}), ("Mr Wu", {"name"}), ("MRS SMITH", {"name"}),
     ("Age: 63pex: M", {"demographics"}),  # OCR ran "63 Sex:" together after the label
+    ("12.01.2606", {"date"}),  # OCR read 2006 as 2606: a separated day-month-year is a date
 ])
 def test_identifying_text_is_found(text, kinds):
     assert set(identifiers.classify(text.split()).kinds) == kinds
