@@ -217,3 +217,25 @@ def test_manual_folders_of_a_gated_source_are_fingerprinted(tmp_path):
     after = fetch_files(Quilt1M(), ("train",), cache_dir=tmp_path / "c", from_dir=root).fingerprints
     assert before["quilt_1M_lookup.csv"] == after["quilt_1M_lookup.csv"]  # the table is a file: its sha256
     assert before["quilt_1m"] != after["quilt_1m"]
+
+
+def test_the_streamed_fingerprint_equals_json_of_the_whole_row_lists(tmp_path):
+    """`fingerprint` feeds its digests row by row; the bytes must be those of one `json.dumps` of
+    the row lists, the form every cache key so far was made from (or every cache goes stale)."""
+    names = ["a/b.jpg", "a-c.jpg", "a/b/c.csv", "ab/x.JSON", "z.txt", "é/ü.png", "a.b/c", "noext", "dir.csv/f.jpg"]
+    for rel in names:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rel.encode())
+    rows = sorted(names)
+    stats = {r: os.stat(tmp_path / r) for r in rows}
+    digests = {r: (hashlib.sha256(r.encode()).hexdigest()
+                   if os.path.splitext(r)[1].lower() in {".csv", ".json", ".txt"} else None) for r in rows}
+    assert rows == ["a-c.jpg", "a.b/c", "a/b.jpg", "a/b/c.csv", "ab/x.JSON", "dir.csv/f.jpg", "noext",
+                                 "z.txt", "é/ü.png"]  # sorted by the whole relative path, not folder by folder
+    key = [str(tmp_path.resolve()), [[r, stats[r].st_size, stats[r].st_mtime_ns, digests[r]] for r in rows]]
+    content = [[r, stats[r].st_size, digests[r]] for r in rows]
+    fp = fingerprint(tmp_path)
+    assert fp["key"] == hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
+    assert fp["content_sha256"] == hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+    assert fp["files"] == len(rows) and fp["bytes"] == sum(len(r.encode()) for r in rows)
