@@ -104,6 +104,9 @@ _AGE = re.compile(r"^(0?\d{1,2}|1[01]\d)(y|yo|yr|yrs|y/o|years?|j|a|ans)?([mf])?
 _AGE_SEX = re.compile(r"^(0?\d{1,2}|1[01]\d)\s?(y|yo|yr|yrs)[mf]$", re.IGNORECASE)
 _CARETS = "^*\"“”'`"
 _CARET_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]+[\^*\"“”'`][A-Za-z][A-Za-z'-]+$")  # both parts 2+ letters
+# an OCR split at a caret read as ^ or *; one read as a quote mark counts only in capitals
+# ("DOE” JOHN"): a closing quote between two words ("Beta” Pre") was OCR noise, seed 2
+_CARET_SPLIT_ANY = re.compile(r"[\^*]")
 # typed text has the caret itself: its quotes are quotes ("the 'high-risk' group", PubMedQA)
 _TYPED_CARET_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]*[A-Za-z]\^[A-Za-z][A-Za-z'-]+$")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -285,7 +288,8 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None, *, ocr: 
         joined = bare + tokens[i + 1].strip(".,;:") if i + 1 < len(tokens) else ""
         if (ocr and joined and _CARET_NAME.match(joined) and sum(c.isalpha() for c in joined) >= 5
                 and (bare[-1:] in _CARETS or tokens[i + 1][:1] in _CARETS)
-                and bare[:1].isupper() and tokens[i + 1].lstrip(_CARETS)[:1].isupper()):  # OCR split "DOE^ JOHN"
+                and bare[:1].isupper() and tokens[i + 1].lstrip(_CARETS)[:1].isupper()
+                and (_CARET_SPLIT_ANY.search(joined) or joined.upper() == joined)):  # OCR split "DOE^ JOHN"
             mark("name", i, i + 1)
         digits = re.sub(r"[^\d]", "", bare)
         if _LONG_DIGITS.search(bare) or _SSN.match(bare) or (_ACCESSION.match(bare) and not _is_unitlike(bare)):
@@ -303,7 +307,8 @@ def classify(tokens: Sequence[str], header: HeaderValues | None = None, *, ocr: 
         if i + 1 < len(tokens) and _capitalised(tok) and _capitalised(tokens[i + 1]):
             g = folded[i + 1]
             if (_given(tok, first) and g in last) or (tok.endswith(",") and f in last
-                                                      and _given(tokens[i + 1], first)):
+                                                      and _given(tokens[i + 1], first)
+                                                      and _one_case(bare, tokens[i + 1].strip(".,;:"))):
                 mark("name", i, i + 1)
             elif (tok.endswith(",") and len(bare) >= 3 and bare.replace("-", "").replace("'", "").isalpha()
                   and _given(tokens[i + 1], first) and (ocr or _name_shaped(bare))):
@@ -359,6 +364,12 @@ def _given(tok: str, first: frozenset[str]) -> bool:
     named = parts & first
     return bool(named) and not parts & _MEDICAL_GIVEN and any(
         given_name_locales().get(p, 0) >= 3 or rare_word(p, _WORD_ZIPF) for p in named)
+
+
+def _one_case(a: str, b: str) -> bool:
+    """Both words in capitals ("LI, WEI") or both name-shaped ("Li, Wei"): an overlay writes a
+    name in one style; "Se, WES" was OCR noise on a redacted texture (seeds 1 and 2)."""
+    return (a.isupper() and b.isupper()) or (_name_shaped(a) and _name_shaped(b))
 
 
 def _title_then_name(title: str, nxt: str, ocr: bool = True) -> bool:

@@ -85,6 +85,7 @@ CLEAN = _canvas([("A", (8, 8)), ("R", (300, 150)), ("5 mm", (250, 290))])
     ("Filip Chmielak", {"name"}), ("KAZIMIERZ MLOCEK", {"name"}), ("Micael Adolfsson", {"name"}),
     ("Mick McKay", {"name"}), ("Mr Wu", {"name"}), ("MRS SMITH", {"name"}),
     ("Age: 63pex: M", {"demographics"}),  # OCR ran "63 Sex:" together after the label
+    ("DOE” JOHN", {"name"}), ("SMITH, JOHN", {"name"}),
     ("12.01.2606", {"date"}),  # OCR read 2006 as 2606: a separated day-month-year is a date
 ])
 def test_identifying_text_is_found(text, kinds):
@@ -101,7 +102,8 @@ def test_identifying_text_is_found(text, kinds):
                                   "Multivariate Cox",
                                   # all-caps MR/MS (modality, sclerosis) before a short word, a title
                                   # with a comma, a lower-case split caret: OCR noise seen on canaries
-                                  "MR ER", "MS SS", "ms, Ad", "aor “MS", "Figure 63pex M"])
+                                  "MR ER", "MS SS", "ms, Ad", "aor “MS", "Figure 63pex M", "Se, WES",
+                                  "Mn. Beta” Pre"])
 def test_figure_text_is_not_flagged(text):
     assert not identifiers.classify(text.split())
 
