@@ -104,9 +104,15 @@ def real_ultrasound() -> list[Canary]:
     from pydicom.data import get_testdata_file
 
     from medmix.imaging.dicom import decode_dicom
+    from medmix.phi import read_dicom_header
 
-    return [Canary(-1 - i, "real", "real", np.asarray(decode_dicom(Path(get_testdata_file(n)).read_bytes(), name=n)),
-                   [], []) for i, n in enumerate(REAL_US)]
+    out = []
+    for i, n in enumerate(REAL_US):
+        data = Path(get_testdata_file(n)).read_bytes()
+        header = read_dicom_header(data)  # the file's own values, read as a build reads them
+        out.append(Canary(-1 - i, "real", "real", np.asarray(decode_dicom(data, name=n)), [],
+                          sorted(header.values.tokens) if header else []))
+    return out
 
 
 def _person(rng: random.Random) -> tuple[str, str]:
