@@ -67,11 +67,6 @@ def _files(root: Path) -> list[tuple[str, str, os.stat_result]]:
     return found
 
 
-def _hashed(name: str, verify: bool) -> bool:
-    dot = name.rfind(".")
-    return verify or (dot > name.rfind("/") and name[dot:].lower() in METADATA_SUFFIXES)
-
-
 def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
     """Fingerprint a folder (every file under it) or a single file.
 
@@ -88,7 +83,8 @@ def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
     content = hashlib.sha256(b"[")
     total = 0
     for n, (rel, full, st) in enumerate(items):
-        digest = sha256_file(Path(full)) if _hashed(full, verify) else None
+        hashed = verify or os.path.splitext(full)[1].lower() in METADATA_SUFFIXES
+        digest = sha256_file(Path(full)) if hashed else None
         sep = b"," if n else b""
         key.update(sep + _json([rel, st.st_size, st.st_mtime_ns, digest]))
         content.update(sep + _json([rel, st.st_size, digest]))
@@ -106,7 +102,3 @@ def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
 
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, separators=(",", ":")).encode()).hexdigest()

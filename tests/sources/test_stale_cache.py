@@ -222,7 +222,8 @@ def test_manual_folders_of_a_gated_source_are_fingerprinted(tmp_path):
 def test_the_streamed_fingerprint_equals_json_of_the_whole_row_lists(tmp_path):
     """`fingerprint` feeds its digests row by row; the bytes must be those of one `json.dumps` of
     the row lists, the form every cache key so far was made from (or every cache goes stale)."""
-    names = ["a/b.jpg", "a-c.jpg", "a/b/c.csv", "ab/x.JSON", "z.txt", "é/ü.png", "a.b/c", "noext", "dir.csv/f.jpg"]
+    names = ["a/b.jpg", "a-c.jpg", "a/b/c.csv", "ab/x.JSON", "z.txt", "é/ü.png", "a.b/c", "noext", "dir.csv/f.jpg",
+             "a/.json"]  # a dot file has no suffix (os.path.splitext): not hashed
     for rel in names:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +232,8 @@ def test_the_streamed_fingerprint_equals_json_of_the_whole_row_lists(tmp_path):
     stats = {r: os.stat(tmp_path / r) for r in rows}
     digests = {r: (hashlib.sha256(r.encode()).hexdigest()
                    if os.path.splitext(r)[1].lower() in {".csv", ".json", ".txt"} else None) for r in rows}
-    assert rows == ["a-c.jpg", "a.b/c", "a/b.jpg", "a/b/c.csv", "ab/x.JSON", "dir.csv/f.jpg", "noext",
-                                 "z.txt", "é/ü.png"]  # sorted by the whole relative path, not folder by folder
+    assert rows == ["a-c.jpg", "a.b/c", "a/.json", "a/b.jpg", "a/b/c.csv", "ab/x.JSON", "dir.csv/f.jpg", "noext",
+                    "z.txt", "é/ü.png"]  # sorted by the whole relative path, not folder by folder
     key = [str(tmp_path.resolve()), [[r, stats[r].st_size, stats[r].st_mtime_ns, digests[r]] for r in rows]]
     content = [[r, stats[r].st_size, digests[r]] for r in rows]
     fp = fingerprint(tmp_path)
