@@ -139,43 +139,45 @@ def lexicon() -> tuple[frozenset[str], frozenset[str]]:
     except ImportError:
         raise MedmixError("identifying-text detection needs the names lexicon of the `faker` package, which is "
                           "not installed; `pip install medmix[phi]`, or set `image.burned_in_text: off`") from None
-    first: set[str] = set()
-    last: set[str] = set()
-    for loc in latin_locales():
-        provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
-        for attr, into in (("first_names", first), ("first_names_male", first), ("first_names_female", first),
-                           ("last_names", last)):
-            for name in _names(provider, attr):
-                for part in re.split(r"[\s-]+", name):
-                    f = fold(part)
-                    if len(f) >= 2 and f not in _COMMON:
-                        into.add(f)
+    names = _locale_names().values()
+    first = {f for given, _ in names for f in given if len(f) >= 2 and f not in _COMMON}
+    last = {f for _, family in names for f in family if len(f) >= 2 and f not in _COMMON}
     return frozenset(first), frozenset(last)
 
 
 @functools.lru_cache(maxsize=1)
-def latin_locales() -> tuple[str, ...]:
-    """Faker's person locales whose names fold to a-z: OCR reads the Latin alphabet (`eng` data),
-    so names in other scripts could not match what it reads."""
+def _locale_names() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Faker person locale → (given, family) name parts, folded; one read of the providers serves
+    the lexicon, `latin_locales` and `given_name_locales`. Only locales whose first and last names
+    fold to a-z (`_LATIN_SHARE` of their parts): OCR reads the Latin alphabet (`eng` data), so
+    names in other scripts could not match what it reads."""
     import importlib
     import pkgutil
 
     import faker.providers.person as person
 
-    out = []
+    out = {}
     for mod in sorted(m.name for m in pkgutil.iter_modules(person.__path__)):
         provider = importlib.import_module(f"faker.providers.person.{mod}").Provider
         parts = [p for attr in ("first_names", "last_names") for n in _names(provider, attr)
                  for p in re.split(r"[\s-]+", n) if p]
-        if parts and sum(bool(re.fullmatch(r"[a-z]+", fold(p))) for p in parts) >= _LATIN_SHARE * len(parts):
-            out.append(mod)
-    return tuple(out)
+        if not parts or sum(bool(re.fullmatch(r"[a-z]+", fold(p))) for p in parts) < _LATIN_SHARE * len(parts):
+            continue
+        given = frozenset(fold(p) for attr in ("first_names", "first_names_male", "first_names_female")
+                          for n in _names(provider, attr) for p in re.split(r"[\s-]+", n))
+        family = frozenset(fold(p) for n in _names(provider, "last_names") for p in re.split(r"[\s-]+", n))
+        out[mod] = (given, family)
+    return out
+
+
+def latin_locales() -> tuple[str, ...]:
+    """The Faker locales the lexicon reads (see `_locale_names`)."""
+    return tuple(_locale_names())
 
 
 def _names(provider: type, attr: str) -> list[str]:
     """A provider's name list: a tuple, or a dict of name → weight; absent or a property gives none."""
-    value = provider.__dict__.get(attr) or next((getattr(b, attr, None) for b in provider.__mro__
-                                                 if attr in b.__dict__), None)
+    value = getattr(provider, attr, None)
     if value is None or isinstance(value, property):
         return []
     return [str(n) for n in value]
@@ -186,39 +188,36 @@ def given_name_locales() -> dict[str, int]:
     """Folded given name → how many locales list it. A name in many locales ("john": 20) is a
     name; one that a single list holds and English uses as a word ("brain", "royal": Faker's `en`
     baby names) is more likely the word."""
-    import importlib
-
     count: dict[str, int] = {}
-    for loc in latin_locales():
-        provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
-        names = {fold(p) for attr in ("first_names", "first_names_male", "first_names_female")
-                 for n in _names(provider, attr) for p in re.split(r"[\s-]+", n)}
-        for f in names:
+    for given, _ in _locale_names().values():
+        for f in given:
             count[f] = count.get(f, 0) + 1
     return count
 
 
-@functools.lru_cache(maxsize=65536)
-def rare_word(word: str, below: float = _RARE_ZIPF) -> bool:
-    """A word rarer in English text than Zipf `below` (3: one in a million words), as most
-    surnames are; needs `wordfreq` (its data ships in the wheel)."""
+def _zipf():
+    """wordfreq's `zipf_frequency`, or the install hint; its data ships in the wheel."""
     try:
         from wordfreq import zipf_frequency
     except ImportError:
         raise MedmixError("identifying-text detection needs the `wordfreq` package, which is not installed; "
                           "`pip install medmix[phi]`, or set `image.burned_in_text: off`") from None
-    return zipf_frequency(word.casefold(), "en") < below
+    return zipf_frequency
+
+
+@functools.lru_cache(maxsize=65536)
+def rare_word(word: str, below: float = _RARE_ZIPF) -> bool:
+    """A word rarer in English text than Zipf `below` (3: one in a million words), as most
+    surnames are."""
+    return _zipf()(word.casefold(), "en") < below
 
 
 def lexicon_source() -> str:
     """What the manifest records about the lexicon."""
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import version
 
     first, last = lexicon()
-    try:
-        version("wordfreq")
-    except PackageNotFoundError:
-        rare_word("x")  # raises the install hint
+    _zipf()  # the install hint when wordfreq is missing
     return (f"faker {version('faker')} person names ({len(latin_locales())} Latin-alphabet locales): "
             f"{len(first)} first, {len(last)} last; wordfreq {version('wordfreq')} English frequencies")
 
