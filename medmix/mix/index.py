@@ -185,11 +185,12 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
     licenses: dict[str, int] = {}
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_KINDS}
     shape = lsh_params(text_threshold) if bands else None
+    keyed = cache is not None and unit_keys is not None
     for u, path in enumerate(unit_files):
-        got = cache.load(unit_keys[u]) if cache is not None and unit_keys is not None else None
+        got = cache.load(unit_keys[u]) if keyed else None
         if got is None:
             got = _unit_columns(path, shape, ngrams, progress)
-            if cache is not None and unit_keys is not None:
+            if keyed:
                 cache.save(unit_keys[u], got)
         elif progress is not None:
             progress(len(got["ids"]))
@@ -226,7 +227,9 @@ def _unit_columns(path: Path, shape: tuple[int, int] | None, ngrams: NgramIndex 
     """One unit file's index columns, batch by batch; sources and licenses as local codes into
     their distinct values (JSON, in first-seen order), so the file does not depend on the
     recipe's source list."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ROW_COLUMNS + ("source_codes", "license_codes")}
+    wanted = [k for k in ROW_COLUMNS if (k not in ("bands", "sketch") or shape is not None)
+              and (k != "text_hit" or ngrams is not None)]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in wanted + ["source_codes", "license_codes"]}
     srcs: dict[str, int] = {}
     lics: dict[str, int] = {}
     for batch in iter_batches([path], INDEX_COLUMNS, INDEX_BATCH):
@@ -250,12 +253,10 @@ def _unit_columns(path: Path, shape: tuple[int, int] | None, ngrams: NgramIndex 
         del d, texts
         if progress is not None:
             progress(n)
+    # an empty unit keeps its 1-d columns (length 0); bands and sketch, 2-d, are left out
     empty = {"ids": "S1", "sha": "S17", "has_image": "?", "phash": "u8", "text": "u8", "text_hit": "i8",
              "source_codes": "i4", "license_codes": "i4"}
     out = {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in parts.items() if v or k in empty}
-    if shape is None or ngrams is None:
-        for k in (("bands", "sketch") if shape is None else ()) + (("text_hit",) if ngrams is None else ()):
-            out.pop(k, None)
     out["source_values"] = np.array(json.dumps(list(srcs)))
     out["license_values"] = np.array(json.dumps(list(lics)))
     return out
