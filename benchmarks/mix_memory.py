@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rehearsal import SPECS, TARGET, make_plan, recipe_yaml  # noqa: E402
+from rehearsal import SPECS, make_plan, recipe_yaml  # noqa: E402
 
 from medmix.mix.decontam import NgramIndex  # noqa: E402
 from medmix.mix.index import EvalIndex, build_index  # noqa: E402
@@ -125,12 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     base = _peak_mib()
 
     scale = args.rows / sum(s.rows for s in SPECS.values())
-    plan = make_plan(0, max(scale, 1e-4))
+    plan = make_plan(0, scale)  # the rehearsal's recipe, target_samples scaled with the rows
     folders = {s: args.dir / "empty" / s for s in SPECS}
     for f in folders.values():
         f.mkdir(parents=True, exist_ok=True)
-    recipe = parse_recipe(recipe_yaml(plan, folders).replace(f"target_samples: {round(TARGET * plan.scale)}",
-                                                              f"target_samples: {round(TARGET * scale)}"))
+    recipe = parse_recipe(recipe_yaml(plan, folders))
     ngrams = NgramIndex([EVAL_TEXT], n=13)
     evals = EvalIndex(["medqa:test"], ["medqa/test-0"], np.zeros(0, np.uint64), np.zeros(0, np.int64),
                       [EVAL_TEXT], [0])
