@@ -94,5 +94,14 @@ def test_columns_read_back_from_the_cache_equal_computed_ones_and_keys_change_wi
             assert (a == b if isinstance(a, tuple) else np.array_equal(a, b)), f.name
     assert computed.licenses == ("MIT", None, "CC0-1.0", "CC-BY-4.0")
     assert computed.text_hit.tolist() == [-1, 0, -1, 0, -1]  # each unit's second row asks "q 1"
+    # a column file cut short (a full disk, a killed copy) is not trusted: it is computed again
+    units = [_unit(tmp_path / "u1.parquet", ["a/1", "a/2"], ["MIT", None], ["h1", None]),
+             _unit(tmp_path / "u2.parquet", ["a/3", "a/4", "a/5"], ["CC0-1.0", "MIT", "CC-BY-4.0"], [None] * 3)]
+    broken = cache.path("a/k2")
+    broken.write_bytes(broken.read_bytes()[:100])
+    assert cache.load("a/k2") is None
+    again = index(cache)
+    assert np.array_equal(again.text_hit, computed.text_hit) and np.array_equal(again.bands, computed.bands)
+    assert cache.load("a/k2") is not None  # rewritten whole
     other = ColumnCache(tmp_path / "cache", bands=lsh_params(0.8), evals=eval_digest(["q 9"], 2))
     assert other.path("a/k1") != cache.path("a/k1") and other.load("a/k1") is None
