@@ -34,6 +34,9 @@ from typing import Any
 from medmix.core.writer import sha256_file
 
 # Files whose content is always hashed: the tables and labels a source reads rows from.
+# Rows fed to the digests at once: per-file `update` calls and `json.dumps` were half the
+# fingerprint's time (3.6 of 6.8 s for 177k files); formatted rows joined 4,096 at a time cost ~1 s.
+_FEED_ROWS = 4096
 METADATA_SUFFIXES = frozenset({".csv", ".tsv", ".jsonl", ".json", ".txt", ".yaml", ".yml", ".xml", ".parquet"})
 
 
@@ -81,16 +84,24 @@ def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
     items = [("", str(root), root.stat())] if root.is_file() else _files(root)
     key = hashlib.sha256(b"[" + _json(str(root)) + b",[")
     content = hashlib.sha256(b"[")
+    key_rows: list[str] = []
+    content_rows: list[str] = []
     total = 0
     for n, (rel, full, st) in enumerate(items):
-        hashed = verify or os.path.splitext(full)[1].lower() in METADATA_SUFFIXES
-        digest = sha256_file(Path(full)) if hashed else None
-        sep = b"," if n else b""
-        key.update(sep + _json([rel, st.st_size, st.st_mtime_ns, digest]))
-        content.update(sep + _json([rel, st.st_size, digest]))
+        hashed = verify or _suffix(full).lower() in METADATA_SUFFIXES
+        digest = '"' + sha256_file(Path(full)) + '"' if hashed else "null"
+        name = _json_str(rel)
+        sep = "," if n else ""
+        key_rows.append(f"{sep}[{name},{st.st_size},{st.st_mtime_ns},{digest}]")
+        content_rows.append(f"{sep}[{name},{st.st_size},{digest}]")
         total += st.st_size
-    key.update(b"]]")
-    content.update(b"]")
+        if len(key_rows) >= _FEED_ROWS:
+            key.update("".join(key_rows).encode())
+            content.update("".join(content_rows).encode())
+            key_rows.clear()
+            content_rows.clear()
+    key.update("".join(key_rows).encode() + b"]]")
+    content.update("".join(content_rows).encode() + b"]")
     return {
         "path": str(root),
         "files": len(items),
@@ -98,6 +109,22 @@ def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:
         "content_sha256": content.hexdigest(),
         "key": key.hexdigest(),
     }
+
+
+def _suffix(path: str) -> str:
+    """`os.path.splitext(path)[1]` without its generic path handling (leading dots of the file name
+    are not a suffix): it ran once per file, 1.2 s of the 6.8 s a 177k-file folder took."""
+    name = path.rpartition("/")[2].lstrip(".")
+    i = name.rfind(".")
+    return name[i:] if i > 0 else ""
+
+
+def _json_str(s: str) -> str:
+    """`json.dumps(s)`: quoted as is when nothing needs escaping (printable ASCII without quotes
+    or backslashes, every name a generator writes), else through `json` itself."""
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return '"' + s + '"'
+    return json.dumps(s)
 
 
 def _json(obj: Any) -> bytes:

@@ -69,7 +69,7 @@ class LocalFolder(Source):
 
     def _images(self, root: Path) -> dict[str, int]:
         """Relative name → size in bytes of every image under `root`, in name order."""
-        return dict(sorted((name, os.stat(full).st_size) for name, full in _image_entries(root)))
+        return dict(sorted(_image_entries(root)))
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
         """Units of about equal bytes (`cut_by_weight`), each naming its files: a unit then reads
@@ -107,17 +107,29 @@ class LocalFolder(Source):
             )
 
 
-def _image_entries(root: Path) -> Iterator[tuple[str, str]]:
-    """(name relative to `root`, full path) of every image file below it, as `root.rglob("*")`
-    finds them (symlinked folders are not entered, unreadable ones skipped) but without a Path
-    object per file (1,500 files listed with sizes: 10 ms against 24 ms)."""
-    top = os.fspath(root)
-    for folder, _dirs, names in os.walk(top):
-        prefix = os.path.relpath(folder, top).replace(os.sep, "/") + "/" if folder != top else ""
-        for name in names:
-            full = os.path.join(folder, name)
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and os.path.isfile(full):
-                yield prefix + name, full
+def _image_entries(root: Path) -> Iterator[tuple[str, int]]:
+    """(name relative to `root`, size in bytes) of every image file below it, as `root.rglob("*")`
+    finds them (symlinked folders are not entered, linked files count as their targets, unreadable
+    folders are skipped).
+
+    One `os.scandir` pass and one stat per file, no Path object: at 177k files this took 3.1 s as
+    `os.walk` + `isfile` + `stat` (two stats a file), part of every build's fetch stage, which at
+    3.70M files is what a rebuild that normalizes nothing mostly waits for."""
+    stack = [("", os.fspath(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((prefix + entry.name + "/", entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                    yield prefix + entry.name, entry.stat().st_size
+            except OSError:
+                continue  # a dangling link is not an image
 
 
 def _metadata(root: Path) -> tuple[dict[str, dict], list[Bad]]:
