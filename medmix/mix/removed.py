@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from medmix.core.layout import REMOVED_SCHEMA, REMOVED_TEXT_CHARS, REMOVED_THUMB_PX
 from medmix.core.storage import scratch_dir
@@ -34,6 +33,7 @@ from medmix.mix.dedup import hamming
 from medmix.mix.index import EvalIndex, Index
 from medmix.mix.select import Removal
 from medmix.mix.textsim import qa_text, sketch_similarity
+from medmix.mix.unit_rows import RowPlaces, Side, group_by_file, read_rows
 
 _COLUMNS = ["question", "options", "answer", "context", "image", "image_hash", "image_phash"]
 _DEDUP = ("duplicate", "same_image")
@@ -65,30 +65,19 @@ class _Spill:
 
     def __init__(self, need: dict[Path, set[int]]) -> None:
         self.file = tempfile.TemporaryFile(dir=scratch_dir())
-        self.where: dict[tuple[Path, int], tuple[int, int]] = {}
+        self.where: dict[Side, tuple[int, int]] = {}
         pos = 0
-        for path, rows in need.items():
-            pf = pq.ParquetFile(path)
-            meta = pf.metadata
-            starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
-            order = np.array(sorted(rows), np.int64)
-            groups = np.searchsorted(starts, order, side="right") - 1
-            for g in np.unique(groups).tolist():  # one row group of images in memory at a time
-                mine = order[groups == g]
-                table = pf.read_row_group(g, columns=_COLUMNS, use_threads=False)
-                picked = table.take(pa.array(mine - starts[g], pa.int64())).to_pylist()
-                del table
-                for r, row in zip(mine.tolist(), picked):
-                    image = row.pop("image")
-                    data = image.get("bytes") if image else None
-                    row["thumb"] = thumbnail(data, REMOVED_THUMB_PX) if data else None
-                    blob = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
-                    self.file.write(blob)
-                    self.where[(path, r)] = (pos, len(blob))
-                    pos += len(blob)
+        for side, row in read_rows(need, _COLUMNS):
+            image = row.pop("image")
+            data = image.get("bytes") if image else None
+            row["thumb"] = thumbnail(data, REMOVED_THUMB_PX) if data else None
+            blob = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+            self.file.write(blob)
+            self.where[side] = (pos, len(blob))
+            pos += len(blob)
         self.file.flush()
 
-    def get(self, side: tuple[Path, int] | None) -> dict | None:
+    def get(self, side: Side | None) -> dict | None:
         if side is None or side not in self.where:
             return None
         offset, size = self.where[side]
@@ -119,26 +108,14 @@ def write_removed(path: Path, removals: Sequence[Removal], idx: Index, unit_file
     if batch_rows % ROW_GROUP_ROWS:
         raise ValueError(f"batch_rows must be a multiple of {ROW_GROUP_ROWS} so row groups do not depend on it")
     removals = sorted(removals, key=lambda r: (r.id, r.reason, r.other))
-    eval_paths = [p for _, p in eval_files]
-    eval_starts = np.cumsum([0] + [pq.ParquetFile(p).metadata.num_rows for p in eval_paths])
-
-    def train_at(pos: int) -> tuple[Path, int]:
-        return Path(unit_files[idx.unit[pos]]), int(idx.row[pos])
-
-    def eval_at(pos: int) -> tuple[Path, int]:
-        f = int(np.searchsorted(eval_starts, pos, side="right") - 1)
-        return Path(eval_paths[f]), int(pos - eval_starts[f])
-
-    sides: list[tuple[tuple[Path, int] | None, tuple[Path, int] | None]] = []
-    need: dict[Path, set[int]] = {}
+    places = RowPlaces(idx, unit_files, [p for _, p in eval_files])
+    sides: list[tuple[Side | None, Side | None]] = []
     for rm in removals:
-        me = train_at(rm.row) if rm.kind in _DEDUP + _EVAL else None
-        other = (train_at(rm.other_row) if rm.kind in _DEDUP else eval_at(rm.other_row)) if me and rm.other_row >= 0 \
-            else None
-        for side in (me, other):
-            if side:
-                need.setdefault(side[0], set()).add(side[1])
+        me = places.train(rm.row) if rm.kind in _DEDUP + _EVAL else None
+        other = (places.train(rm.other_row) if rm.kind in _DEDUP else places.eval(rm.other_row)) \
+            if me and rm.other_row >= 0 else None
         sides.append((me, other))
+    need = group_by_file(side for pair in sides for side in pair)
     spill = _Spill(need)
     try:
         with ParquetAtomicWriter(path, REMOVED_SCHEMA) as w:
