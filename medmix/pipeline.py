@@ -160,8 +160,14 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
     idx = build_index(unit_files, [p.name for p in planned if not p.evaluation], bands=bands,
                       text_threshold=recipe.dedup.text_threshold, ngrams=ngrams,
                       progress=lambda n: progress("mix", "index", n, None), cache=columns,
-                      unit_keys=[f"{j.planned.name}/{j.key}" for j, _ in train])
-    plan = mixture_rows(recipe, idx, eval_index)
+                      unit_keys=[f"{j.planned.name}/{j.key}" for j, _ in train], executor=executor)
+    confirm = None
+    if eval_index is not None and recipe.decontaminate.image_correlation is not None:
+        from medmix.mix.image_confirm import PictureCheck
+        from medmix.mix.unit_rows import RowPlaces
+        confirm = PictureCheck(RowPlaces(idx, unit_files, [p for _, p in eval_files]),
+                               recipe.decontaminate.image_correlation)
+    plan = mixture_rows(recipe, idx, eval_index, confirm)
     shards = write_shards(out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
                           progress=lambda stage, n, total: progress("write", stage, n, total), executor=executor,
                           spill=None if out.local else cache.local / "spill" / url_key(out.url))
@@ -257,6 +263,7 @@ def _manifest(recipe, planned, provenance, train, plan, shards, quarantine, remo
                                "quarantine_reasons": dict(sorted(reasons.items())),
                                **plan.counts[p.name]}
             entry["decontamination"] = plan.decontamination.get(p.name, {})
+            entry["images_unconfirmed"] = plan.images_unconfirmed.get(p.name, 0)
             entry["deidentification"] = _deid_settings(train, p)
         sources[p.name] = entry
     return {

@@ -112,6 +112,7 @@ class DecontaminateSection:
 
     against: tuple[str, ...] = ()           # `source:split` entries
     image_distance: int | None = 10
+    image_correlation: float | None = 0.8   # medmix.mix.image_confirm: the pictures must agree too
     ngram: int = 13
 
     @classmethod
@@ -121,6 +122,10 @@ class DecontaminateSection:
             against = None  # reported below, after the fields before it, as before
         decon = cls(**{**raw, "against": tuple(against or ())})
         _check_distance(decon.image_distance, "decontaminate.image_distance", fail)
+        c = decon.image_correlation
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1):
+            raise fail("decontaminate.image_correlation", f"{c!r} is not in (0, 1]",
+                       "use e.g. 0.8, or null to remove every hash match unconfirmed")
         if not isinstance(decon.ngram, int) or decon.ngram < 1:
             raise fail("decontaminate.ngram", f"{decon.ngram!r} is not a positive integer", "use `ngram: 13`")
         if against is None:

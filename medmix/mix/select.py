@@ -24,6 +24,7 @@ removing one source never changes another source's selection.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -36,6 +37,9 @@ from medmix.mix.dedup import exact_clusters, image_clusters, near_match
 from medmix.mix.index import EvalIndex, Index
 from medmix.mix.textsim import clusters_from_bands
 from medmix.recipe import Recipe
+
+# (training Index positions, EvalIndex positions) -> do the pictures confirm each pair?
+Confirm = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class Removal(NamedTuple):
@@ -62,6 +66,8 @@ class MixtureRows:
     counts: dict[str, dict] = field(default_factory=dict)
     decontamination: dict[str, dict[str, int]] = field(default_factory=dict)
     removed: list[Removal] = field(default_factory=list)
+    images_unconfirmed: dict[str, int] = field(default_factory=dict)  # per source: image hash matches the
+    # pictures did not confirm (kept; medmix.mix.image_confirm)
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,7 @@ class Step:
 
     keep: np.ndarray
     dropped: tuple[Dropped, ...]
+    unconfirmed: np.ndarray | None = None  # Index rows whose image hash match the pictures did not confirm
 
 
 def _dropped(mask: np.ndarray, alive: np.ndarray, kind: str, reason: str, counter: str,
@@ -254,24 +261,32 @@ def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
     return Step(alive, tuple(dropped))
 
 
-def decontaminate_step(recipe: Recipe, idx: Index, evals: EvalIndex | None, alive: np.ndarray) -> Step:
+def decontaminate_step(recipe: Recipe, idx: Index, evals: EvalIndex | None, alive: np.ndarray,
+                       confirm: Confirm | None = None) -> Step:
     """Drop training rows that leak an evaluation item: an image within
-    `decontaminate.image_distance` of an evaluation image, then a text sharing an n-gram with an
-    evaluation question (matched while the index was built, `Index.text_hit`).
+    `decontaminate.image_distance` of an evaluation image (confirmed on the pictures by `confirm`
+    when given and `decontaminate.image_correlation` is set), then a text sharing an n-gram with
+    an evaluation question (matched while the index was built, `Index.text_hit`). Hash matches
+    the pictures did not confirm are kept and counted (`Step.unconfirmed`, in the manifest).
 
     Why after dedup: a leaked row whose duplicate was already dropped is counted once, as a
     duplicate, and the manifest's per-eval-set counts name only rows that would have entered."""
     if evals is None or not evals.ids:
         return Step(alive, ())
     dropped: list[Dropped] = []
-    if recipe.decontaminate.image_distance is not None and len(evals.phash):
+    unconfirmed = None
+    decon = recipe.decontaminate
+    if decon.image_distance is not None and len(evals.phash):
         rows = np.flatnonzero(idx.has_image & alive)
-        which = near_match(evals.phash, idx.phash[rows], recipe.decontaminate.image_distance)
+        which = near_match(evals.phash, idx.phash[rows], decon.image_distance)
         hit = which >= 0
+        cand, other = rows[hit], evals.phash_row[which[hit]].astype(np.int64)
+        if confirm is not None and decon.image_correlation is not None and len(cand):
+            cand, other, unconfirmed = _confirmed(cand, other, idx, evals, decon.image_distance, confirm)
         mask = np.zeros(len(idx), bool)
-        mask[rows[hit]] = True
+        mask[cand] = True
         dropped.append(_dropped(mask, alive, "eval_image", "near-duplicate of an evaluation image", "contaminated",
-                                evals.phash_row[which[hit]]))
+                                other))
         alive = _without(alive, dropped[-1])
     if idx.text_hit is not None:
         rows = np.flatnonzero((idx.text_hit >= 0) & alive)
@@ -281,7 +296,44 @@ def decontaminate_step(recipe: Recipe, idx: Index, evals: EvalIndex | None, aliv
                                 f"shares a {recipe.decontaminate.ngram}-gram with an evaluation question",
                                 "contaminated", np.array([evals.text_row[t] for t in idx.text_hit[rows]], np.int64)))
         alive = _without(alive, dropped[-1])
-    return Step(alive, tuple(dropped))
+    return Step(alive, tuple(dropped), unconfirmed)
+
+
+def _per_source(idx: Index, rows: np.ndarray | None) -> dict[str, int]:
+    if rows is None or not len(rows):
+        return {}
+    codes, n = np.unique(idx.source[rows], return_counts=True)
+    return {idx.sources[c]: int(k) for c, k in zip(codes.tolist(), n.tolist())}
+
+
+def _confirmed(cand: np.ndarray, other: np.ndarray, idx: Index, evals: EvalIndex, distance: int,
+               confirm: Confirm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hash matches the pictures confirm, each against its smallest confirmed evaluation image.
+
+    `near_match` names one evaluation image per row (the smallest within the distance); when the
+    pictures reject it, every other evaluation image within the distance is tried too, so a true
+    copy of image B is never kept because it also lies near image A by chance."""
+    ok = confirm(cand, other)
+    rejected, rejected_other = cand[~ok], other[~ok]
+    extra_rows, extra_other = [], []
+    step = max(1, (1 << 22) // max(1, len(evals.phash)))
+    for a in range(0, len(rejected), step):  # few rows: brute force over the evaluation hashes
+        part = rejected[a:a + step]
+        r, e = np.nonzero(np.bitwise_count(idx.phash[part][:, None] ^ evals.phash[None, :]) <= distance)
+        o = evals.phash_row[e].astype(np.int64)
+        new = o != rejected_other[a:a + step][r]  # the pair already rejected is not asked again
+        extra_rows.append(part[r][new])
+        extra_other.append(o[new])
+    rows2 = np.concatenate(extra_rows) if extra_rows else np.zeros(0, np.int64)
+    other2 = np.concatenate(extra_other) if extra_other else np.zeros(0, np.int64)
+    ok2 = confirm(rows2, other2) if len(rows2) else np.zeros(0, bool)
+    best: dict[int, int] = {}
+    for r, o in zip(rows2[ok2].tolist(), other2[ok2].tolist()):
+        best[r] = min(o, best.get(r, o))
+    rows = np.concatenate([cand[ok], np.array(sorted(best), np.int64)])
+    others = np.concatenate([other[ok], np.array([best[r] for r in sorted(best)], np.int64)])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], others[order], np.setdiff1d(rejected, rows2[ok2])
 
 
 def select_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -308,14 +360,14 @@ def select_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> tuple[np.ndarr
     return unit[order], row[order], copy[order], tally
 
 
-def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> MixtureRows:
+def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None, confirm: Confirm | None = None) -> MixtureRows:
     """Which Index rows enter the mixture: license → dedup → decontaminate → select.
 
     Each filtering step takes the rows still in and returns its keep-mask and removals; the
     manifest's counts and removed.parquet's rows are read off those removals afterwards."""
     licensed = license_step(recipe, idx, np.ones(len(idx), bool))
     unique = dedup_step(recipe, idx, licensed.keep)
-    clean = decontaminate_step(recipe, idx, evals, unique.keep)
+    clean = decontaminate_step(recipe, idx, evals, unique.keep, confirm)
     unit, row, copy, tally = select_step(recipe, idx, clean.keep)
     dropped = licensed.dropped + unique.dropped + clean.dropped
 
@@ -339,4 +391,5 @@ def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None) -> Mixture
     for name, t in tally.items():
         counts[name].update(t)
     return MixtureRows(unit, row, copy, counts=counts,
-                       decontamination={k: dict(sorted(v.items())) for k, v in decon.items() if v}, removed=removed)
+                       decontamination={k: dict(sorted(v.items())) for k, v in decon.items() if v}, removed=removed,
+                       images_unconfirmed=_per_source(idx, clean.unconfirmed))

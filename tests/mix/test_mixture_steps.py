@@ -99,3 +99,31 @@ def test_select_step_takes_only_rows_still_in_and_mixture_counts_add_up():
     assert sorted(mix.row.tolist()) == [0, 2]  # a/2 duplicate of a/1, b/2 refused license
     assert mix.counts["a"]["duplicates"] == 1 and mix.counts["b"]["license_filtered"] == 1
     assert [(r.id, r.other, r.kind) for r in mix.removed] == [("b/2", "", "license"), ("a/2", "a/1", "duplicate")]
+
+
+def test_decontaminate_step_keeps_hash_matches_the_pictures_reject_and_tries_the_next_eval_image():
+    """Row 0 lies near eval images 0 and 1 by hash, but is a copy of image 1 only; row 1 lies near
+    image 0 and is no copy of anything; row 2 is a copy of image 0. The confirmation is asked about
+    the smallest eval image first, then, for a rejected row, about every other one in range."""
+    idx = _index(["a/1", "a/2", "a/3"], ["a"] * 3, ["CC-BY-4.0"] * 3, ["x", "y", "z"], [1, 2, 3],
+                 phash=[0x00FF, 0x0001, 0x0000])  # 8 bits from both eval images / 1 and 15 / 0 and 16
+    evals = EvalIndex(names=["vqa_rad:test"] * 2, ids=["vqa_rad/test-0", "vqa_rad/test-1"],
+                      phash=np.array([0x0000, 0xFFFF], np.uint64), phash_row=np.array([0, 1], np.int64),
+                      texts=[], text_row=[])
+    copies = {(0, 1), (2, 0)}
+    asked = []
+
+    def confirm(rows, eval_rows):
+        asked.append(list(zip(rows.tolist(), eval_rows.tolist())))
+        return np.array([(r, e) in copies for r, e in zip(rows.tolist(), eval_rows.tolist())], bool)
+
+    step = decontaminate_step(_recipe(), idx, evals, np.ones(3, bool), confirm)
+    (img,) = step.dropped
+    assert img.rows.tolist() == [0, 2] and img.other.tolist() == [1, 0]
+    assert step.keep.tolist() == [False, True, False] and step.unconfirmed.tolist() == [1]
+    assert asked == [[(0, 0), (1, 0), (2, 0)], [(0, 1)]]  # row 1 has no other eval image in range
+    off = dataclasses.replace(_recipe(), decontaminate=dataclasses.replace(_recipe().decontaminate,
+                                                                           image_correlation=None))
+    assert decontaminate_step(off, idx, evals, np.ones(3, bool), confirm).keep.tolist() == [False, False, False]
+    mix = mixture_rows(_recipe(), idx, evals, confirm)
+    assert mix.images_unconfirmed == {"a": 1} and mix.counts["a"]["contaminated"] == 2

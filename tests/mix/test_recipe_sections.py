@@ -15,12 +15,13 @@ BASE = "name: t\nsources:\n  mine: {adapter: local, from: /x}\n"
 # recipe_sha256 of the shipped recipes as written by medmix before the sections were typed
 # (commit 2b01405): a change here changes every manifest, so it must be deliberate.
 SHA256_BEFORE = {
-    # changed on purpose with issue 27: the demo's DICOM folder sets `burned_in_text: off` (pydicom's
-    # test files carry no overlay text, and the demo builds offline without the OCR engine)
-    "demo": "835c3dd29f1e20acab87f380404ccf5db3854a607fb3e78cf5a429f6a2c42014",
-    # changed on purpose with issue 11: LicenseRef-PMC-OA-unknown left the accept list (no default licenses)
-    "openmedq-3.35m": "d23f831ad200ce8f7defc889c038725d444ef3956b2e07954d48db82e681223e",
-    "openmedq-open": "726c8bcff80f9873907696f5f58710088a2e1f1b57735411093b45784abce2d1",
+    # all three changed on purpose with issue 24: `decontaminate.image_correlation` (default 0.8) joined
+    # the resolution, since it decides which hash matches to an evaluation image are removed.
+    # Before it: demo 835c3dd2 (issue 27: its DICOM folder sets `burned_in_text: off`), openmedq-3.35m
+    # d23f831a (issue 11: LicenseRef-PMC-OA-unknown left the accept list), openmedq-open 726c8bcf.
+    "demo": "385d55e24b2eeba9fcbaf86f03f19992d95ba87a47f7d890ca9197f0e99a64de",
+    "openmedq-3.35m": "fd924c8d769f0b4dccb648ef1e85bf5fc5aa2bab6b600bfae48027544df0c37a",
+    "openmedq-open": "3b7dc626ad3b62807b35dcadc978301331cf48ec87758543aac3c1f9eeda9f2c",
 }
 
 
@@ -37,7 +38,16 @@ def test_values_resolve_as_written_in_the_section_order():
     assert d["dedup"] == {"exact": True, "image_distance": 8, "text_threshold": 1, "images": "unique",
                           "priority": None}
     assert isinstance(d["dedup"]["text_threshold"], int)  # 1 stays 1, not 1.0: the hash sees what was written
-    assert d["decontaminate"] == {"against": ("vqa_rad:test",), "image_distance": 10, "ngram": 5}
+    assert d["decontaminate"] == {"against": ("vqa_rad:test",), "image_distance": 10, "image_correlation": 0.8,
+                                  "ngram": 5}
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.1, "high", True])
+def test_image_correlation_outside_0_1_is_refused_with_the_fix(value):
+    with pytest.raises(RecipeError, match=r"decontaminate\.image_correlation.*not in \(0, 1\].*0\.8"):
+        parse_recipe(BASE + f"decontaminate: {{against: [vqa_rad:test], image_correlation: {value!r}}}\n", "r.yaml")
+    assert parse_recipe(BASE + "decontaminate: {image_correlation: null}\n", "r.yaml").decontaminate.image_correlation \
+        is None
 
 
 def test_sections_are_frozen_dataclasses_read_by_attribute():
