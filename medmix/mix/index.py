@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -174,25 +175,28 @@ INDEX_BATCH = 4096
 def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bool,
                 text_threshold: float | None, ngrams: NgramIndex | None = None,
                 progress: Callable[[int], None] | None = None, cache: ColumnCache | None = None,
-                unit_keys: Sequence[str] | None = None) -> Index:
+                unit_keys: Sequence[str] | None = None, executor: Any = None) -> Index:
     """One streaming pass over the unit files; n-gram decontamination is matched here, while the
     text is at hand, so the index never holds training text. `progress(rows)` after each batch:
     at millions of rows this pass takes minutes, and the build shows its rate and ETA.
 
     With `cache` and `unit_keys` (one content key per unit file), each unit's columns are read
-    from the cache when there, else computed and written to it (`medmix.mix.index_cache`)."""
+    from the cache when there, else computed and written to it (`medmix.mix.index_cache`). With a
+    local `executor` too, the missing units are computed first by its workers (`fill_cache`)."""
+    shape = lsh_params(text_threshold) if bands else None
+    keyed = cache is not None and unit_keys is not None
+    counted = fill_cache(unit_files, unit_keys, cache, shape, ngrams, executor, progress) \
+        if keyed and executor is not None else set()
     code = {s: i for i, s in enumerate(sources)}
     licenses: dict[str, int] = {}
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_KINDS}
-    shape = lsh_params(text_threshold) if bands else None
-    keyed = cache is not None and unit_keys is not None
     for u, path in enumerate(unit_files):
         got = cache.load(unit_keys[u]) if keyed else None
         if got is None:
             got = _unit_columns(path, shape, ngrams, progress)
             if keyed:
                 cache.save(unit_keys[u], got)
-        elif progress is not None:
+        elif progress is not None and u not in counted:
             progress(len(got["ids"]))
         n = len(got["ids"])
         cols["unit"].append(np.full(n, u, np.int32))
@@ -220,6 +224,33 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
         sketch=(np.concatenate(cols["sketch"]) if cols["sketch"] else None) if bands else None,
         text_hit=cat("text_hit", "i8") if ngrams is not None else None,
     )
+
+
+def fill_cache(unit_files: Sequence[Path], unit_keys: Sequence[str], cache: ColumnCache,
+               shape: tuple[int, int] | None, ngrams: NgramIndex | None, executor: Any,
+               progress: Callable[[int], None] | None = None) -> set[int]:
+    """Compute the column files the cache lacks on the executor's workers, each written by its worker.
+
+    Why: computing them is MinHash and n-gram matching over every text, ~2.2 s per 17k-row unit,
+    ~430 s of the first full rehearsal's 450 s mix stage, on the driver alone while the workers
+    that had just normalized sat idle. Each task writes its own file (atomically) and returns only
+    its row count, so the driver never holds them. A remote executor (Ray) may run a task on a
+    machine without this cache folder, so there the driver computes them as before.
+    Returns the units computed here (their rows are already reported to `progress`)."""
+    if executor.remote:
+        return set()
+    missing = [u for u in range(len(unit_files)) if not cache.path(unit_keys[u]).exists()]
+    done = (lambda _i, rows: progress(rows)) if progress is not None else None
+    executor.map(_save_unit_columns, ((unit_files[u], unit_keys[u], cache, shape, ngrams) for u in missing),
+                 on_done=done)
+    return set(missing)
+
+
+def _save_unit_columns(path: Path, unit_key: str, cache: ColumnCache, shape: tuple[int, int] | None,
+                       ngrams: NgramIndex | None) -> int:
+    got = _unit_columns(path, shape, ngrams, None)
+    cache.save(unit_key, got)
+    return len(got["ids"])
 
 
 def _unit_columns(path: Path, shape: tuple[int, int] | None, ngrams: NgramIndex | None,

@@ -105,3 +105,35 @@ def test_columns_read_back_from_the_cache_equal_computed_ones_and_keys_change_wi
     assert cache.load("a/k2") is not None  # rewritten whole
     other = ColumnCache(tmp_path / "cache", bands=lsh_params(0.8), evals=eval_digest(["q 9"], 2))
     assert other.path("a/k1") != cache.path("a/k1") and other.load("a/k1") is None
+
+
+def test_worker_processes_fill_the_column_cache_with_what_the_driver_would_compute(tmp_path):
+    """`build_index(executor=...)`: the units the cache lacks are computed by the executor's
+    processes, each writing its own file; the index equals the one computed in this process, and
+    progress still counts every row once."""
+    from medmix.executors import LocalExecutor
+    from medmix.mix.decontam import NgramIndex
+    from medmix.mix.index_cache import ColumnCache, eval_digest
+    from medmix.mix.textsim import lsh_params
+
+    units = [_unit(tmp_path / f"u{k}.parquet", [f"a/{k}-{i}" for i in range(k + 2)], ["MIT"] * (k + 2),
+                   [f"h{k}{i}" for i in range(k + 2)]) for k in range(4)]
+    ngrams = NgramIndex(["q 1"], n=2)
+    keys = [f"a/k{k}" for k in range(4)]
+    cache = ColumnCache(tmp_path / "cache", bands=lsh_params(0.8), evals=eval_digest(["q 1"], 2))
+    computed = build_index(units, ["a"], bands=True, text_threshold=0.8, ngrams=ngrams)
+    seen = []
+    with LocalExecutor(2) as ex:
+        idx = build_index(units, ["a"], bands=True, text_threshold=0.8, ngrams=ngrams, cache=cache,
+                          unit_keys=keys, executor=ex, progress=seen.append)
+    for f in dataclasses.fields(Index):
+        a, b = getattr(computed, f.name), getattr(idx, f.name)
+        assert (a == b if isinstance(a, tuple) else np.array_equal(a, b)), f.name
+    assert all(cache.path(k).exists() for k in keys) and sum(seen) == len(computed)
+    for u in units:  # now every unit comes from the cache, counted as it is read
+        u.write_bytes(b"not parquet")
+    seen.clear()
+    with LocalExecutor(2) as ex:
+        again = build_index(units, ["a"], bands=True, text_threshold=0.8, ngrams=ngrams, cache=cache,
+                            unit_keys=keys, executor=ex, progress=seen.append)
+    assert np.array_equal(again.bands, computed.bands) and sum(seen) == len(computed)
