@@ -660,6 +660,7 @@ def table(result: dict) -> str:
 
 REWEIGHT = "quilt1m"   # the one source whose weight the second build changes (all rows -> weight 0.5)
 RETOUCH = "rocov2"     # the one source whose upstream the third build changes (one image re-encoded)
+RETOUCH_SAVED = "retouched-original.json"
 
 
 def _units(cache: Path) -> set[str]:
@@ -691,6 +692,8 @@ def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> 
     img = sorted((folders[RETOUCH] / "img").rglob("*.jpg"))[0]
     from PIL import Image
 
+    # the original bytes are kept, so --keep-upstream can give the next run the upstream it planned
+    (work / "upstream" / RETOUCH_SAVED).write_text(json.dumps({"path": str(img), "bytes": img.read_bytes().hex()}))
     with Image.open(img) as im:
         buf = io.BytesIO()
         im.convert("RGB").save(buf, "JPEG", quality=60)
@@ -707,6 +710,34 @@ def rebuilds(plan: Plan, work: Path, folders: dict[str, Path], workers: int) -> 
     return out, checks
 
 
+STAMP = "rehearsal-plan.json"  # beside the source folders, so no source's fingerprint sees it
+
+
+def _stamp(work: Path) -> dict | None:
+    try:
+        return json.loads((work / "upstream" / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _clear(work: Path, keep_upstream: bool) -> None:
+    """Empty `work`, keeping its upstream when asked; a file a rebuild re-encoded gets its bytes back."""
+    if keep_upstream:
+        for name in os.listdir(work):
+            if name != "upstream":
+                path = work / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        saved = work / "upstream" / RETOUCH_SAVED
+        if saved.exists():
+            record = json.loads(saved.read_text())
+            Path(record["path"]).write_bytes(bytes.fromhex(record["bytes"]))
+            saved.unlink()
+        return
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=0.01, help="share of each source's declared rows (0.1: a tenth)")
@@ -716,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="generator processes and `medmix build --workers`")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
     ap.add_argument("--json", type=Path, help="write the summary JSON here ('-': stdout)")
+    ap.add_argument("--keep-upstream", action="store_true", help="reuse the upstream already in --dir when it was "
+                    "generated with the same --seed, --scale and --pixels (the full one takes ~24 min); "
+                    "everything else in --dir is removed")
     ap.add_argument("--rebuilds", action="store_true", help="then two more builds on the same cache: one "
                     "source's weight changed, then one upstream file changed; each timed and checked")
     args = ap.parse_args(argv)
@@ -726,13 +760,18 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
     else:
         work = args.dir
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
+    stamp = {"seed": args.seed, "scale": args.scale, "pixels": args.pixels}
+    reuse = args.keep_upstream and tmp is None and _stamp(work) == stamp
+    if tmp is None:
+        _clear(work, keep_upstream=reuse)
     try:
         t0 = time.perf_counter()
         plan = make_plan(args.seed, args.scale, args.pixels)
-        folders = generate(plan, work / "upstream", args.workers)
+        if reuse:
+            folders = {s: work / "upstream" / s for s in SPECS}
+        else:
+            folders = generate(plan, work / "upstream", args.workers)
+            (work / "upstream" / STAMP).write_text(json.dumps(stamp))
         gen = time.perf_counter() - t0
         recipe = work / "rehearsal.yaml"
         recipe.write_text(recipe_yaml(plan, folders))
@@ -753,7 +792,8 @@ def main(argv: list[str] | None = None) -> int:
             "upstream_rows": sum(plan.rows.values()), "target_samples": round(TARGET * args.scale),
             "planted": {k: sum(1 for p in plan.planted.values() for o in p.values() if o[0] == k)
                         for k in ("exact", "near", "text", "eval_image", "eval_text")},
-            "upstream_bytes": _du(work / "upstream"), "generate_seconds": round(gen, 2), "build": build,
+            "upstream_bytes": _du(work / "upstream"), "upstream_reused": reuse, "generate_seconds": round(gen, 2),
+            "build": build,
             "verify_seconds": round(verified, 2), "rebuilds": again, "checks": checks,
             "passed": all(c["ok"] for c in checks.values()),
         }
@@ -761,8 +801,9 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"rehearsal --scale {args.scale}: {result['upstream_rows']:,} upstream rows "
-          f"({result['upstream_bytes'] / 2**20:,.0f} MiB) generated in {gen:.1f} s; "
-          f"build {build['wall_seconds']:.1f} s with {args.workers} workers")
+          f"({result['upstream_bytes'] / 2**20:,.0f} MiB) "
+          + ("reused from --dir; " if reuse else f"generated in {gen:.1f} s; ")
+          + f"build {build['wall_seconds']:.1f} s with {args.workers} workers")
     print(table(result))
     for key, what in (("weight", f"{REWEIGHT} weight changed"), ("upstream", f"one {RETOUCH} image re-encoded")):
         if result["rebuilds"]:
