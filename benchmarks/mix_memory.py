@@ -9,7 +9,7 @@ bands) → decontamination → selection. This writes the per-unit index column 
 MinHash band keys and a 64-byte sketch per row), with planted exact copies, near copies (pHash
 within 4 bits), text copies and evaluation hits, then runs the mix stage's own functions on them:
 `build_index` (reading the column files, as a rebuild does) and `mixture_rows`, with the recipe
-the rehearsal uses. Measured: wall time per step, and the process's peak RSS (getrusage).
+the rehearsal uses. Measured: wall time per step, and the peak RSS (getrusage) of a fresh process that runs only them.
 
 Not covered here: reading text to compute the columns (per batch, bounded; the rehearsal
 measures it), the shard writer (per shard, in workers) and removed.parquet (streamed;
@@ -24,6 +24,7 @@ import argparse
 import json
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,13 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, required=True, help="work folder (emptied first)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child: --dir holds the files
     args = ap.parse_args(argv)
-    if args.dir.exists():
-        shutil.rmtree(args.dir)
-    args.dir.mkdir(parents=True)
-    t = time.perf_counter()
-    keys, srcs, planted = synthesize(args.dir, args.rows, args.unit_rows, args.seed)
-    synth_s = time.perf_counter() - t
+    if not args.measure:
+        # synthesis in this process, the measurement in a fresh one: getrusage's peak never goes down,
+        # so a measurement after synthesis in the same process would report the synthesis' peak
+        if args.dir.exists():
+            shutil.rmtree(args.dir)
+        args.dir.mkdir(parents=True)
+        t = time.perf_counter()
+        keys, srcs, planted = synthesize(args.dir, args.rows, args.unit_rows, args.seed)
+        (args.dir / "synth.json").write_text(json.dumps({"keys": keys, "srcs": srcs, "planted": planted,
+                                                         "seconds": time.perf_counter() - t}))
+        child = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--measure"]
+        return subprocess.run(child).returncode
+    synth = json.loads((args.dir / "synth.json").read_text())
+    keys, srcs, planted, synth_s = synth["keys"], synth["srcs"], synth["planted"], synth["seconds"]
     base = _peak_mib()
 
     scale = args.rows / sum(s.rows for s in SPECS.values())
@@ -151,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"), "rows": len(idx), "units": len(keys), "unit_rows": args.unit_rows,
         "synthesize_s": round(synth_s, 1), "index_bytes": index_bytes,
         "index_bytes_per_row": round(index_bytes / len(idx), 1),
+        "sketch_bytes_on_disk": int(idx.sketch.nbytes) if getattr(idx.sketch, "mapping", None) is not None else 0,
         "peak_before_mix_mib": round(base), "planted": planted, "removed": kinds, "selected": int(len(mix.unit)),
         "steps": {k: {"seconds": round(s, 1), "peak_rss_mib": round(p)} for k, (s, p) in steps.items()},
         "peak_rss_mib": round(_peak_mib()), "target_mib": 8 * 1024,
     }
     print(f"mix stage at {len(idx):,} rows ({len(keys)} units): index {index_bytes / 2**20:,.0f} MiB "
-          f"({result['index_bytes_per_row']} B/row)")
+          f"({result['index_bytes_per_row']} B/row; {result['sketch_bytes_on_disk'] / 2**20:,.0f} MiB of it, the "
+          "sketch, in a scratch file)")
     print("| step | seconds | peak RSS MiB |\n|---|---:|---:|")
     for k, v in result["steps"].items():
         print(f"| {k} | {v['seconds']} | {v['peak_rss_mib']:,} |")

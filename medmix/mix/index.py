@@ -21,6 +21,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from medmix.core.layout import iter_batches
 from medmix.mix.decontam import NgramIndex
+from medmix.mix.disk_array import disk_array, release
 from medmix.mix.index_cache import ROW_COLUMNS, ColumnCache
 from medmix.mix.textsim import (
     bands_from_signatures,
@@ -187,42 +188,75 @@ def build_index(unit_files: Sequence[Path], sources: Sequence[str], *, bands: bo
     keyed = cache is not None and unit_keys is not None
     counted = fill_cache(unit_files, unit_keys, cache, shape, ngrams, executor, progress) \
         if keyed and executor is not None else set()
-    code = {s: i for i, s in enumerate(sources)}
-    licenses: dict[str, int] = {}
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_KINDS}
+    # pass 1: each unit's row count and column widths, from the cached files' headers (computing
+    # and caching a unit first if needed); without a cache the computed columns are held until filled
+    metas: list[dict[str, tuple[np.dtype, tuple[int, ...]]]] = []
+    held: dict[int, dict[str, np.ndarray]] = {}
     for u, path in enumerate(unit_files):
-        got = cache.load(unit_keys[u]) if keyed else None
-        if got is None:
+        meta = cache.shapes(unit_keys[u]) if keyed else None
+        if meta is None:
             got = _unit_columns(path, shape, ngrams, progress)
+            counted.add(u)
             if keyed:
                 cache.save(unit_keys[u], got)
-        elif progress is not None and u not in counted:
-            progress(len(got["ids"]))
-        n = len(got["ids"])
-        cols["unit"].append(np.full(n, u, np.int32))
-        cols["row"].append(np.arange(n, dtype=np.int32))
+            else:
+                held[u] = got
+            meta = {k: (v.dtype, v.shape) for k, v in got.items()}
+            del got
+        metas.append(meta)
+    rows = [int(m["ids"][1][0]) for m in metas]
+    total = sum(rows)
+
+    def width(name: str) -> int:
+        return max([m[name][0].itemsize for m, n in zip(metas, rows) if n and name in m] or [1])
+
+    cols: dict[str, np.ndarray] = {
+        "unit": np.empty(total, np.int32), "row": np.empty(total, np.int32),
+        "ids": np.empty(total, f"S{width('ids')}"), "source": np.empty(total, np.int32),
+        "license": np.empty(total, np.int32),
+        "has_image": np.empty(total, bool), "sha": np.empty(total, f"S{width('sha')}"),
+        "phash": np.empty(total, np.uint64), "text": np.empty(total, np.uint64)}
+    if ngrams is not None:
+        cols["text_hit"] = np.empty(total, np.int64)
+    wide = next((m for m, n in zip(metas, rows) if n and "bands" in m), None) if bands else None
+    if wide is not None:
+        cols["bands"] = np.empty((total, wide["bands"][1][1]), np.uint64)
+        # read only for band collisions (medmix.mix.textsim.clusters_from_bands): kept in a file
+        cols["sketch"] = disk_array((total, wide["sketch"][1][1]), np.uint8)
+
+    # pass 2: fill the columns in place, one unit's arrays in memory at a time (concatenating the
+    # per-unit arrays instead held about twice the index at 30M rows: docs/scale.md)
+    code = {s: i for i, s in enumerate(sources)}
+    licenses: dict[str, int] = {}
+    at = 0
+    for u, path in enumerate(unit_files):
+        got = held.pop(u) if u in held else cache.load(unit_keys[u])
+        if got is None:  # the file went bad between the passes: computed again, same columns
+            got = _unit_columns(path, shape, ngrams, None)
+        n = rows[u]
+        part = slice(at, at + n)
+        cols["unit"][part] = u
+        cols["row"][part] = np.arange(n, dtype=np.int32)
         src = np.array([code[v] for v in json.loads(str(got["source_values"]))] or [0], np.int32)
-        cols["source"].append(src[got["source_codes"]])
+        cols["source"][part] = src[got["source_codes"]]
         lic = np.array([licenses.setdefault(v, len(licenses)) for v in json.loads(str(got["license_values"]))]
                        or [0], np.int32)
-        cols["license"].append(lic[got["license_codes"]])
+        cols["license"][part] = lic[got["license_codes"]]
         for name in ROW_COLUMNS:
-            if name in got:
-                cols[name].append(got[name])
+            if name in got and name in cols and n:
+                cols[name][part] = got[name]
         del got
-
-    def cat(name: str, dtype: str) -> np.ndarray:
-        parts = cols.pop(name)  # each part is freed as soon as it is copied into the column
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+        at += n
+        if progress is not None and u not in counted:
+            progress(n)
+    if "sketch" in cols:
+        release(cols["sketch"])
 
     return Index(
-        unit=cat("unit", "i4"), row=cat("row", "i4"), ids=cat("ids", "S1"),
-        source=cat("source", "i4"), sources=tuple(sources),
-        license=cat("license", "i4"), licenses=tuple(licenses),
-        has_image=cat("has_image", "?"), sha=cat("sha", "S1"), phash=cat("phash", "u8"), text=cat("text", "u8"),
-        bands=(np.concatenate(cols["bands"]) if cols["bands"] else None) if bands else None,
-        sketch=(np.concatenate(cols["sketch"]) if cols["sketch"] else None) if bands else None,
-        text_hit=cat("text_hit", "i8") if ngrams is not None else None,
+        unit=cols["unit"], row=cols["row"], ids=cols["ids"], source=cols["source"], sources=tuple(sources),
+        license=cols["license"], licenses=tuple(licenses), has_image=cols["has_image"], sha=cols["sha"],
+        phash=cols["phash"], text=cols["text"], bands=cols.get("bands"), sketch=cols.get("sketch"),
+        text_hit=cols.get("text_hit"),
     )
 
 

@@ -69,6 +69,24 @@ class ColumnCache:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # .npz is a zip
             return None
 
+    def shapes(self, unit_key: str) -> dict[str, tuple[np.dtype, tuple[int, ...]]] | None:
+        """Each column's (dtype, shape) from the file's array headers alone, without reading the
+        data: what `medmix.mix.index.build_index` sizes its columns by before filling them. None
+        when the file is missing or unreadable."""
+        try:
+            with zipfile.ZipFile(self.path(unit_key)) as z:
+                out = {}
+                for name in z.namelist():
+                    with z.open(name) as f:
+                        version = np.lib.format.read_magic(f)
+                        read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                            else np.lib.format.read_array_header_2_0
+                        shape, _fortran, dtype = read(f)
+                    out[name.removesuffix(".npy")] = (dtype, shape)
+                return out
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+
     def save(self, unit_key: str, columns: dict[str, np.ndarray]) -> None:
         """Written to a temporary name and renamed: a killed build leaves no half-written file."""
         path = self.path(unit_key)
