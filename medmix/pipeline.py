@@ -29,7 +29,7 @@ from medmix.core.writer import remove_stale_temps, write_parquet_atomic
 from medmix.executors import Executor, make_executor
 from medmix.fetch.lock import apply_lock, default_lock_path, read_lock
 from medmix.imaging.canonical import ImagePolicy
-from medmix.mix.removed import write_removed
+from medmix.mix.removed_cache import write_removed_cached
 from medmix.normalize import QUARANTINE_SCHEMA, UnitPaths
 from medmix.planning import BuildOptions, PlannedSource, check_manual_files, plan_sources
 from medmix.recipe import Recipe
@@ -174,8 +174,8 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
     progress("finish", "removed", 0, None)  # quarantine, removed.parquet, manifest
 
     quarantine = _write_quarantine(out, [UnitPaths.at(norm, j.planned.name, j.key).quarantine for j, _ in train])
-    digest, rows = _publish(out, REMOVED, lambda path: write_removed(path, plan.removed, idx, unit_files, eval_index,
-                                                                    eval_files, recipe.decontaminate.ngram))
+    digest, rows = _publish(out, REMOVED, lambda path: write_removed_cached(
+        path, cache.local, plan.removed, idx, unit_files, eval_index, eval_files, recipe.decontaminate.ngram))
     removed = {"path": REMOVED, "rows": rows, "sha256": digest}
     progress("finish", "removed", 1, 1)
     manifest = _manifest(recipe, planned, provenance, train, plan, shards, quarantine, removed)

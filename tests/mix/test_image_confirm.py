@@ -56,7 +56,7 @@ def test_confirm_pairs_reads_both_sides_from_cache_files(corpus, tmp_path):
     train = tmp_path / "unit.parquet"
     evals = tmp_path / "eval.parquet"
     copy = EDITS["all four"](imgs[0])
-    rows = [{"bytes": _png(copy), "path": None}, {"bytes": _png(imgs[1]), "path": None}, {"bytes": b"junk", "path": None}]
+    rows = [{"bytes": b, "path": None} for b in (_png(copy), _png(imgs[1]), b"junk")]
     pq.write_table(pa.table({"image": rows}), train, row_group_size=2)
     pq.write_table(pa.table({"image": [{"bytes": _png(im), "path": None} for im in (imgs[0], imgs[2])]}), evals)
     pairs = [((train, 0), (evals, 0)), ((train, 1), (evals, 1)), ((train, 2), (evals, 1)), ((train, 0), (evals, 1))]

@@ -46,8 +46,8 @@ def test_values_resolve_as_written_in_the_section_order():
 def test_image_correlation_outside_0_1_is_refused_with_the_fix(value):
     with pytest.raises(RecipeError, match=r"decontaminate\.image_correlation.*not in \(0, 1\].*0\.8"):
         parse_recipe(BASE + f"decontaminate: {{against: [vqa_rad:test], image_correlation: {value!r}}}\n", "r.yaml")
-    assert parse_recipe(BASE + "decontaminate: {image_correlation: null}\n", "r.yaml").decontaminate.image_correlation \
-        is None
+    off = parse_recipe(BASE + "decontaminate: {image_correlation: null}\n", "r.yaml")
+    assert off.decontaminate.image_correlation is None
 
 
 def test_sections_are_frozen_dataclasses_read_by_attribute():

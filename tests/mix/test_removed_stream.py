@@ -54,3 +54,34 @@ def test_removed_parquet_streams_in_batches_and_bytes_do_not_depend_on_the_batch
     assert t.column("id").to_pylist() == sorted(r.id for r in removals)
     assert t.column("thumb").null_count == 0 and t.column("other_thumb").null_count == 0
     assert t.column("hamming").to_pylist()[:2] == [bin(0 ^ N).count("1"), bin(1 ^ N).count("1")]
+
+
+def test_removed_parquet_is_copied_from_the_cache_when_its_key_matches(tmp_path, monkeypatch):
+    """A rebuild with the same removals copies the file an earlier build wrote (byte-identical);
+    other removals, another n-gram length or a damaged kept copy write it anew."""
+    import medmix.mix.removed_cache as cache_mod
+
+    (tmp_path / "src").mkdir()
+    unit = _unit(tmp_path / "src" / "k1.parquet", 40)
+    idx = build_index([unit], ["a"], bands=False, text_threshold=None)
+    removals = [Removal(f"a/{r:05d}", "duplicate", "a/00039", "duplicate", r, 39) for r in range(5)]
+    first = cache_mod.write_removed_cached(tmp_path / "r1.parquet", tmp_path / "cache", removals, idx, [unit],
+                                           None, [], 13)
+    writes = []
+    real = cache_mod.write_removed
+    monkeypatch.setattr(cache_mod, "write_removed", lambda *a, **k: (writes.append(1), real(*a, **k))[1])
+    again = cache_mod.write_removed_cached(tmp_path / "r2.parquet", tmp_path / "cache", removals, idx, [unit],
+                                           None, [], 13)
+    assert again == first and not writes
+    assert (tmp_path / "r1.parquet").read_bytes() == (tmp_path / "r2.parquet").read_bytes()
+    fewer = cache_mod.write_removed_cached(tmp_path / "r3.parquet", tmp_path / "cache", removals[:4], idx, [unit],
+                                           None, [], 13)
+    assert writes == [1] and fewer[1] == 4
+    cache_mod.write_removed_cached(tmp_path / "r4.parquet", tmp_path / "cache", removals, idx, [unit], None, [], 8)
+    assert writes == [1, 1]  # the n-gram length is part of the key
+    key = cache_mod.removed_key(removals, idx, [unit], [], 13)
+    kept = tmp_path / "cache" / cache_mod.CACHE_DIR / f"{key}.parquet"
+    kept.write_bytes(kept.read_bytes()[:-10])  # cut short: not trusted
+    assert cache_mod.write_removed_cached(tmp_path / "r5.parquet", tmp_path / "cache", removals, idx, [unit],
+                                          None, [], 13) == first and writes == [1, 1, 1]
+    assert not list((tmp_path / "cache" / cache_mod.CACHE_DIR).glob(".*"))  # no temporary files left
