@@ -27,7 +27,7 @@ from medmix.core.progress import BuildProgress, StageLog
 def test_every_stage_bar_shows_a_rate_and_an_eta() -> None:
     out = io.StringIO()
     console = Console(file=out, width=160, force_terminal=False, color_system=None)
-    with BuildProgress(console) as bars:
+    with BuildProgress(console, plain=False) as bars:
         bars.update("fetch", "vqa_rad", 0, None)
         bars.update("fetch", "vqa_rad", 1, 1)
         for stage, label, total in (("normalize", "units", 4), ("mix", "index", 400), ("write", "scatter", 4),
@@ -41,6 +41,31 @@ def test_every_stage_bar_shows_a_rate_and_an_eta() -> None:
         assert unit in text, text
     lines = [line for line in text.splitlines() if any(k in line for k in ("normalize", "index", "write shards"))]
     assert len(lines) == 4 and all("ETA" in line for line in lines), text
+
+
+def test_a_log_that_is_no_terminal_gets_plain_lines_with_rate_and_eta(monkeypatch) -> None:
+    """Under nohup or in a batch job's log the bars are not drawn: plain lines say the same."""
+    import medmix.core.progress as progress_mod
+
+    now = [100.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: now[0])
+    said: list[str] = []
+    lines = progress_mod.PlainLines(said.append, every=30.0)
+    lines.update("normalize", "normalize units", "units", 0, 300)
+    now[0] += 10
+    lines.update("normalize", "normalize units", "units", 50, None)   # 10 s: not yet
+    now[0] += 30
+    lines.update("normalize", "normalize units", "units", 50, None)   # 40 s, 100 of 300: 2.5/s, 80 s left
+    assert said == ["normalize units: 100/300 (33%), 2.5 units/s, 0:40 elapsed, ETA 1:20"]
+    now[0] += 80
+    lines.update("normalize", "normalize units", "units", 200, None)  # done: said at once, without an ETA
+    now[0] += 1
+    lines.update("normalize", "normalize units", "units", 0, None)    # nothing more once done
+    assert said[1:] == ["normalize units: 300/300 (100%), 2.5 units/s, 2:00 elapsed"]
+    out = io.StringIO()
+    with BuildProgress(Console(file=out, width=160, force_terminal=False, color_system=None), every=0.0) as bars:
+        bars.update("mix", "index", 10, 40)
+    assert "index + dedup: 10/40 (25%)" in out.getvalue() and "rows/s" in out.getvalue()
 
 
 def test_stage_log_writes_start_end_and_killed(tmp_path: Path) -> None:
