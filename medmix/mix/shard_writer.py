@@ -13,6 +13,7 @@ The gather runs on the build's executor (`medmix.executors`): local processes or
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -57,9 +58,12 @@ def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray
         if spill.exists():
             shutil.rmtree(spill)  # a killed scatter leaves partial spills; they are rebuilt from the cache
         spill.mkdir(parents=True)
-        _scatter(spill, unit_files, unit, row, copy, shard_rows, set(missing), progress)
+        _scatter_parts(spill, unit_files, unit, row, copy, shard_rows, set(missing), progress, executor)
+        pieces: dict[int, list[Path]] = {}
+        for f in sorted(spill.iterdir()):
+            pieces.setdefault(int(f.name.split(".", 1)[0]), []).append(f)
         ship = executor.remote
-        calls = ((_spill_payload(spill / f"{i}.arrow", ship), store, names[i]) for i in missing)
+        calls = ((_spill_payload(pieces.get(i, []), ship), store, names[i]) for i in missing)
         results = executor.map(_gather, calls, on_done=lambda i, r: progress and progress("gather", 1, len(missing)))
         written = dict(zip(missing, results))
         shutil.rmtree(spill, ignore_errors=True)
@@ -79,10 +83,9 @@ def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray
     return records
 
 
-def _spill_payload(path: Path, ship: bool) -> Path | bytes | None:
-    if not path.exists():
-        return None  # an empty mixture still gets its one (empty) shard
-    return path.read_bytes() if ship else path
+def _spill_payload(paths: list[Path], ship: bool) -> list[Path] | list[bytes]:
+    """A shard's spill pieces (none for an empty mixture's one shard), as bytes for a remote task."""
+    return [p.read_bytes() for p in paths] if ship else paths
 
 
 SPILL_SCHEMA = ARROW_SCHEMA.append(pa.field("_pos", pa.int64())).append(pa.field("_copy", pa.int32()))
@@ -92,29 +95,86 @@ SPILL_SCHEMA = ARROW_SCHEMA.append(pa.field("_pos", pa.int64())).append(pa.field
 SCATTER_CHUNK_BYTES = 64 << 20
 
 
-def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
-             shard_rows: int, wanted: set[int], progress, chunk_bytes: int | None = None) -> None:
-    """Selected rows, unit by unit, into one spill stream per shard.
+def _open_file_budget() -> int:
+    """Spill streams one scatter process keeps open at once: half its open-file limit, raised to
+    the hard limit first where allowed. Why: one stream per shard is 1,675 files at 3.35M rows,
+    over the 1,024 many Linux desktops allow by default."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+            if want > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+    except (ImportError, ValueError, OSError):  # no resource module (Windows) or not allowed
+        soft = 1024
+    return max(16, soft // 2)
+
+
+def _scatter_parts(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.ndarray, copy: np.ndarray,
+                   shard_rows: int, wanted: set[int], progress, executor: Executor) -> None:
+    """The scatter, over contiguous ranges of units, each its own task on the executor's local
+    workers (one range per worker, twice over so progress moves): each writes its own spill
+    pieces, and the gather reads a shard's pieces together.
+
+    Why: the scatter is a single pass over every selected row (93 s of the 3.35M one-weight
+    rebuild, docs/scale.md) that ran on the driver alone. A remote executor's tasks could not
+    write this machine's spill folder, so there it stays one pass on the driver."""
+    pos = np.arange(len(unit), dtype=np.int64)
+    keep = np.isin(pos // shard_rows, np.fromiter(wanted, np.int64))
+    order = np.lexsort((row[keep], unit[keep]))
+    u_sel, r_sel, p_sel, c_sel = unit[keep][order], row[keep][order], pos[keep][order], copy[keep][order]
+    bounds = np.searchsorted(u_sel, np.arange(len(unit_files) + 1))
+    workers = getattr(executor, "workers", 1)
+    n_parts = 1 if executor.remote or workers <= 1 else min(len(unit_files), 2 * workers)
+    # ranges of about equal selected rows
+    cuts = np.searchsorted(bounds, np.linspace(0, bounds[-1], n_parts + 1)[1:-1])
+    edges = [0, *sorted(set(int(c) for c in cuts) - {0, len(unit_files)}), len(unit_files)]
+    calls = []
+    for k, (a, b) in enumerate(itertools.pairwise(edges)):
+        lo, hi = bounds[a], bounds[b]
+        calls.append((spill, [Path(f) for f in unit_files[a:b]], bounds[a:b + 1] - lo, r_sel[lo:hi], p_sel[lo:hi],
+                      c_sel[lo:hi], shard_rows, f"p{k:03d}"))
+    if len(calls) == 1:
+        _scatter(*calls[0], progress=progress)
+        return
+
+    def done(i: int, _result: None) -> None:
+        if progress:
+            progress("scatter", edges[i + 1] - edges[i], len(unit_files))
+
+    executor.map(_scatter, calls, on_done=done)
+
+
+def _scatter(spill: Path, unit_files: Sequence[Path], bounds: np.ndarray, r_sel: np.ndarray, p_sel: np.ndarray,
+             c_sel: np.ndarray, shard_rows: int, tag: str, progress=None, chunk_bytes: int | None = None) -> None:
+    """Selected rows of some units (sorted by unit, then row; `bounds[u]:bounds[u + 1]` are unit
+    u's) into spill pieces per shard, named `{shard}.{tag}{segment}.arrow`.
 
     Why in chunks: the global shuffle sends the rows of one 1,024-row batch to hundreds of shards.
     Appending per batch and shard wrote ~1 row per IPC message, and filtering the batch once per
     shard made the pass quadratic in the batch: at the full 3.35M rehearsal the scatter took
     469-501 s of a build. Rows now collect up to `chunk_bytes` (64 MiB: memory is bounded by it,
-    not by the dataset), are sorted by shard once and appended as one slice per shard. The gather
-    sorts each shard by output position, so the shards' bytes do not depend on the chunking."""
+    not by the dataset), are sorted by shard once and appended as one slice per shard. When the
+    open streams reach the process's budget (`_open_file_budget`) they are closed and later rows
+    go to a next segment. The gather sorts each shard by output position, so the shards' bytes
+    depend neither on the chunking, nor on the segments, nor on how units were split into tasks."""
     chunk_bytes = SCATTER_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    pos = np.arange(len(unit), dtype=np.int64)
-    shard = pos // shard_rows
-    keep = np.isin(shard, np.fromiter(wanted, np.int64))
+    budget = _open_file_budget()
     writers: dict[int, ipc.RecordBatchStreamWriter] = {}
-    order = np.lexsort((row[keep], unit[keep]))
-    u_sel, r_sel, p_sel, c_sel = unit[keep][order], row[keep][order], pos[keep][order], copy[keep][order]
-    bounds = np.searchsorted(u_sel, np.arange(len(unit_files) + 1))
+    segment = 0
     pending: list[pa.Table] = []
     held = 0
 
+    def close_all() -> None:
+        for w in writers.values():
+            w.close()
+        writers.clear()
+
     def flush() -> None:
-        nonlocal held
+        nonlocal held, segment
         if not pending:
             return
         table = pa.concat_tables(pending)
@@ -127,7 +187,10 @@ def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.
         for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(shards)]])):
             s = int(shards[a])
             if s not in writers:
-                writers[s] = ipc.new_stream(str(spill / f"{s}.arrow"), SPILL_SCHEMA)
+                if len(writers) >= budget:
+                    close_all()
+                    segment += 1
+                writers[s] = ipc.new_stream(str(spill / f"{s}.{tag}{segment:04d}.arrow"), SPILL_SCHEMA)
             writers[s].write_table(table.slice(a, b - a))
 
     try:
@@ -154,19 +217,19 @@ def _scatter(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, row: np.
                 progress("scatter", 1, len(unit_files))
         flush()
     finally:
-        for w in writers.values():
-            w.close()
+        close_all()
 
 
-def _gather(spill: Path | bytes | None, store: Store, name: str) -> tuple[int, str]:
-    """One shard: its spilled rows, sorted by output position, written atomically; (rows, sha256)."""
-    if spill is None:
-        table = SPILL_SCHEMA.empty_table()
-    elif isinstance(spill, bytes):
-        table = ipc.open_stream(pa.BufferReader(spill)).read_all()
-    else:
-        with pa.memory_map(str(spill)) as src:
-            table = ipc.open_stream(src).read_all()
+def _gather(spill: list[Path] | list[bytes], store: Store, name: str) -> tuple[int, str]:
+    """One shard: its spilled rows (all its pieces), sorted by output position, written atomically; (rows, sha256)."""
+    tables = [SPILL_SCHEMA.empty_table()]
+    for piece in spill:
+        if isinstance(piece, bytes):
+            tables.append(ipc.open_stream(pa.BufferReader(piece)).read_all())
+        else:
+            with pa.memory_map(str(piece)) as src:
+                tables.append(ipc.open_stream(src).read_all())
+    table = pa.concat_tables(tables)
     table = table.take(pc.sort_indices(table, [("_pos", "ascending")]))
     copies = table.column("_copy").to_numpy()
     if copies.any():

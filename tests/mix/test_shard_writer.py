@@ -58,3 +58,27 @@ def test_chunked_scatter_writes_the_same_shards_and_bounds_what_it_holds(tmp_pat
     first = pq.read_table(tmp_path / "out1" / out[1][0][0])
     want = [f"s{u}/{r}" + (f"#{c}" if c else "") for u, r, c in zip(unit[:250], row[:250], copy[:250])]
     assert first.column("id").to_pylist() == want  # output order is the selection's order
+
+
+def test_scatter_in_parallel_parts_and_few_open_files_writes_the_same_shards(tmp_path, monkeypatch):
+    """The scatter split over two worker processes (four ranges of units), and a scatter allowed
+    only 16 open spill streams (many segments per shard), write the shards one pass writes."""
+    from medmix.executors import LocalExecutor
+
+    units = [_unit(tmp_path / f"u{k}.parquet", f"s{k}", 400 + 100 * k) for k in range(6)]
+    unit = np.concatenate([np.full(400 + 100 * k, k, np.int32) for k in range(6)])
+    row = np.concatenate([np.arange(400 + 100 * k, dtype=np.int32) for k in range(6)])
+    order = np.random.default_rng(1).permutation(len(unit))
+    unit, row, copy = unit[order], row[order], np.zeros(len(unit), np.int32)
+
+    def shards(name, **kw):
+        records = write_shards(tmp_path / name, units, unit, row, copy, shard_rows=40, **kw)
+        return [(r["path"], r["rows"], r["sha256"]) for r in records]
+
+    one = shards("one", workers=1)
+    with LocalExecutor(2) as ex:
+        parallel = shards("two", executor=ex)
+    monkeypatch.setattr(shard_writer, "_open_file_budget", lambda: 16)
+    few = shards("few", workers=1)
+    assert one == parallel == few and len(one) == 98 and sum(r[1] for r in one) == len(unit)
+    assert not (tmp_path / "two" / ".spill").exists()
