@@ -78,8 +78,10 @@ class PlainLines:
         desc, unit, done, total, started, _ = self._state[key]
         elapsed = max(now - started, 1e-9)
         rate = done / elapsed
-        parts = [f"{desc}: {done:,}" + (f"/{total:,} ({100 * done / total:.0f}%)" if total else ""),
-                 f"{rate:,.1f} {unit}/s", f"{_clock(elapsed)} elapsed"]
+        parts = [f"{desc}: {done:,}" + (f"/{total:,} ({100 * done / total:.0f}%)" if total else "")]
+        if elapsed >= 1.0:  # a rate over less than a second says nothing (work reused from the cache)
+            parts.append(f"{rate:,.1f} {unit}/s")
+        parts.append(f"{_clock(elapsed)} elapsed")
         if total and rate > 0 and done < total:
             parts.append(f"ETA {_clock((total - done) / rate)}")
         return ", ".join(parts)

@@ -51,6 +51,7 @@ def _files(root: Path) -> list[tuple[str, int, int]]:
     stage took 149-160 s and peaked at 1.7 GB on the driver, most of it a `stat_result` kept per
     file (~200 B each); three plain values a file keep PMC-OA's 1.65M files in ~0.4 GB."""
     found: list[tuple[str, int, int]] = []
+    linked: list[str] = []
     stack = [("", str(root))]
     while stack:
         prefix, folder = stack.pop()
@@ -67,8 +68,25 @@ def _files(root: Path) -> list[tuple[str, int, int]]:
                 found.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
             elif stat.S_ISDIR(st.st_mode):
                 stack.append((prefix + entry.name + "/", entry.path))
+                if entry.is_symlink():
+                    linked.append(prefix + entry.name + "/")
     found.sort(key=lambda item: item[0])
+    _LAST.clear()  # only the latest folder's: it is the one whose adapter cuts units next
+    _LAST[str(root)] = (found, tuple(linked))
     return found
+
+
+# The listing `fingerprint` made last: (files, prefixes of folders reached through a symlink)
+_LAST: dict[str, tuple[list[tuple[str, int, int]], tuple[str, ...]]] = {}
+
+
+def take_listing(root: Path) -> tuple[list[tuple[str, int, int]], tuple[str, ...]] | None:
+    """The listing the last `fingerprint` of `root` made, handed over once (None if another folder
+    was fingerprinted since). Why: the local adapter cuts a folder into units by its files and
+    sizes right after the fetch stage fingerprinted it; listing 3.70M files a second time was
+    about half of the full rehearsal's 109-148 s fetch stage. It is also the very listing the
+    unit keys were made from."""
+    return _LAST.pop(str(Path(root).resolve()), None)
 
 
 def fingerprint(path: Path, *, verify: bool = False) -> dict[str, Any]:

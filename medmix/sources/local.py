@@ -26,6 +26,7 @@ from typing import Any
 
 from medmix.core.errors import RecipeError
 from medmix.core.schema import DOMAINS, TASKS
+from medmix.fetch.fileid import take_listing
 from medmix.sources._common import cut_by_weight
 from medmix.sources.base import Bad, Manual, Record, Source, Unit
 
@@ -68,8 +69,15 @@ class LocalFolder(Source):
         self.splits = {options.get("split", "train"): None}
 
     def _images(self, root: Path) -> dict[str, int]:
-        """Relative name → size in bytes of every image under `root`, in name order."""
-        return dict(sorted(_image_entries(root)))
+        """Relative name → size in bytes of every image under `root`, in name order: from the
+        listing the fetch stage's fingerprint just made when there is one (`take_listing`), with
+        what lies under symlinked folders left out, as a walk of the folder would."""
+        listed = take_listing(root)
+        if listed is None:
+            return dict(sorted(_image_entries(root)))
+        files, linked = listed
+        return {name: size for name, size, _ in files
+                if _suffix(name) in IMAGE_SUFFIXES and not (linked and name.startswith(linked))}
 
     def units(self, split: str, files: Mapping[str, Path]) -> list[Unit]:
         """Units of about equal bytes (`cut_by_weight`), each naming its files: a unit then reads
@@ -105,6 +113,10 @@ class LocalFolder(Source):
                 task=row.get("task") or None, modality=row.get("modality") or None, license=row.get("license") or None,
                 meta={k: v for k, v in row.items() if k not in TEXT_FIELDS and k != "file_name"} or None,
             )
+
+
+def _suffix(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
 
 
 def _image_entries(root: Path) -> Iterator[tuple[str, int]]:

@@ -244,3 +244,27 @@ def test_the_streamed_fingerprint_equals_json_of_the_whole_row_lists(tmp_path):
     assert fp["key"] == hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
     assert fp["content_sha256"] == hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
     assert fp["files"] == len(rows) and fp["bytes"] == sum(len(r.encode()) for r in rows)
+
+
+def test_local_units_come_from_the_fingerprints_listing_and_match_a_walk(tmp_path):
+    """The local adapter cuts units from the listing the fetch stage's fingerprint just made (once,
+    for that folder only), leaving out what lies under symlinked folders as its own walk does."""
+    from medmix.fetch.fileid import take_listing
+    from medmix.sources.local import LocalFolder
+
+    a = _folder(tmp_path / "A", {f"img{i}.png": ((i, 0, 0), "x") for i in range(5)})
+    (a / "sub").mkdir()
+    (a / "sub" / "deep.jpg").write_bytes(_png((9, 9, 9)))
+    (a / "notes.txt").write_text("not an image")
+    outside = _folder(tmp_path / "B", {"far.png": ((1, 1, 1), "y")})
+    (a / "linked").symlink_to(outside, target_is_directory=True)
+    src = LocalFolder(domain="radiology", license="CC0-1.0")
+    walked = src._images(a)
+    assert "sub/deep.jpg" in walked and not any(n.startswith("linked/") for n in walked)
+    fp = fingerprint(a)
+    assert fp["files"] == 10  # the fingerprint does see the linked folder's files
+    assert src._images(a) == walked  # from the listing, the same names and sizes in the same order
+    assert take_listing(a) is None  # handed over once
+    fingerprint(a)
+    fingerprint(outside)
+    assert take_listing(a) is None  # another folder was fingerprinted since: not this one's listing
