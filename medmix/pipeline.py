@@ -167,7 +167,8 @@ def _normalize_and_mix(recipe: Recipe, opts: BuildOptions, planned: list[Planned
         from medmix.mix.unit_rows import RowPlaces
         confirm = PictureCheck(RowPlaces(idx, unit_files, [p for _, p in eval_files]),
                                recipe.decontaminate.image_correlation)
-    plan = mixture_rows(recipe, idx, eval_index, confirm)
+    from medmix.mix.memo import Memo
+    plan = mixture_rows(recipe, idx, eval_index, confirm, Memo(cache.local))
     shards = write_shards(out, unit_files, plan.unit, plan.row, plan.copy, recipe.shard_rows, opts.workers,
                           progress=lambda stage, n, total: progress("write", stage, n, total), executor=executor,
                           spill=None if out.local else cache.local / "spill" / url_key(out.url))

@@ -34,12 +34,16 @@ import pyarrow as pa
 from medmix.core.errors import RecipeError
 from medmix.core.licenses import refused
 from medmix.mix.dedup import exact_clusters, image_clusters, near_match
+from medmix.mix.disk_array import release
 from medmix.mix.index import EvalIndex, Index
+from medmix.mix.memo import no_memo
 from medmix.mix.textsim import clusters_from_bands
 from medmix.recipe import Recipe
 
 # (training Index positions, EvalIndex positions) -> do the pictures confirm each pair?
 Confirm = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (name, inputs, compute) -> compute() or its stored result (medmix.mix.memo)
+MemoFn = Callable[[str, list, Callable[[], np.ndarray]], np.ndarray]
 
 
 class Removal(NamedTuple):
@@ -217,7 +221,7 @@ def license_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
     return Step(_without(alive, d), (d,))
 
 
-def _image_keys(recipe: Recipe, idx: Index, alive: np.ndarray) -> np.ndarray:
+def _image_keys(recipe: Recipe, idx: Index, alive: np.ndarray, memo: MemoFn = no_memo) -> np.ndarray:
     """Per row, the Index position of its image cluster's first member, -1 without an image."""
     n = len(idx)
     img_key = np.full(n, -1, np.int64)
@@ -226,11 +230,13 @@ def _image_keys(recipe: Recipe, idx: Index, alive: np.ndarray) -> np.ndarray:
         if recipe.dedup.image_distance is None:
             img_key[rows] = rows[exact_clusters(pa.array(idx.sha[rows], pa.binary()))]
         else:
-            img_key[rows] = rows[image_clusters(idx.phash[rows], recipe.dedup.image_distance)]
+            d = recipe.dedup.image_distance
+            hashes = idx.phash[rows]
+            img_key[rows] = rows[memo("image_clusters", [hashes, d], lambda: image_clusters(hashes, d))]
     return img_key
 
 
-def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
+def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray, memo: MemoFn = no_memo) -> Step:
     """Keep one row per group of duplicates: same image cluster (or no image) and same or
     near-same text; with `images: unique`, also one row per image cluster.
 
@@ -240,9 +246,11 @@ def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
     n = len(idx)
     d = recipe.dedup
     rank = _rank(recipe, idx)
-    img_key = _image_keys(recipe, idx, alive)
+    img_key = _image_keys(recipe, idx, alive, memo)
     if d.text_threshold is not None and idx.bands is not None:
-        txt_key = clusters_from_bands(idx.bands, idx.sketch).astype(np.int64)
+        txt_key = memo("text_clusters", [idx.bands, idx.sketch],
+                       lambda: clusters_from_bands(idx.bands, idx.sketch)).astype(np.int64)
+        release(idx.sketch)  # hashing it for the key touched every page
     else:
         txt_key = idx.text.view(np.int64)
     dropped: list[Dropped] = []
@@ -262,7 +270,7 @@ def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> Step:
 
 
 def decontaminate_step(recipe: Recipe, idx: Index, evals: EvalIndex | None, alive: np.ndarray,
-                       confirm: Confirm | None = None) -> Step:
+                       confirm: Confirm | None = None, memo: MemoFn = no_memo) -> Step:
     """Drop training rows that leak an evaluation item: an image within
     `decontaminate.image_distance` of an evaluation image (confirmed on the pictures by `confirm`
     when given and `decontaminate.image_correlation` is set), then a text sharing an n-gram with
@@ -278,7 +286,8 @@ def decontaminate_step(recipe: Recipe, idx: Index, evals: EvalIndex | None, aliv
     decon = recipe.decontaminate
     if decon.image_distance is not None and len(evals.phash):
         rows = np.flatnonzero(idx.has_image & alive)
-        which = near_match(evals.phash, idx.phash[rows], decon.image_distance)
+        which = memo("eval_image_match", [evals.phash, idx.phash[rows], decon.image_distance],
+                     lambda: near_match(evals.phash, idx.phash[rows], decon.image_distance))
         hit = which >= 0
         cand, other = rows[hit], evals.phash_row[which[hit]].astype(np.int64)
         if confirm is not None and decon.image_correlation is not None and len(cand):
@@ -360,14 +369,15 @@ def select_step(recipe: Recipe, idx: Index, alive: np.ndarray) -> tuple[np.ndarr
     return unit[order], row[order], copy[order], tally
 
 
-def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None, confirm: Confirm | None = None) -> MixtureRows:
+def mixture_rows(recipe: Recipe, idx: Index, evals: EvalIndex | None, confirm: Confirm | None = None,
+                 memo: MemoFn = no_memo) -> MixtureRows:
     """Which Index rows enter the mixture: license → dedup → decontaminate → select.
 
     Each filtering step takes the rows still in and returns its keep-mask and removals; the
     manifest's counts and removed.parquet's rows are read off those removals afterwards."""
     licensed = license_step(recipe, idx, np.ones(len(idx), bool))
-    unique = dedup_step(recipe, idx, licensed.keep)
-    clean = decontaminate_step(recipe, idx, evals, unique.keep, confirm)
+    unique = dedup_step(recipe, idx, licensed.keep, memo)
+    clean = decontaminate_step(recipe, idx, evals, unique.keep, confirm, memo)
     unit, row, copy, tally = select_step(recipe, idx, clean.keep)
     dropped = licensed.dropped + unique.dropped + clean.dropped
 
