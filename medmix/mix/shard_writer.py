@@ -64,6 +64,8 @@ def write_shards(out: Path | Store, unit_files: Sequence[Path], unit: np.ndarray
             pieces.setdefault(int(f.name.split(".", 1)[0]), []).append(f)
         ship = executor.remote
         calls = ((_spill_payload(pieces.get(i, []), ship), store, names[i]) for i in missing)
+        if progress:
+            progress("gather", 0, len(missing))
         results = executor.map(_gather, calls, on_done=lambda i, r: progress and progress("gather", 1, len(missing)))
         written = dict(zip(missing, results))
         shutil.rmtree(spill, ignore_errors=True)
@@ -122,6 +124,8 @@ def _scatter_parts(spill: Path, unit_files: Sequence[Path], unit: np.ndarray, ro
     Why: the scatter is a single pass over every selected row (93 s of the 3.35M one-weight
     rebuild, docs/scale.md) that ran on the driver alone. A remote executor's tasks could not
     write this machine's spill folder, so there it stays one pass on the driver."""
+    if progress:  # the stage starts now, not when the first range is done
+        progress("scatter", 0, len(unit_files))
     pos = np.arange(len(unit), dtype=np.int64)
     keep = np.isin(pos // shard_rows, np.fromiter(wanted, np.int64))
     order = np.lexsort((row[keep], unit[keep]))

@@ -82,3 +82,20 @@ def test_scatter_in_parallel_parts_and_few_open_files_writes_the_same_shards(tmp
     few = shards("few", workers=1)
     assert one == parallel == few and len(one) == 98 and sum(r[1] for r in one) == len(unit)
     assert not (tmp_path / "two" / ".spill").exists()
+
+
+def test_the_write_stages_start_before_their_first_task_ends(tmp_path):
+    """The build log names the stage by its first progress event: the scatter and the gather must
+    report at once, not when their first task (a range of units, a shard) is done."""
+    from medmix.executors import LocalExecutor
+
+    units = [_unit(tmp_path / f"u{k}.parquet", f"s{k}", 300) for k in range(4)]
+    unit = np.repeat(np.arange(4, dtype=np.int32), 300)
+    row = np.tile(np.arange(300, dtype=np.int32), 4)
+    events = []
+    with LocalExecutor(2) as ex:
+        write_shards(tmp_path / "out", units, unit, row, np.zeros(1200, np.int32), shard_rows=100, executor=ex,
+                     progress=lambda stage, n, total: events.append((stage, n, total)))
+    assert events[0] == ("scatter", 0, 4) and ("gather", 0, 12) in events
+    assert events.index(("gather", 0, 12)) == 1 + sum(1 for e in events if e[0] == "scatter" and e[1])
+    assert sum(n for s, n, _ in events if s == "scatter") == 4 and sum(n for s, n, _ in events if s == "gather") == 12
