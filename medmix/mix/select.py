@@ -245,7 +245,6 @@ def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray, memo: MemoFn = no_
     worker count never change which row stays."""
     n = len(idx)
     d = recipe.dedup
-    rank = _rank(recipe, idx)
     img_key = _image_keys(recipe, idx, alive, memo)
     if d.text_threshold is not None and idx.bands is not None:
         txt_key = memo("text_clusters", [idx.bands, idx.sketch],
@@ -253,6 +252,9 @@ def dedup_step(recipe: Recipe, idx: Index, alive: np.ndarray, memo: MemoFn = no_
         release(idx.sketch)  # hashing it for the key touched every page
     else:
         txt_key = idx.text.view(np.int64)
+    # ranked after the searches: at 30M rows its arrays (~0.7 GB) would otherwise sit beside the
+    # pHash search's temporaries, at the mix stage's peak
+    rank = _rank(recipe, idx)
     dropped: list[Dropped] = []
     if d.exact or d.image_distance is not None or d.text_threshold is not None:
         surv = _group_dups([img_key, txt_key], alive, rank)

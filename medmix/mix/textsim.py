@@ -35,6 +35,7 @@ import numpy as np
 from medmix.core.errors import MedmixError
 from medmix.core.hashing import mix64
 from medmix.mix.dedup import components
+from medmix.mix.disk_array import release
 
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_NUM_PERM = 128
@@ -360,6 +361,7 @@ def clusters_from_bands(bands: np.ndarray, sketch: np.ndarray | None = None, *,
         for c0 in range(0, len(pairs), 1 << 16):
             chunk = pairs[c0:c0 + (1 << 16)]
             keep[c0:c0 + len(chunk)] = sketch_similarity(sketch, chunk[:, 0], chunk[:, 1]) >= min_similarity
+            release(sketch)  # a file-backed sketch (medmix.mix.disk_array): hand back the pages just read
         pairs = pairs[keep]
     return components(n, pairs)
 
