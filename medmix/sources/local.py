@@ -129,7 +129,7 @@ def _image_entries(root: Path) -> Iterator[tuple[str, int]]:
     3.70M files is what a rebuild that normalizes nothing mostly waits for."""
     for rel, entry in scan_tree(os.fspath(root), lambda _rel, e: e.is_dir(follow_symlinks=False)):
         try:
-            if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+            if _suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file():
                 yield rel, entry.stat().st_size
         except OSError:
             continue  # a dangling link is not an image
