@@ -97,6 +97,24 @@ def shared_ngram(train_text: str, eval_text: str, n: int) -> str | None:
     return next((" ".join(a[i:i + k]) for i in range(len(a) - k + 1) if tuple(a[i:i + k]) in grams), None)
 
 
+def in_file_order(removals: Sequence[Removal]) -> list[Removal]:
+    """The removals in removed.parquet's row order: by id, then reason and match."""
+    return sorted(removals, key=lambda r: (r.id, r.reason, r.other))
+
+
+def removal_sides(removals: Sequence[Removal], places: RowPlaces) -> list[tuple[Side | None, Side | None]]:
+    """Per removal, the cache file and row of the side shown (the dropped row) and of what it
+    matched (the kept row, or the evaluation item); None where removed.parquet shows no side
+    (license removals, a removal without a match)."""
+    sides: list[tuple[Side | None, Side | None]] = []
+    for rm in removals:
+        me = places.train(rm.row) if rm.kind in _DEDUP + _EVAL else None
+        other = (places.train(rm.other_row) if rm.kind in _DEDUP else places.eval(rm.other_row)) \
+            if me and rm.other_row >= 0 else None
+        sides.append((me, other))
+    return sides
+
+
 def write_removed(path: Path, removals: Sequence[Removal], idx: Index, unit_files: Sequence[Path],
                   evals: EvalIndex | None, eval_files: Sequence[tuple[str, Path]], ngram: int,
                   batch_rows: int = BATCH_ROWS) -> tuple[str, int]:
@@ -107,14 +125,8 @@ def write_removed(path: Path, removals: Sequence[Removal], idx: Index, unit_file
     bytes equal those of one table written whole (tested)."""
     if batch_rows % ROW_GROUP_ROWS:
         raise ValueError(f"batch_rows must be a multiple of {ROW_GROUP_ROWS} so row groups do not depend on it")
-    removals = sorted(removals, key=lambda r: (r.id, r.reason, r.other))
-    places = RowPlaces(idx, unit_files, [p for _, p in eval_files])
-    sides: list[tuple[Side | None, Side | None]] = []
-    for rm in removals:
-        me = places.train(rm.row) if rm.kind in _DEDUP + _EVAL else None
-        other = (places.train(rm.other_row) if rm.kind in _DEDUP else places.eval(rm.other_row)) \
-            if me and rm.other_row >= 0 else None
-        sides.append((me, other))
+    removals = in_file_order(removals)
+    sides = removal_sides(removals, RowPlaces(idx, unit_files, [p for _, p in eval_files]))
     need = group_by_file(side for pair in sides for side in pair)
     spill = _Spill(need)
     try:

@@ -21,7 +21,7 @@ from medmix import __version__
 from medmix.core.layout import REMOVED_SCHEMA, REMOVED_TEXT_CHARS, REMOVED_THUMB_PX
 from medmix.core.writer import sha256_file
 from medmix.mix.index import EvalIndex, Index
-from medmix.mix.removed import write_removed
+from medmix.mix.removed import in_file_order, removal_sides, write_removed
 from medmix.mix.select import Removal
 from medmix.mix.unit_rows import RowPlaces
 
@@ -32,22 +32,16 @@ def removed_key(removals: Sequence[Removal], idx: Index, unit_files: Sequence[Pa
                 eval_files: Sequence[tuple[str, Path]], ngram: int) -> str:
     """sha256 of what removed.parquet shows: per removal its id, reason, match and kind, and the
     cache file and row of each side (unit files are named by their content keys)."""
-    places = RowPlaces(idx, unit_files, [p for _, p in eval_files])
     h = hashlib.sha256(json.dumps([__version__, str(REMOVED_SCHEMA), REMOVED_TEXT_CHARS, REMOVED_THUMB_PX,
                                    ngram]).encode())
 
-    def name(side: tuple[Path, int]) -> str:
-        return f"{side[0].parent.name}/{side[0].name}:{side[1]}"
+    def name(side: tuple[Path, int] | None) -> str:
+        return "" if side is None else f"{side[0].parent.name}/{side[0].name}:{side[1]}"
 
-    for rm in sorted(removals, key=lambda r: (r.id, r.reason, r.other)):
-        me = name(places.train(rm.row)) if rm.row >= 0 else ""
-        if rm.other_row < 0:
-            other = ""
-        elif rm.kind in ("eval_image", "eval_text"):
-            other = name(places.eval(rm.other_row))
-        else:
-            other = name(places.train(rm.other_row))
-        h.update(json.dumps([rm.id, rm.reason, rm.other, rm.kind, me, other]).encode() + b"\n")
+    ordered = in_file_order(removals)
+    places = RowPlaces(idx, unit_files, [p for _, p in eval_files])
+    for rm, (me, other) in zip(ordered, removal_sides(ordered, places)):
+        h.update(json.dumps([rm.id, rm.reason, rm.other, rm.kind, name(me), name(other)]).encode() + b"\n")
     return h.hexdigest()
 
 
