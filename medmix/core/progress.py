@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -51,6 +52,18 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+@dataclass
+class _Tally:
+    """One task as `PlainLines` reports it."""
+
+    desc: str
+    unit: str
+    started: float
+    said: float | None     # when its last line was said; None once its final line was
+    done: int = 0
+    total: int | None = None
+
+
 class PlainLines:
     """Progress as plain lines for a log that is not a terminal (nohup, CI, a cluster job's
     stdout), where rich's bars are not drawn: a line per task at most every `every` seconds,
@@ -59,31 +72,31 @@ class PlainLines:
 
     def __init__(self, echo: Callable[[str], None], every: float = 30.0) -> None:
         self.echo, self.every = echo, every
-        self._state: dict[str, list] = {}  # key -> [desc, unit, done, total, started, last said (None: done)]
+        self._tasks: dict[str, _Tally] = {}
 
     def update(self, key: str, desc: str, unit: str, advance: int, total: int | None) -> None:
         now = time.monotonic()
-        st = self._state.setdefault(key, [desc, unit, 0, None, now, now])
-        st[2] += advance
+        t = self._tasks.setdefault(key, _Tally(desc, unit, started=now, said=now))
+        t.done += advance
         if total is not None:
-            st[3] = total
-        if st[5] is None:  # its last line was said
+            t.total = total
+        if t.said is None:  # its final line was said
             return
-        finished = st[3] is not None and st[2] >= st[3]
-        if finished or now - st[5] >= self.every:
+        finished = t.total is not None and t.done >= t.total
+        if finished or now - t.said >= self.every:
             self.echo(self.line(key, now))
-            st[5] = None if finished else now
+            t.said = None if finished else now
 
     def line(self, key: str, now: float) -> str:
-        desc, unit, done, total, started, _ = self._state[key]
-        elapsed = max(now - started, 1e-9)
-        rate = done / elapsed
-        parts = [f"{desc}: {done:,}" + (f"/{total:,} ({100 * done / total:.0f}%)" if total else "")]
+        t = self._tasks[key]
+        elapsed = max(now - t.started, 1e-9)
+        rate = t.done / elapsed
+        parts = [f"{t.desc}: {t.done:,}" + (f"/{t.total:,} ({100 * t.done / t.total:.0f}%)" if t.total else "")]
         if elapsed >= 1.0:  # a rate over less than a second says nothing (work reused from the cache)
-            parts.append(f"{rate:,.1f} {unit}/s")
+            parts.append(f"{rate:,.1f} {t.unit}/s")
         parts.append(f"{_clock(elapsed)} elapsed")
-        if total and rate > 0 and done < total:
-            parts.append(f"ETA {_clock((total - done) / rate)}")
+        if t.total and rate > 0 and t.done < t.total:
+            parts.append(f"ETA {_clock((t.total - t.done) / rate)}")
         return ", ".join(parts)
 
 
