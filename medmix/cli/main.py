@@ -75,7 +75,8 @@ def build(
             return
         from medmix.core.progress import BuildProgress, StageLog
 
-        stages = StageLog(lambda m: err_console.print(m, markup=False, highlight=False), timings)
+        stages = StageLog(lambda m: err_console.print(m, markup=False, highlight=False), timings,
+                          last_words=_raw_stderr)
         with _named_on_kill(stages), BuildProgress(err_console) as bars:
             def progress(*event) -> None:
                 stages(*event)
@@ -87,6 +88,13 @@ def build(
         fail(exc)
     from medmix.cli.build_summary import print_build_summary
     print_build_summary(result.manifest, result.out, out_console)
+
+
+def _raw_stderr(line: str) -> None:
+    """The kill message goes straight to fd 2, not through rich: a signal that lands inside a
+    console print nests the handler's print into rich's buffer, which the kill that follows never
+    flushes (CI lost both lines so, 2026-12-07)."""
+    os.write(2, (line + "\n").encode("utf-8", "replace"))
 
 
 @contextlib.contextmanager

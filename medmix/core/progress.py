@@ -9,6 +9,7 @@ last line naming the stage when the build is killed.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,17 +145,20 @@ class StageLog:
     a reader (benchmarks/rehearsal.py) sees them while the build runs and after it is killed.
     """
 
-    def __init__(self, echo: Callable[[str], None], path: Path | None = None) -> None:
+    def __init__(self, echo: Callable[[str], None], path: Path | None = None,
+                 last_words: Callable[[str], None] | None = None) -> None:
         self.echo = echo
+        self.last_words = last_words or echo
         self.current: str | None = None
         self._t0 = 0.0
-        self._file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        # one unbuffered O_APPEND write per line: a kill's line, written from the signal handler,
+        # cannot land inside a half-written buffered one (a BufferedWriter re-entered raises)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path is not None else None
 
     def _emit(self, event: str, **extra) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps({"event": event, "stage": self.current, "unix": round(time.time(), 3),
-                                         **extra}) + "\n")
-            self._file.flush()
+        if self._fd is not None:
+            line = json.dumps({"event": event, "stage": self.current, "unix": round(time.time(), 3), **extra})
+            os.write(self._fd, (line + "\n").encode())
 
     def _end(self) -> None:
         if self.current is not None:
@@ -174,10 +178,10 @@ class StageLog:
         where = self.current or "setup"
         secs = time.monotonic() - self._t0 if self.current else 0.0
         self._emit("killed", signal=signal_name, seconds=round(secs, 3))
-        self.echo(f"medmix build: {signal_name} during stage {where} (after {secs:.1f} s in it)")
+        self.last_words(f"medmix build: {signal_name} during stage {where} (after {secs:.1f} s in it)")
 
     def close(self) -> None:
         self._end()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

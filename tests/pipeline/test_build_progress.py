@@ -128,3 +128,16 @@ def test_killed_build_names_its_stage(tmp_path: Path) -> None:
     last = json.loads(timings.read_text().splitlines()[-1])
     assert last["event"] == "killed" and last["stage"] == "normalize" and last["signal"] == "SIGTERM"
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_kill_message_is_not_held_in_a_rich_buffer(capfd) -> None:
+    """A signal that lands inside a console print nests the handler's print into rich's buffer,
+    which the kill then never flushes; the last words go to fd 2 directly instead."""
+    from medmix.cli.main import _raw_stderr
+
+    console = Console(file=sys.stderr, force_terminal=False)
+    with console:  # rich's buffer, as during a print
+        console.print("held")
+        _raw_stderr("medmix build: SIGTERM during stage normalize")
+        err = capfd.readouterr().err
+    assert "SIGTERM during stage normalize" in err and "held" not in err
