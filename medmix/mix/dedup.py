@@ -37,22 +37,21 @@ stored (`_CRUMB_DESIGNS`, from a seeded randomized greedy search) and checked ex
 C(32, 8) = 10.5M sets of differing crumbs before use (`_crumb_design`, ~1 s). Their tables are
 arbitrary bit masks, so they run on a second engine, `_mask_self_pairs`: per table the whole hash
 is permuted through 16-bit lookup tables so the key bits are on top, the words are sorted, and
-adjacent XORs give exact distances (no index, no gather); tables run on a thread pool. The cost
-model picks 20-bit nibble keys up to ~10M distinct hashes, 22-bit crumb keys above (24-bit past
-~37M); measured per-table costs put the nibble/crumb crossing at ~8M.
+one pass along each run of equal keys gives exact distances (no index, no gather); the
+permutation and the run scan are compiled loops (`medmix.mix.word_runs`, numba) and tables run on
+a thread pool. The cost model picks the nibble engine below ~1M distinct hashes (it has no
+once-per-process setup), 22-bit crumb keys above, 24-bit past ~60M.
 
-Measured 2026-12-06, `nice -n 10 python benchmarks/dedup_scale.py --part images --scale 9
---pairs-only` (30.15M random hashes, 90,000 planted pairs at distance 1..8, d = 8; 2 cores shared
-with another job's two workers): 342 tables of 22-bit keys, near_pairs 671 s wall / 788 s CPU,
-peak RSS 3.4 GiB, recall 1.0 (90,000/90,000), all 216,905 pairs verified. An earlier run of the
-same search on the same input with fewer neighbours: 523 s wall / 746 s CPU. Before: 210 tables of
-20-bit keys did not finish in 20 minutes (the same design on this engine: 4.2 s per table over 40
-tables, ~15 min of one core). The 5-minute target is NOT met. Per table (one thread, 30M): lookup-
-table permutation 0.33 s, sort 0.25 s, adjacent scan and ~1.1e8 in-bucket comparisons ~1.1 s; two
-threads gave 1.2-1.4x, not 2x. What is left is the number of tables: the greedy designs are ~6.5x
-the counting bound (52 tables of 22 bits), so a better covering design, not a faster table, is the
-remaining lever; the 24-bit design costs about the same today (fewer comparisons, more tables).
-3.35M hashes keep the 20-bit nibble plan and engine (unchanged: ~680 sorts' worth, as before).
+Measured 2026-12-07, `/usr/bin/time -v python benchmarks/dedup_scale.py --part images --scale 9
+--pairs-only` (30.15M random hashes, 90,000 planted pairs at distance 1..8, d = 8; 2 quiet
+cores): 342 tables of 22-bit keys, near_pairs 177 s wall / 299 s CPU, peak RSS 3.3 GiB, recall
+1.0 (90,000/90,000), all 216,905 pairs within distance found and verified. Per table: permutation
+0.15 s, sort 0.37 s, run scan 0.28 s (1.07e8 comparisons). The same tables in numpy (four `take`s,
+a gather per step along the runs) took 671 s wall on 2026-12-06 (2.3 s per table on one core, 1.5
+of it the run scan); the 20-bit nibble plan before that did not finish in 20 minutes. At 3.35M the
+crumb engine takes 13.7 s wall against the nibble engine's 31 s (`near_pairs`' plan moved there).
+What is left is the number of tables: the greedy designs are ~6.5x the counting bound (52 tables
+of 22 bits); the sort (0.37 s of each table) is the floor of this engine.
 
 Default distance
 ----------------
@@ -101,11 +100,21 @@ _CHUNK_ELEMS = 1 << 22
 _COST_PAIR = 1.0
 _COST_ROW = 9.0
 _COST_TABLE = 2e5
-# An in-bucket comparison in a table is dearer than a brute-force one (gathers along the run):
-# ~7.7 ns against ~29 ns per row per table, measured at 30M on 2026-12-06. With it the plan
-# moves to 22-bit keys at ~8M distinct hashes, where the measured per-table costs cross.
+# An in-bucket comparison in a nibble table is dearer than a brute-force one (gathers).
 _COST_BUCKET_PAIR = 2.0
+# The crumb engine (`_mask_self_pairs`, compiled loops in word_runs, tables on two threads), wall
+# time on the 2-core machine, 2026-12-07: ~12 ns per row per table, ~1.3 ns per in-bucket
+# comparison, ~0.5 ms per table, and ~2.4 s once per process (checking the stored design, loading
+# the compiled loops). Measured crossings: 300k distinct hashes 1.8 s nibble (210 tables) vs 1.2 s
+# crumb once set up; 1M 5.8 vs 3.8 s; 3.35M 31 vs 13.7 s; 30M >20 min vs 173 s.
+_WIDE_ROW = 2.4
+_WIDE_BUCKET_PAIR = 0.26
+_WIDE_TABLE = 1e5
+_WIDE_SETUP = 4.8e8
 _MAX_THREADS = 8
+# Pairs one lane's run scan writes before it must be run again with larger buffers (random hashes
+# give a few dozen per lane; thousands of near copies of one image give more).
+_RUN_PAIRS = 1 << 12
 # Covering designs of k-crumb tables (32-bit masks over the 2-bit blocks) for d <= 8; see
 # `_crumb_design`, which checks them exhaustively before use.
 _CRUMB_DESIGNS = {
@@ -402,7 +411,11 @@ def _plan(d: int, rows: int, pairs: float, method: str, *, wide: bool = True) ->
         options += [("crumb", k, _CRUMB_TABLES[k], 2 * k) for k in sorted(_CRUMB_DESIGNS)]
     best, best_cost = ("nibble", 1), float("inf")
     for kind, k, tables, bits in options:
-        cost = tables * (_COST_TABLE + _COST_ROW * rows + _COST_BUCKET_PAIR * pairs / float(1 << bits))
+        in_bucket = pairs / float(1 << bits)
+        if kind == "nibble":
+            cost = tables * (_COST_TABLE + _COST_ROW * rows + _COST_BUCKET_PAIR * in_bucket)
+        else:
+            cost = _WIDE_SETUP + tables * (_WIDE_TABLE + _WIDE_ROW * rows + _WIDE_BUCKET_PAIR * in_bucket)
         if cost < best_cost:
             best, best_cost = (kind, k), cost
     if method == "auto" and pairs * _COST_PAIR <= best_cost:
@@ -535,45 +548,28 @@ def _first_in_design(z: np.ndarray, masks: np.ndarray, t: int) -> np.ndarray:
 def _mask_table(u: np.ndarray, cols: list[np.ndarray], bounds: np.ndarray, marr: np.ndarray, d: int,
                 t: int) -> np.ndarray | None:
     """Near pairs (positions in `u`) first found by table t, over the lanes of one group."""
+    from medmix.mix.word_runs import near_in_runs, permute_words
+
     lane_max = int(np.diff(bounds).max())
     fwd, inv = _perm_luts(int(marr[t]))
     limit = _U64(1 << (64 - bin(int(marr[t])).count("1")))  # words XOR below this: same key
-    w, tmp = np.empty(lane_max, dtype=np.uint64), np.empty(lane_max, dtype=np.uint64)
-    xbuf, same = np.empty(lane_max, dtype=np.uint64), np.zeros(lane_max + 1, dtype=bool)
-    pcount = np.empty(lane_max, dtype=np.uint8)
+    w = np.empty(lane_max, dtype=np.uint64)
+    out_a, out_b = np.empty(_RUN_PAIRS, dtype=np.uint64), np.empty(_RUN_PAIRS, dtype=np.uint64)
     hits_a: list[np.ndarray] = []
     hits_b: list[np.ndarray] = []
     for lo, hi in itertools.pairwise(bounds):
-        m = int(hi - lo)
-        if m < 2:
+        if hi - lo < 2:
             continue
-        c, tm, x, sm, pc = w[:m], tmp[:m], xbuf[:m - 1], same[:m], pcount[:m - 1]
-        np.take(fwd[0], cols[0][lo:hi], out=c)
-        for j in (1, 2, 3):
-            np.take(fwd[j], cols[j][lo:hi], out=tm)
-            np.bitwise_or(c, tm, out=c)
+        c = w[:hi - lo]
+        permute_words(cols[0][lo:hi], cols[1][lo:hi], cols[2][lo:hi], cols[3][lo:hi], fwd, c)
         c.sort()
-        np.bitwise_xor(c[1:], c[:-1], out=x)
-        np.less(x, limit, out=sm[:-1])  # sm[p]: rows p and p+1 share the key
-        sm[-1] = False
-        np.bitwise_count(x, out=pc)
-        near = np.flatnonzero(pc <= d)  # few: filter those by the key, not every row
-        left = [near[sm[near]]]
-        right = [left[0] + 1]
-        # (p, p+s+1) share the key iff (p, p+s) do and sm[p+s]
-        pos = np.flatnonzero(sm[:-2] & sm[1:-1])
-        step = 2
-        while pos.size:
-            q = pos + step
-            close = np.bitwise_count(c[pos] ^ c[q]) <= d
-            left.append(pos[close])
-            right.append(q[close])
-            pos = pos[sm[q]]
-            step += 1
-        pa, pb = np.concatenate(left), np.concatenate(right)
-        if pa.size:
-            hits_a.append(c[pa])
-            hits_b.append(c[pb])
+        found = near_in_runs(c, limit, d, out_a, out_b)
+        if found > len(out_a):  # more than the buffers hold (many near copies): again, with room
+            out_a, out_b = np.empty(found, dtype=np.uint64), np.empty(found, dtype=np.uint64)
+            found = near_in_runs(c, limit, d, out_a, out_b)
+        if found:
+            hits_a.append(out_a[:found].copy())
+            hits_b.append(out_b[:found].copy())
     if not hits_a:
         return None
     wa, wb = np.concatenate(hits_a), np.concatenate(hits_b)

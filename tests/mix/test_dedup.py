@@ -273,18 +273,23 @@ def test_wide_key_tables_equal_brute_force(kind, k, d):
     assert (np.bitwise_count(u[:, None] ^ u[None, :]) == d + 1).any()
 
 
-def test_wide_key_tables_exact_on_low_entropy_hashes():
+@pytest.mark.parametrize("buffer", [dedup._RUN_PAIRS, 5])
+def test_wide_key_tables_exact_on_low_entropy_hashes(buffer, monkeypatch):
+    """Many pairs per lane; with 5-pair buffers every lane's scan overflows and runs again."""
+    monkeypatch.setattr(dedup, "_RUN_PAIRS", buffer)
     h = np.unique(np.random.default_rng(5).integers(0, 2**20, size=1500).astype(np.uint64))
     raw = dedup._mask_self_pairs(h, 8, dedup._crumb_design(8, 11))
     assert np.array_equal(dedup._sort_pairs(raw, len(h)), dedup._sort_pairs(dedup._brute_self_pairs(h, 8), len(h)))
 
 
 def test_plan_widens_keys_as_n_grows():
-    """Fixed key width makes buckets grow with N: 30M hashes get the 22/24-bit designs."""
+    """Fixed key width makes buckets grow with N: past ~1M hashes the crumb engine's 22-bit tables,
+    past ~60M its 24-bit ones; below, the nibble engine, which has no once-per-process setup."""
     def kind(n):
         return dedup._plan(8, n, n * (n - 1) / 2, "auto")
-    assert kind(3_350_000) == ("tables", ("nibble", 5))
-    assert kind(30_150_000)[1][0] == "crumb"
+    assert kind(300_000) == ("tables", ("nibble", 4))
+    assert kind(3_350_000) == kind(30_150_000) == ("tables", ("crumb", 11))
+    assert kind(100_000_000) == ("tables", ("crumb", 12))
     assert dedup._plan(8, 30_150_000, 1e14, "auto", wide=False)[1][0] == "nibble"
     assert dedup._plan(10, 30_150_000, 4.5e14, "auto")[1][0] == "nibble"  # no stored design past d = 8
 
@@ -521,3 +526,29 @@ def test_sketch_rejects_chance_band_collisions_and_keeps_true_ones():
     assert np.abs(est - (sig[a] == sig[b]).mean(axis=1)).max() < 0.1  # 4 bits lose little
     with pytest.raises(textsim.TextInputError, match="sketch"):
         textsim.clusters_from_bands(bands, sketch[:3])
+
+
+def test_compiled_run_scan_against_numpy():
+    """word_runs' loops against numpy: the permutation, and the run scan past its buffers' size."""
+    from medmix.mix.word_runs import near_in_runs, permute_words
+
+    rng = np.random.default_rng(3)
+    u = rng.integers(0, 2**64, 4000, dtype=np.uint64) >> np.uint64(rng.integers(0, 3))
+    mask = dedup._crumb_design(8, 11)[5]
+    fwd, inv = dedup._perm_luts(mask)
+    cols = [((u >> np.uint64(16 * c)) & np.uint64(0xFFFF)).astype(np.uint16) for c in range(4)]
+    words = np.empty(len(u), dtype=np.uint64)
+    permute_words(*cols, fwd, words)
+    assert np.array_equal(words, np.bitwise_or.reduce([fwd[c][cols[c]] for c in range(4)]))
+    assert np.array_equal(dedup._unpermute(words, inv), u)
+    words = np.sort(words >> np.uint64(12))  # fewer distinct keys: long runs, many pairs
+    limit, d = np.uint64(1 << 40), 22
+    x = words[:, None] ^ words[None, :]
+    ii, jj = np.nonzero(np.triu((x < limit) & (np.bitwise_count(x) <= d), 1))
+    assert len(ii) > 100
+    small = np.empty(7, dtype=np.uint64), np.empty(7, dtype=np.uint64)
+    assert near_in_runs(words, limit, d, *small) == len(ii)  # counts all, writes what fits
+    assert set(zip(small[0].tolist(), small[1].tolist())) <= set(zip(words[ii].tolist(), words[jj].tolist()))
+    out = np.empty(len(ii), dtype=np.uint64), np.empty(len(ii), dtype=np.uint64)
+    assert near_in_runs(words, limit, d, *out) == len(ii)
+    assert sorted(zip(out[0].tolist(), out[1].tolist())) == sorted(zip(words[ii].tolist(), words[jj].tolist()))
