@@ -44,12 +44,13 @@ once-per-process setup), 22-bit crumb keys above, 24-bit past ~60M.
 
 Measured 2026-12-07, `/usr/bin/time -v python benchmarks/dedup_scale.py --part images --scale 9
 --pairs-only` (30.15M random hashes, 90,000 planted pairs at distance 1..8, d = 8; 2 quiet
-cores): 342 tables of 22-bit keys, near_pairs 177 s wall / 299 s CPU, peak RSS 3.3 GiB, recall
+cores): 342 tables of 22-bit keys, near_pairs 141 s wall / 239 s CPU, peak RSS 2.1 GiB, recall
 1.0 (90,000/90,000), all 216,905 pairs within distance found and verified. Per table: permutation
 0.15 s, sort 0.37 s, run scan 0.28 s (1.07e8 comparisons). The same tables in numpy (four `take`s,
 a gather per step along the runs) took 671 s wall on 2026-12-06 (2.3 s per table on one core, 1.5
 of it the run scan); the 20-bit nibble plan before that did not finish in 20 minutes. At 3.35M the
-crumb engine takes 13.7 s wall against the nibble engine's 31 s (`near_pairs`' plan moved there).
+crumb engine takes 16.6 s wall against the nibble engine's 29.4 s in the same run
+(`benchmarks/dedup_scale.py --part images`; `near_pairs`' plan moved there).
 What is left is the number of tables: the greedy designs are ~6.5x the counting bound (52 tables
 of 22 bits); the sort (0.37 s of each table) is the floor of this engine.
 
