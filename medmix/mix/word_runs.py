@@ -17,20 +17,34 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+
+def _compiled(**options):
+    """numba.njit, cached on disk where numba finds a writable place for it (beside this file or
+    in the user's cache directory). In a read-only install with a read-only home numba raises at
+    decoration ("no locator available"), which would make this module unimportable; then the
+    loops compile once per process (~1-2 s) instead."""
+    def wrap(fn):
+        try:
+            return numba.njit(nogil=True, cache=True, **options)(fn)
+        except RuntimeError:
+            return numba.njit(nogil=True, **options)(fn)
+    return wrap
+
+
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled()
 def permute_words(c0, c1, c2, c3, fwd, out):
     """out[i] = the word whose 16-bit chunks are c0..c3[i], with each chunk's bits moved by `fwd[c]`."""
     for i in range(c0.shape[0]):
         out[i] = fwd[0, c0[i]] | fwd[1, c1[i]] | fwd[2, c2[i]] | fwd[3, c3[i]]
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_compiled(inline="always")
 def _popcount(x):
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
@@ -38,7 +52,7 @@ def _popcount(x):
     return (x * _H01) >> np.uint64(56)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled()
 def near_in_runs(words, limit, d, out_a, out_b):
     """Pairs of sorted `words` that share a key (XOR below `limit`) and lie within distance `d`.
 

@@ -552,3 +552,25 @@ def test_compiled_run_scan_against_numpy():
     out = np.empty(len(ii), dtype=np.uint64), np.empty(len(ii), dtype=np.uint64)
     assert near_in_runs(words, limit, d, *out) == len(ii)
     assert sorted(zip(out[0].tolist(), out[1].tolist())) == sorted(zip(words[ii].tolist(), words[jj].tolist()))
+
+
+def test_compiled_loops_import_without_a_writable_cache(monkeypatch):
+    """A read-only install with a read-only home leaves numba no cache location, and `cache=True`
+    then raises at decoration; the loops must still import and run (compiled per process)."""
+    import importlib
+
+    import numba
+    import numba.core.caching as caching
+
+    import medmix.mix.word_runs as word_runs
+
+    with monkeypatch.context() as m:
+        m.setattr(caching.CacheImpl, "_locator_classes", [])
+        with pytest.raises(RuntimeError, match="no locator"):  # what numba does with nowhere to cache
+            numba.njit(cache=True)(lambda x: x + 1)
+        uncached = importlib.reload(word_runs)
+        words = np.array([1, 3, 1 << 50], dtype=np.uint64)
+        out = np.empty(4, dtype=np.uint64), np.empty(4, dtype=np.uint64)
+        assert uncached.near_in_runs(words, np.uint64(1 << 40), 1, *out) == 1
+        assert (out[0][0], out[1][0]) == (1, 3)
+    importlib.reload(word_runs)  # cached again for the tests after this one
