@@ -107,7 +107,8 @@ _COST_BUCKET_PAIR = 2.0
 # time on the 2-core machine, 2026-12-07: ~12 ns per row per table, ~1.3 ns per in-bucket
 # comparison, ~0.5 ms per table, and ~2.4 s once per process (checking the stored design, loading
 # the compiled loops). Measured crossings: 300k distinct hashes 1.8 s nibble (210 tables) vs 1.2 s
-# crumb once set up; 1M 5.8 vs 3.8 s; 3.35M 31 vs 13.7 s; 30M >20 min vs 173 s.
+# crumb once set up; 1M 5.8 vs 3.8 s; 3.35M 29.4 vs 16.6 s and 30M >20 min vs 141 s
+# (benchmarks/dedup_scale.py).
 _WIDE_ROW = 2.4
 _WIDE_BUCKET_PAIR = 0.26
 _WIDE_TABLE = 1e5

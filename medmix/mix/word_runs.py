@@ -6,7 +6,7 @@ their exact Hamming distance. numpy did this with four `take`s and three ORs for
 and with one gather-and-compare pass per step along the runs. At 30M hashes and 22-bit keys that
 scan was ~1.1e8 comparisons per table through fancy indexing, 1.5 s of the 2.3 s each table cost
 on one core (2026-12-07), and 342 tables took ~10 minutes. Here the permutation is one loop (4
-lookups per word, 0.15 s per table instead of 0.40) and the scan one pass that walks each run in
+lookups per word, 0.15 s per table instead of 0.71) and the scan one pass that walks each run in
 place (2.6 ns per comparison, 0.28 s per table): 342 tables in 141 s on two threads
 (`benchmarks/dedup_scale.py --part images --scale 9 --pairs-only`, against 671 s in numpy). Both loops
 release the GIL, so tables still run on a thread pool, and are compiled once and cached on disk.
